@@ -1,0 +1,122 @@
+"""Settings: declared once (name, default, help), read from PARCOURS_* environment variables.
+
+Nothing else in the code base reads os.environ for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    kind: type = str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATA_DIR", "var", "Folder for the embedded SQLite database and runtime files."),
+    Setting(
+        "DATABASE_URL",
+        "",
+        "SQLAlchemy URL; empty means SQLite in DATA_DIR/parcours.db. "
+        "PostgreSQL: postgresql://user@host:5432/db.",
+    ),
+    Setting("SCENARIOS_DIR", "scenarios", "Folder of scenario YAML files published at start-up."),
+    Setting("TIMEZONE", "Europe/Paris", "Workspace zone, used when a contact's zone is unknown."),
+    Setting("BATCH_SIZE", "500", "Enrollments claimed and committed together.", int),
+    Setting("TICK_SECONDS", "1.0", "Interval of the worker's tick.", float),
+    Setting("LEASE_SECONDS", "60", "How long a claimed batch stays reserved to one worker.", int),
+    Setting(
+        "ANNIVERSARY_EVERY_SECONDS", "3600", "How often birthday-style triggers are scanned.", int
+    ),
+    Setting(
+        "ANNIVERSARY_LOOKAHEAD_HOURS", "48", "How far ahead anniversary entries are planned.", int
+    ),
+    Setting(
+        "TRIGGER_MAX_AGE_HOURS",
+        "24",
+        "Events older than this when they arrive start no journey "
+        "(they still count as history and wake waiting contacts).",
+        int,
+    ),
+    Setting("HOST", "127.0.0.1", "Address the HTTP server listens on."),
+    Setting("PORT", "8080", "Port of the HTTP server.", int),
+    Setting(
+        "API_KEY",
+        "",
+        "Key for the JSON API (header X-Api-Key); empty: one is generated at "
+        "start-up and printed once.",
+    ),
+    Setting(
+        "SECRET_KEY",
+        "",
+        "Secret for sessions and signed links; empty: generated and kept in DATA_DIR/secret_key.",
+    ),
+    Setting("LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    scenarios_dir: Path
+    timezone: str
+    batch_size: int
+    tick_seconds: float
+    lease_seconds: int
+    anniversary_every_seconds: int
+    anniversary_lookahead_hours: int
+    trigger_max_age_hours: int
+    host: str
+    port: int
+    api_key: str
+    secret_key: str
+    log_level: str
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'parcours.db').resolve()}"
+
+    def evolve(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from PARCOURS_* variables (or `env`), then `overrides`."""
+    source = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = source.get(f"PARCOURS_{setting.name}", setting.default)
+        try:
+            value: Any = setting.kind(raw)
+        except ValueError:
+            raise ConfigError(
+                f"PARCOURS_{setting.name}={raw!r} is not a valid {setting.kind.__name__}: "
+                f"{setting.help}"
+            ) from None
+        values[setting.name.lower()] = value
+    values["data_dir"] = Path(values["data_dir"])
+    values["scenarios_dir"] = Path(values["scenarios_dir"])
+    values.update(overrides)
+    from engine.runtime.timing import is_valid_zone
+
+    if not is_valid_zone(values["timezone"]):
+        raise ConfigError(
+            f"PARCOURS_TIMEZONE={values['timezone']!r} is not an IANA zone (e.g. Europe/Paris)"
+        )
+    return Settings(**values)

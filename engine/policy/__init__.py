@@ -1,0 +1,3 @@
+"""The policy gate: decisions taken before every send."""
+
+from __future__ import annotations

@@ -1,0 +1,102 @@
+"""Run-time views handed to the interpreter: the contact, their events, the enrollment state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+ACTIVE = "active"
+COMPLETED = "completed"
+CONVERTED = "converted"
+EXITED = "exited"
+FAILED = "failed"
+TERMINAL = (COMPLETED, CONVERTED, EXITED, FAILED)
+HOLDOUT_STEP = "__holdout__"
+
+
+@dataclass
+class ContactView:
+    """A working copy of a contact; the interpreter may change it (update steps)."""
+
+    id: int
+    external_id: str
+    email: str | None = None
+    phone: str | None = None
+    timezone: str | None = None
+    locale: str | None = None
+    score: int = 0
+    tags: list[str] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    opted_out: bool = False
+
+    def template_view(self) -> dict[str, Any]:
+        """What templates see as `contact`: attributes plus profile fields."""
+        view = dict(self.attributes)
+        view.update(
+            external_id=self.external_id,
+            email=self.email,
+            phone=self.phone,
+            timezone=self.timezone,
+            locale=self.locale,
+            score=self.score,
+            tags=list(self.tags),
+        )
+        return view
+
+
+@dataclass(frozen=True)
+class EventView:
+    id: int
+    name: str
+    properties: Mapping[str, Any]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class EnrollmentState:
+    """Where one contact is in one scenario version. Immutable; `evolve` makes the next one."""
+
+    id: int
+    scenario_id: str
+    version_id: int
+    contact_id: int
+    status: str
+    step_id: str | None
+    entered_at: datetime
+    step_entered_at: datetime | None = None
+    deadline: datetime | None = None
+    due_at: datetime | None = None
+    waiting_for: str | None = None
+    visits: int = 0
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    trigger_event: EventView | None = None
+    end_reason: str | None = None
+    ended_at: datetime | None = None
+
+    def evolve(self, **changes: Any) -> EnrollmentState:
+        return replace(self, **changes)
+
+
+@dataclass
+class ProfileChanges:
+    """What update steps changed, to persist with the step's batch."""
+
+    set: dict[str, Any] = field(default_factory=dict)
+    score_delta: int = 0
+    add_tags: list[str] = field(default_factory=list)
+    remove_tags: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.score_delta or self.add_tags or self.remove_tags)
+
+
+@dataclass
+class History:
+    """A contact's events by name, oldest first; only the names a scenario reads are loaded."""
+
+    by_name: Mapping[str, Sequence[EventView]] = field(default_factory=dict)
+
+    def events(self, name: str) -> Sequence[EventView]:
+        return self.by_name.get(name, ())

@@ -1,0 +1,115 @@
+"""Marshmallow fields for the scenario language: durations, local times, weekdays, conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import TemplateError
+from marshmallow import ValidationError, fields
+
+from engine.spec.conditions import Condition, PropertyFilter, parse_condition, parse_filters
+from engine.spec.durations import format_duration, parse_duration, parse_local_time
+from engine.spec.expressions import compile_expression, expression_issues
+from engine.spec.problems import did_you_mean
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def compile_checked_expression(source: str, path: list[str | int]) -> Any:
+    """Compile a condition expression, turning syntax errors and unknown names into field errors."""
+    try:
+        issues = expression_issues(source)
+        compiled = compile_expression(source)
+    except TemplateError as exc:
+        raise ValidationError(f"Expression does not compile: {exc}") from None
+    if issues:
+        raise ValidationError("; ".join(issues))
+    return compiled
+
+
+class Duration(fields.Field[Any]):
+    """``2d``, ``1h30m`` → timedelta."""
+
+    def __init__(self, *, positive: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.positive = positive
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        try:
+            delta = parse_duration(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        if self.positive and delta.total_seconds() <= 0:
+            raise ValidationError("Must be longer than zero, e.g. '1h'.")
+        return delta
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return None if value is None else format_duration(value)
+
+
+class LocalTime(fields.Field[Any]):
+    """``09:00`` → datetime.time."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        try:
+            return parse_local_time(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class Weekdays(fields.Field[Any]):
+    """``[mon, fri]`` → frozenset({0, 4})."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, list) or not value:
+            raise ValidationError("Expected a list of days, e.g. [mon, wed, fri].")
+        out = set()
+        for day in value:
+            key = str(day).lower()[:3]
+            if key not in WEEKDAYS:
+                hint = did_you_mean(str(day).lower(), WEEKDAYS)
+                raise ValidationError(
+                    f"'{day}' is not a weekday; use mon..sun." + (f" {hint}" if hint else "")
+                )
+            out.add(WEEKDAYS.index(key))
+        return frozenset(out)
+
+
+class ConditionField(fields.Field[Any]):
+    """A condition (see engine.spec.conditions); errors are nested at their exact path."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Condition:
+        return parse_condition(value, [], compile_checked_expression)
+
+
+class Filters(fields.Field[Any]):
+    """``where: [{property, op, value}]``."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> tuple[PropertyFilter, ...]:
+        return parse_filters(value, [])
+
+
+class Identifier(fields.String):
+    """A step or scenario id: letters, digits, '_' and '-', starting with a letter or digit."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not text or not (text[0].isalnum() and all(c.isalnum() or c in "_-" for c in text)):
+            raise ValidationError(
+                f"'{text}' is not a valid id; use letters, digits, '_' and '-' (e.g. 'wait-1h')."
+            )
+        if len(text) > 100:
+            raise ValidationError("An id is at most 100 characters.")
+        return text
+
+
+class PlainMapping(fields.Dict):
+    """A mapping of names to plain YAML values (text, numbers, booleans, lists, mappings)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValidationError("Expected a mapping of names to values.")
+        return dict(value)

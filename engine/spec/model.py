@@ -1,0 +1,290 @@
+"""The compiled, immutable Scenario and its parts. Data only: behaviour lives in the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from engine.spec.conditions import Condition, PropertyFilter
+    from engine.spec.expressions import CompiledTemplate
+
+OBJECTIVES = (
+    "activation",
+    "loyalty",
+    "reactivation",
+    "basket",
+    "nurturing",
+    "newsletter",
+    "other",
+)
+KINDS = ("marketing", "transactional")
+REENTRY = ("never", "always", "cooldown")
+
+
+@dataclass(frozen=True)
+class Step:
+    """Base of every step; subclasses add their fields and name their exits."""
+
+    type: ClassVar[str] = ""
+    exit_fields: ClassVar[tuple[str, ...]] = ("next",)
+    pauses: ClassVar[bool] = False  # a step that can make time pass (breaks loops)
+
+    id: str
+    label: str | None = None
+
+    def exits(self) -> dict[str, str | None]:
+        """Exit name → target step id (None: the journey ends there)."""
+        return {name: getattr(self, name) for name in self.exit_fields}
+
+    def targets(self) -> list[str]:
+        """Step ids this step can lead to."""
+        return [t for t in self.exits().values() if t]
+
+
+@dataclass(frozen=True)
+class WaitStep(Step):
+    type: ClassVar[str] = "wait"
+    pauses: ClassVar[bool] = True
+    duration: timedelta = timedelta(0)
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitUntilStep(Step):
+    """Wait until a local time of day and/or one of some weekdays, in the contact's zone."""
+
+    type: ClassVar[str] = "wait_until"
+    pauses: ClassVar[bool] = True
+    at: time | None = None
+    weekdays: frozenset[int] | None = None  # 0 = Monday
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitDateStep(Step):
+    """Wait until a date attribute of the contact, plus an offset, at a local time."""
+
+    type: ClassVar[str] = "wait_date"
+    pauses: ClassVar[bool] = True
+    attribute: str = ""
+    offset: timedelta = timedelta(0)
+    at: time | None = None
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitEventStep(Step):
+    """Wait for an event; leave by `on_event` when it comes, by `on_timeout` otherwise."""
+
+    type: ClassVar[str] = "wait_event"
+    exit_fields: ClassVar[tuple[str, ...]] = ("on_event", "on_timeout")
+    pauses: ClassVar[bool] = True
+    event: str = ""
+    where: tuple[PropertyFilter, ...] = ()
+    timeout: timedelta | None = None
+    on_event: str | None = None
+    on_timeout: str | None = None
+
+
+@dataclass(frozen=True)
+class ConditionStep(Step):
+    type: ClassVar[str] = "condition"
+    exit_fields: ClassVar[tuple[str, ...]] = ("then", "else_")
+    condition: Condition | None = None
+    then: str | None = None
+    else_: str | None = None
+
+    def exits(self) -> dict[str, str | None]:
+        return {"then": self.then, "else": self.else_}
+
+
+@dataclass(frozen=True)
+class SwitchCase:
+    condition: Condition
+    next: str | None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class SwitchStep(Step):
+    """First matching case wins; `default` otherwise."""
+
+    type: ClassVar[str] = "switch"
+    cases: tuple[SwitchCase, ...] = ()
+    default: str | None = None
+
+    def exits(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {f"cases.{i}": case.next for i, case in enumerate(self.cases)}
+        out["default"] = self.default
+        return out
+
+
+@dataclass(frozen=True)
+class SplitBranch:
+    name: str
+    weight: int
+    next: str | None
+
+
+@dataclass(frozen=True)
+class SplitStep(Step):
+    """Random split by weight (A/B/n); `holdout` percent form a control group that gets nothing."""
+
+    type: ClassVar[str] = "split"
+    branches: tuple[SplitBranch, ...] = ()
+    holdout: int = 0
+
+    def exits(self) -> dict[str, str | None]:
+        return {f"branches.{b.name}": b.next for b in self.branches}
+
+
+@dataclass(frozen=True)
+class SendStep(Step):
+    type: ClassVar[str] = "send"
+    channel: str = ""
+    template: str | None = None
+    content: Mapping[str, str] = field(default_factory=dict)
+    topic: str | None = None
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateStep(Step):
+    """Update the profile: set attributes, add to the score, add or remove tags."""
+
+    type: ClassVar[str] = "update"
+    set: Mapping[str, Any] = field(default_factory=dict)
+    add_score: int = 0
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookStep(Step):
+    type: ClassVar[str] = "webhook"
+    url: str = ""
+    method: str = "POST"
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class StartScenarioStep(Step):
+    type: ClassVar[str] = "start_scenario"
+    scenario: str = ""
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class ExitStep(Step):
+    type: ClassVar[str] = "exit"
+    exit_fields: ClassVar[tuple[str, ...]] = ()
+    reason: str = "exit"
+
+
+@dataclass(frozen=True)
+class EventTrigger:
+    event: str
+    where: tuple[PropertyFilter, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScheduleTrigger:
+    cron: str
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class AnniversaryTrigger:
+    """Fires yearly on a date attribute (birthday, sign-up date) plus an offset, at a local time."""
+
+    attribute: str
+    at: time = time(9, 0)
+    offset: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class ManualTrigger:
+    """Enrollment only through the CLI or the API."""
+
+
+Trigger = EventTrigger | ScheduleTrigger | AnniversaryTrigger | ManualTrigger
+
+
+@dataclass(frozen=True)
+class EntryRules:
+    reentry: str = "never"
+    cooldown: timedelta | None = None
+    concurrent: bool = False
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A conversion: the event within `within` of entry ends the enrollment as converted."""
+
+    event: str
+    where: tuple[PropertyFilter, ...] = ()
+    within: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """An event that ends the enrollment (e.g. unsubscribed); not a conversion."""
+
+    event: str
+    where: tuple[PropertyFilter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated, compiled scenario. Immutable; `content_hash` identifies a version."""
+
+    id: str
+    name: str
+    format_version: int
+    objective: str
+    priority: int
+    kind: str
+    steps: Mapping[str, Step]
+    start: str
+    description: str = ""
+    topic: str | None = None
+    audience: Condition | None = None
+    triggers: tuple[Trigger, ...] = ()
+    entry: EntryRules = EntryRules()
+    goal: Goal | None = None
+    exit_on: tuple[ExitRule, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict)
+    templates: Mapping[str, CompiledTemplate] = field(default_factory=dict)
+    content_hash: str = ""
+
+    @property
+    def is_marketing(self) -> bool:
+        return self.kind == "marketing"
+
+    def listened_events(self) -> frozenset[str]:
+        """Event names that can change an enrollment of this scenario (goal, exits, waits)."""
+        names = {rule.event for rule in self.exit_on}
+        if self.goal:
+            names.add(self.goal.event)
+        names.update(s.event for s in self.steps.values() if isinstance(s, WaitEventStep))
+        return frozenset(names)
+
+    def history_events(self) -> frozenset[str]:
+        """Event names that conditions read from the history, plus the listened ones."""
+        from engine.spec.conditions import event_names
+
+        names = set(self.listened_events())
+        if self.audience is not None:
+            names.update(event_names(self.audience))
+        for s in self.steps.values():
+            if isinstance(s, ConditionStep) and s.condition is not None:
+                names.update(event_names(s.condition))
+            elif isinstance(s, SwitchStep):
+                for case in s.cases:
+                    names.update(event_names(case.condition))
+        return frozenset(names)

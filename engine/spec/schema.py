@@ -1,0 +1,236 @@
+"""Structure of a scenario document (first validation pass). Graph checks come after, in graph.py.
+
+`load_document(data)` returns the keyword arguments of `model.Scenario` (steps built through the
+node-type registry) or raises a marshmallow ValidationError whose nested messages follow the
+document's paths, so the loader can place each one on its line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import time, timedelta
+from typing import Any
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+from engine.spec import model
+from engine.spec.fields import (
+    ConditionField,
+    Duration,
+    Filters,
+    Identifier,
+    LocalTime,
+    PlainMapping,
+)
+from engine.spec.nodes import NODE_TYPES
+from engine.spec.problems import did_you_mean
+
+FORMAT_VERSION = 1
+TRIGGER_KINDS = ("event", "schedule", "anniversary", "manual")
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class EntrySchema(_Strict):
+    reentry = fields.String(load_default="never", validate=validate.OneOf(model.REENTRY))
+    cooldown = Duration(load_default=None)
+    concurrent = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _cooldown(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if data.get("reentry") == "cooldown" and data.get("cooldown") is None:
+            raise ValidationError("reentry: cooldown needs 'cooldown', e.g. 30d.", "cooldown")
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.EntryRules:
+        return model.EntryRules(**data)
+
+
+class GoalSchema(_Strict):
+    event = fields.String(required=True)
+    where = Filters(load_default=())
+    within = Duration(load_default=None)
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.Goal:
+        return model.Goal(**data)
+
+
+class ExitRuleSchema(_Strict):
+    event = fields.String(required=True)
+    where = Filters(load_default=())
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.ExitRule:
+        return model.ExitRule(**data)
+
+
+class EventTriggerSchema(_Strict):
+    event = fields.String(required=True)
+    where = Filters(load_default=())
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.EventTrigger:
+        return model.EventTrigger(**data)
+
+
+class ScheduleTriggerSchema(_Strict):
+    schedule = fields.String(
+        required=True, metadata={"help": "Cron: minute hour day month weekday."}
+    )
+    timezone = fields.String(load_default="UTC")
+
+    @validates_schema
+    def _cron(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(data["schedule"], timezone=data.get("timezone", "UTC"))
+        except (ValueError, LookupError) as exc:
+            field = (
+                "timezone"
+                if "timezone" in str(exc).lower() or isinstance(exc, LookupError)
+                else "schedule"
+            )
+            raise ValidationError(f"{exc}", field) from None
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.ScheduleTrigger:
+        return model.ScheduleTrigger(cron=data["schedule"], timezone=data["timezone"])
+
+
+class AnniversaryTriggerSchema(_Strict):
+    anniversary = fields.String(required=True, metadata={"help": "Date attribute, e.g. birthday."})
+    at = LocalTime(load_default=time(9, 0))
+    offset = Duration(positive=False, load_default=timedelta(0))
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.AnniversaryTrigger:
+        return model.AnniversaryTrigger(
+            attribute=data["anniversary"], at=data["at"], offset=data["offset"]
+        )
+
+
+class ManualTriggerSchema(_Strict):
+    manual = fields.Boolean(required=True, validate=validate.Equal(True))
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.ManualTrigger:
+        return model.ManualTrigger()
+
+
+TRIGGER_SCHEMAS: dict[str, type[Schema]] = {
+    "event": EventTriggerSchema,
+    "schedule": ScheduleTriggerSchema,
+    "anniversary": AnniversaryTriggerSchema,
+    "manual": ManualTriggerSchema,
+}
+
+
+class TriggerField(fields.Field[Any]):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValidationError("Expected a trigger such as {event: cart_abandoned}.")
+        kind = next((k for k in TRIGGER_KINDS if k in value), None)
+        if kind is None:
+            first = str(next(iter(value), ""))
+            hint = did_you_mean(first, TRIGGER_KINDS)
+            raise ValidationError(
+                {
+                    first: [
+                        "Unknown trigger; use event, schedule, anniversary or manual."
+                        + (f" {hint}" if hint else "")
+                    ]
+                }
+            )
+        return TRIGGER_SCHEMAS[kind]().load(value)
+
+
+class StepsField(fields.Field[Any]):
+    """``steps:`` mapping of step id → step; each loaded by its node type's schema."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            raise ValidationError("Expected a mapping of step ids to steps (at least one).")
+        steps: dict[str, model.Step] = {}
+        errors: dict[str, Any] = {}
+        for raw_id, raw in value.items():
+            step_id = str(raw_id)
+            try:
+                Identifier().deserialize(step_id)
+            except ValidationError as exc:
+                errors[step_id] = {"_id": exc.messages}
+                continue
+            if not isinstance(raw, Mapping):
+                errors[step_id] = ["Expected a mapping with at least 'type'."]
+                continue
+            kind = raw.get("type")
+            if kind not in NODE_TYPES:
+                hint = did_you_mean(str(kind), NODE_TYPES) or f"use one of {', '.join(NODE_TYPES)}"
+                msg = "Missing 'type'." if kind is None else f"Unknown step type '{kind}'."
+                errors[step_id] = {"type": [f"{msg} {hint}"]}
+                continue
+            try:
+                steps[step_id] = NODE_TYPES[kind].schema().build(step_id, raw)
+            except ValidationError as exc:
+                errors[step_id] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+        return steps
+
+
+class ScenarioSchema(_Strict):
+    format_version = fields.Integer(required=True, strict=True)
+    id = Identifier(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.String(load_default="")
+    objective = fields.String(required=True, validate=validate.OneOf(model.OBJECTIVES))
+    priority = fields.Integer(load_default=50, strict=True, validate=validate.Range(min=0, max=100))
+    kind = fields.String(load_default="marketing", validate=validate.OneOf(model.KINDS))
+    topic = fields.String(load_default=None)
+    audience = ConditionField(load_default=None)
+    triggers = fields.List(TriggerField(), required=True, validate=validate.Length(min=1))
+    entry = fields.Nested(EntrySchema, load_default=lambda: model.EntryRules())
+    goal = fields.Nested(GoalSchema, load_default=None)
+    exit_on = fields.List(fields.Nested(ExitRuleSchema), load_default=list)
+    data = PlainMapping(load_default=dict)
+    start = Identifier(load_default=None)
+    steps = StepsField(required=True)
+    layout = fields.Raw(
+        load_default=None, metadata={"help": "Designer positions; ignored by the engine."}
+    )
+
+    @validates_schema
+    def _version(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValidationError(
+                f"This Parcours reads format_version {FORMAT_VERSION}.", "format_version"
+            )
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data.pop("layout", None)
+        data["triggers"] = tuple(data["triggers"])
+        data["exit_on"] = tuple(data["exit_on"])
+        if data["start"] is None:
+            data["start"] = next(iter(data["steps"]))
+        return data
+
+
+def load_document(data: Any) -> dict[str, Any]:
+    """Validate a parsed YAML document; return Scenario keyword arguments (no templates yet)."""
+    if not isinstance(data, Mapping):
+        raise ValidationError({"_schema": ["A scenario file is a mapping (id, name, steps, ...)."]})
+    result: dict[str, Any] = ScenarioSchema().load(data)
+    return result

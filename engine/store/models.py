@@ -1,0 +1,273 @@
+"""Typed SQLAlchemy models of every table; migrations/versions must match them exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import DateTime, TypeDecorator
+
+from engine.store.db import utcnow
+
+# Stable constraint names, so later migrations can drop or alter them (SQLite batch mode needs
+# a name to find a constraint again).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Only a column declared exactly INTEGER PRIMARY KEY aliases the rowid and autoincrements in SQLite.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+SCENARIO_STATUSES = ("live", "paused", "draft")
+ENROLLMENT_STATUSES = ("active", "completed", "converted", "exited", "failed")
+SEND_KINDS = ("marketing", "transactional")
+SEND_STATUSES = ("queued", "sent", "delivered", "failed", "bounced", "ambiguous")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC that always reads back as an aware UTC datetime."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: pass an aware one")
+        # Converting (not just tagging) keeps SQLite's text timestamps comparable as strings.
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite keeps no offset; we only ever wrote UTC
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the metadata that Alembic compares against."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+class Contact(Base):
+    """A person known to the system; personal data lives here, not in logs."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    locale: Mapped[str | None] = mapped_column(String(16))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default="[]")
+    score: Mapped[int] = mapped_column(default=0, server_default="0")
+    opted_out: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Event(Base):
+    """Something a contact did or that happened to them; append-only, `id` is the cursor."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_contact_id_name_occurred_at", "contact_id", "name", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The client's idempotency key: a replayed event hits the unique constraint.
+    event_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+
+class ScenarioRecord(Base):
+    """A scenario as stored: its status and which published version is current."""
+
+    __tablename__ = "scenarios"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="draft", server_default="draft")
+    # use_alter: scenarios and scenario_versions reference each other.
+    current_version_id: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("scenario_versions.id", use_alter=True)
+    )
+    source_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ScenarioVersion(Base):
+    """An immutable, content-hashed snapshot of a scenario that enrollments are pinned to."""
+
+    __tablename__ = "scenario_versions"
+    __table_args__ = (
+        UniqueConstraint("scenario_id", "number"),
+        UniqueConstraint("scenario_id", "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    scenario_id: Mapped[str] = mapped_column(String(128), ForeignKey("scenarios.id"))
+    number: Mapped[int]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    bundle: Mapped[dict[str, Any]]
+    published_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class Enrollment(Base):
+    """One contact's run through one version: where it is and when the worker must look again."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("scenario_id", "contact_id", "entry_key"),
+        Index(
+            "ix_enrollments_due_at_active",
+            "due_at",
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+        Index("ix_enrollments_contact_id_status", "contact_id", "status"),
+        Index("ix_enrollments_scenario_id_status", "scenario_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    scenario_id: Mapped[str] = mapped_column(String(128), ForeignKey("scenarios.id"))
+    version_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("scenario_versions.id"))
+    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"))
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    step_id: Mapped[str | None] = mapped_column(String(128))
+    step_entered_at: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
+    waiting_for: Mapped[str | None] = mapped_column(String(128))
+    # Event id, fire time or "once": what makes re-entry into the same scenario distinct.
+    entry_key: Mapped[str] = mapped_column(String(128))
+    trigger_event_id: Mapped[int | None] = mapped_column(BigIntId)
+    entered_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+    visits: Mapped[int] = mapped_column(default=0, server_default="0")
+    vars: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    # Fencing token: bumped on every claim so a worker whose lease expired cannot write back.
+    attempt: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class Send(Base):
+    """The send ledger: one row per channel action, reserved under a unique `send_key`."""
+
+    __tablename__ = "sends"
+    __table_args__ = (
+        Index("ix_sends_contact_id_created_at", "contact_id", "created_at"),
+        Index("ix_sends_status", "status"),
+        Index("ix_sends_channel_created_at", "channel", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    send_key: Mapped[str] = mapped_column(String(200), unique=True)
+    enrollment_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("enrollments.id"))
+    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"))
+    scenario_id: Mapped[str] = mapped_column(String(128))
+    version_id: Mapped[int | None] = mapped_column(BigIntId)
+    step_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    provider_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    # No wall-clock default: caps count sends per day, so this must come from the injected clock.
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class JournalEntry(Base):
+    """Append-only record of what happened and why; ids are copied, not foreign keys, for speed."""
+
+    __tablename__ = "journal"
+    __table_args__ = (
+        Index("ix_journal_enrollment_id", "enrollment_id"),
+        Index("ix_journal_scenario_id_kind", "scenario_id", "kind"),
+        Index("ix_journal_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    enrollment_id: Mapped[int | None] = mapped_column(BigIntId)
+    contact_id: Mapped[int | None] = mapped_column(BigIntId)
+    scenario_id: Mapped[str | None] = mapped_column(String(128))
+    version_id: Mapped[int | None] = mapped_column(BigIntId)
+    step_id: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(String(128))
+    data: Mapped[dict[str, Any] | None]
+
+
+class ScheduleFiring(Base):
+    """One firing of a scheduled scenario; the unique key makes a cron firing happen once."""
+
+    __tablename__ = "schedule_firings"
+    __table_args__ = (UniqueConstraint("scenario_id", "fire_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    scenario_id: Mapped[str] = mapped_column(String(128), ForeignKey("scenarios.id"))
+    fire_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The fan-out enrolls the audience in chunks; `cursor` is the last contact id done, so a
+    # crash mid fan-out resumes where it stopped. status: pending | done | cancelled.
+    version_id: Mapped[int | None] = mapped_column(BigIntId)
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class EventInbox(Base):
+    """Events not yet seen by the trigger pass; a row leaves in the transaction that acts on it."""
+
+    __tablename__ = "event_inbox"
+
+    event_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("events.id"), primary_key=True)
+
+
+class Cursor(Base):
+    """A named position in a stream, e.g. the last event id the trigger pass has read."""
+
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
