@@ -56,11 +56,6 @@ SETTINGS: tuple[Setting, ...] = (
         "Key for the JSON API (header X-Api-Key); empty: one is generated at "
         "start-up and printed once.",
     ),
-    Setting(
-        "SECRET_KEY",
-        "",
-        "Secret for sessions and signed links; empty: generated and kept in DATA_DIR/secret_key.",
-    ),
     Setting("LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
 )
 
@@ -80,7 +75,6 @@ class Settings:
     host: str
     port: int
     api_key: str
-    secret_key: str
     log_level: str
 
     @property

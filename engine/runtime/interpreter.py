@@ -7,11 +7,12 @@ records, sends (already decided by the gate and rendered), profile changes, scen
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from engine.policy.base import Decision, Gate, SendRequest
@@ -28,10 +29,11 @@ from engine.runtime.state import (
     History,
     ProfileChanges,
 )
-from engine.runtime.timing import date_instant, next_local_time, zone_for
+from engine.runtime.timing import date_instant, local_to_utc, next_local_time, zone_for
 from engine.spec import model
 from engine.spec.conditions import matches_all
 from engine.spec.expressions import CompiledTemplate, RenderError
+from engine.spec.templates import fill_payload
 
 MAX_STEPS_PER_ADVANCE = 200
 
@@ -62,6 +64,13 @@ class Transition:
     profile: ProfileChanges = field(default_factory=ProfileChanges)
     starts: list[str] = field(default_factory=list)
     steps_run: int = 0
+    # Within this advance: waits passed without waiting (a loop back to one waits for a later
+    # instant), and the instant just after the last event a wait_event consumed (the steps after
+    # it start later, so the same event cannot also resolve the next wait_event).
+    passed: set[str] = field(default_factory=set)
+    consumed_until: datetime | None = None
+    # The contact's profile before the first update step, restored if the loop guard trips.
+    profile_before: tuple[dict[str, Any], list[str], int] | None = None
 
 
 @dataclass
@@ -120,7 +129,8 @@ class Interpreter:
     def advance(
         self, state: EnrollmentState, contact: ContactView, history: History, now: datetime
     ) -> Transition:
-        tr = Transition(state)
+        # The interpreter works on its own copy; the caller's state is never changed.
+        tr = Transition(copy.copy(state))
         if state.status != ACTIVE:
             return tr
         ctx = _Ctx(contact, now, state.entered_at, state.trigger_event, history, self.scenario)
@@ -198,6 +208,7 @@ class Interpreter:
                     tr.journal.append(
                         JournalRecord("woken", step.id, "event", {"event_id": event.id})
                     )
+                    tr.consumed_until = event.occurred_at + _TICK
                     return step.on_event
             if state.deadline is not None and ctx.now >= state.deadline:
                 tr.journal.append(JournalRecord("woken", step.id, "timeout"))
@@ -213,10 +224,13 @@ class Interpreter:
         if state.deadline is not None and ctx.now < state.deadline:
             self._park(tr, state.deadline)
             return _STAY
+        tr.passed.add(step.id)
         return step.exits().get("next") if "next" in step.exit_fields else None
 
     def _park(self, tr: Transition, until: datetime | None, waiting_for: str | None = None) -> None:
-        tr.state = tr.state.evolve(deadline=until, due_at=until, waiting_for=waiting_for)
+        st = tr.state
+        st.deadline = st.due_at = until
+        st.waiting_for = waiting_for
 
     # ------------------------------------------------------------------ running steps
     def _run_from(self, tr: Transition, ctx: _Ctx, step_id: str | object | None) -> None:
@@ -227,21 +241,21 @@ class Interpreter:
                 self._end(tr, COMPLETED, "completed", ctx.now)
                 return
             if tr.steps_run >= MAX_STEPS_PER_ADVANCE:
-                self._end(tr, FAILED, "loop_guard", ctx.now)
+                self._abort(tr, ctx)
                 return
             assert isinstance(step_id, str)
             step = self.scenario.steps.get(step_id)
             if step is None:
                 self._end(tr, FAILED, "step_missing", ctx.now, {"step": step_id})
                 return
-            tr.state = tr.state.evolve(
-                step_id=step.id,
-                step_entered_at=ctx.now,
-                deadline=None,
-                due_at=None,
-                waiting_for=None,
-                visits=tr.state.visits + 1,
+            st = tr.state
+            st.step_id = step.id
+            st.step_entered_at = (
+                ctx.now if tr.consumed_until is None else max(ctx.now, tr.consumed_until)
             )
+            st.deadline = st.due_at = None
+            st.waiting_for = None
+            st.visits += 1
             tr.steps_run += 1
             step_id = self._enter(tr, ctx, step)
 
@@ -255,9 +269,13 @@ class Interpreter:
             return self._wait(tr, step, record, now + step.duration, step.next, now)
         if isinstance(step, model.WaitUntilStep):
             zone = zone_for(ctx.contact.timezone, self.default_zone)
-            return self._wait(
-                tr, step, record, next_local_time(now, zone, step.at, step.weekdays), step.next, now
-            )
+            after = now
+            if step.id in tr.passed:
+                # Back here in the same advance (a loop): the next occurrence, not this one again.
+                tomorrow = now.astimezone(zone).date() + timedelta(days=1)
+                after = now + _TICK if step.at else local_to_utc(tomorrow, time(0, 0), zone)
+            when = next_local_time(after, zone, step.at, step.weekdays)
+            return self._wait(tr, step, record, when, step.next, now)
         if isinstance(step, model.WaitDateStep):
             zone = zone_for(ctx.contact.timezone, self.default_zone)
             value = ctx.contact.attributes.get(step.attribute)
@@ -270,7 +288,7 @@ class Interpreter:
             tr.journal.append(record)
             until = now + step.timeout if step.timeout else None
             # The event may already be there (it arrived in the same batch as the entry).
-            tr.state = tr.state.evolve(deadline=until)
+            tr.state.deadline = until
             return self._resume(tr, ctx)
         if isinstance(step, model.ConditionStep):
             assert step.condition is not None
@@ -313,6 +331,7 @@ class Interpreter:
     ) -> str | object | None:
         if until <= now:
             tr.journal.append(record)
+            tr.passed.add(step.id)
             return nxt
         tr.journal.append(JournalRecord("step", step.id, "wait", {"until": until.isoformat()}))
         self._park(tr, until)
@@ -321,7 +340,7 @@ class Interpreter:
     def _split(self, tr: Transition, ctx: _Ctx, step: model.SplitStep) -> str | object | None:
         point = bucket(tr.state.id, step.id)
         if point < step.holdout * 100:
-            tr.state = tr.state.evolve(vars={**tr.state.vars, "variant": "holdout"})
+            tr.state.vars = {**tr.state.vars, "variant": "holdout"}
             tr.journal.append(JournalRecord("step", step.id, "holdout"))
             goal = self.scenario.goal
             if goal is None or goal.within is None:
@@ -329,7 +348,7 @@ class Interpreter:
                 return _STAY
             # Stay enrolled (receiving nothing) until the goal window closes, to measure lift.
             until = tr.state.entered_at + goal.within
-            tr.state = tr.state.evolve(step_id=HOLDOUT_STEP)
+            tr.state.step_id = HOLDOUT_STEP
             self._park(tr, until)
             return _STAY
         total = sum(b.weight for b in step.branches)
@@ -338,11 +357,13 @@ class Interpreter:
             if scaled < branch.weight:
                 break
             scaled -= branch.weight
-        tr.state = tr.state.evolve(vars={**tr.state.vars, "variant": branch.name})
+        tr.state.vars = {**tr.state.vars, "variant": branch.name}
         tr.journal.append(JournalRecord("step", step.id, branch.name))
         return branch.next
 
     def _update(self, tr: Transition, contact: ContactView, step: model.UpdateStep) -> None:
+        if tr.profile_before is None:
+            tr.profile_before = (dict(contact.attributes), list(contact.tags), contact.score)
         for key, value in step.set.items():
             contact.attributes[key] = value
             tr.profile.set[key] = value
@@ -435,10 +456,12 @@ class Interpreter:
 
     def _webhook(self, tr: Transition, ctx: _Ctx, step: model.WebhookStep) -> str | None:
         template = self.scenario.templates.get(f"{step.id}:payload")
-        payload: dict[str, Any] = dict(step.payload)
+        payload: Any = dict(step.payload)
         if template is not None:
             try:
-                payload.update(template.render(self._context(ctx)))
+                # The template's parts are keyed by JSON pointer ("/lead"): put each rendered
+                # text back in its place in the payload.
+                payload = fill_payload(step.payload, template.render(self._context(ctx)))
             except RenderError as exc:
                 tr.journal.append(
                     JournalRecord("error", step.id, "render_failed", {"error": str(exc)})
@@ -468,6 +491,15 @@ class Interpreter:
         return step.next
 
     # ------------------------------------------------------------------ ending
+    def _abort(self, tr: Transition, ctx: _Ctx) -> None:
+        """The loop guard: a runaway advance sends, changes and starts nothing, and fails."""
+        dropped = {"steps": tr.steps_run, "sends": len(tr.sends)}
+        if tr.profile_before is not None:
+            attributes, tags, score = tr.profile_before
+            ctx.contact.attributes, ctx.contact.tags, ctx.contact.score = attributes, tags, score
+        tr.sends, tr.starts, tr.profile, tr.journal = [], [], ProfileChanges(), []
+        self._end(tr, FAILED, "loop_guard", ctx.now, dropped)
+
     def _end(
         self,
         tr: Transition,
@@ -476,15 +508,14 @@ class Interpreter:
         now: datetime,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        tr.state = tr.state.evolve(
-            status=status,
-            end_reason=reason,
-            ended_at=now,
-            due_at=None,
-            deadline=None,
-            waiting_for=None,
-        )
+        st = tr.state
+        st.status = status
+        st.end_reason = reason
+        st.ended_at = now
+        st.due_at = st.deadline = None
+        st.waiting_for = None
         tr.journal.append(JournalRecord(status, tr.state.step_id, reason, data))
 
 
 _STAY = object()  # sentinel: the enrollment waits where it is
+_TICK = timedelta(microseconds=1)

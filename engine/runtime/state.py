@@ -54,9 +54,13 @@ class EventView:
     occurred_at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EnrollmentState:
-    """Where one contact is in one scenario version. Immutable; `evolve` makes the next one."""
+    """Where one contact is in one scenario version.
+
+    The interpreter advances a private copy (see `Interpreter.advance`); `evolve` makes a changed
+    copy for everyone else.
+    """
 
     id: int
     scenario_id: str

@@ -7,6 +7,7 @@ fires once.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,7 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 def _zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a folder of the zone database ("Europe") or a name too long for the file system.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 
@@ -38,21 +40,19 @@ def local_to_utc(day: date, at: time, zone: ZoneInfo) -> datetime:
     instant = local.astimezone(UTC)
     if instant.astimezone(zone).replace(tzinfo=None) == local.replace(tzinfo=None):
         return instant
-    # In a gap: find the first instant whose local wall time is at or after the requested one.
-    low = local.replace(fold=1).astimezone(UTC)
-    high = instant
-    if low > high:
-        low, high = high, low
+    # In a gap: find the first instant whose local wall time is at or after the requested one
+    # (the transition itself). Bisect on whole seconds, as transitions are: halving a float
+    # interval left the answer up to a second late (03:00:01 for 02:15 on a spring-forward day).
+    bounds = sorted((local.replace(fold=1).astimezone(UTC), instant))
+    low, high = math.floor(bounds[0].timestamp()), math.ceil(bounds[1].timestamp())
     wanted = local.replace(tzinfo=None)
-    while high - low > timedelta(seconds=1):
-        mid = low + (high - low) / 2
-        if mid.astimezone(zone).replace(tzinfo=None) >= wanted:
+    while high - low > 1:
+        mid = (low + high) // 2
+        if datetime.fromtimestamp(mid, zone).replace(tzinfo=None) >= wanted:
             high = mid
         else:
             low = mid
-    return high.replace(microsecond=0) + (
-        timedelta(seconds=1) if high.microsecond else timedelta(0)
-    )
+    return datetime.fromtimestamp(high, UTC)
 
 
 def next_local_time(

@@ -1,8 +1,8 @@
 """Jinja2 in a sandbox: message templates and condition expressions, compiled once at load time.
 
-The sandbox is immutable (no mutation of lists or dicts from templates), undefined variables are
-errors, the filter list is a fixed allow-list, multiplication and power are size-checked and the
-rendered output is capped.
+The sandbox is immutable (no mutation of lists or dicts from templates), unknown variable names
+are lint errors, the filter list is a fixed allow-list, multiplication and power are size-checked
+and the rendered output is capped.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, meta, nodes
+from jinja2 import ChainableUndefined, TemplateError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -80,8 +80,10 @@ def _make_env(autoescape: bool, undefined: type[Any]) -> _Sandbox:
     return env
 
 
-TEXT_ENV = _make_env(False, StrictUndefined)
-HTML_ENV = _make_env(True, StrictUndefined)
+# Unknown variable names are lint errors (checked on the template's AST); at send time a contact
+# who lacks an attribute gets an empty string rather than no message: `default` sets a fallback.
+TEXT_ENV = _make_env(False, ChainableUndefined)
+HTML_ENV = _make_env(True, ChainableUndefined)
 EXPR_ENV = _make_env(False, ChainableUndefined)
 
 
@@ -113,12 +115,14 @@ def check_source(
     env = HTML_ENV if html else TEXT_ENV
     try:
         ast = env.parse(source)
+        # Unknown filters and tests surface here, not in parse().
+        undeclared = meta.find_undeclared_variables(ast)
     except TemplateError as exc:
         return [
             TemplateIssue(part, f"template does not compile: {exc}", getattr(exc, "lineno", None))
         ]
     issues = []
-    for name in sorted(meta.find_undeclared_variables(ast)):
+    for name in sorted(undeclared):
         if name not in TEMPLATE_VARIABLES:
             issues.append(
                 TemplateIssue(
@@ -153,7 +157,10 @@ class CompiledTemplate:
         out = {}
         for part, template in self.parts.items():
             try:
-                text = template.render(context)
+                # A shared context skips copying the (empty) globals for every render.
+                text = template.environment.concat(  # type: ignore[attr-defined]
+                    template.root_render_func(template.new_context(dict(context), shared=True))
+                )
             except (TemplateError, ArithmeticError, TypeError, ValueError) as exc:
                 raise RenderError(f"template '{self.name}' part '{part}': {exc}") from None
             if len(text) > MAX_OUTPUT:

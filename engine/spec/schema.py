@@ -176,7 +176,7 @@ class StepsField(fields.Field[Any]):
                 errors[step_id] = ["Expected a mapping with at least 'type'."]
                 continue
             kind = raw.get("type")
-            if kind not in NODE_TYPES:
+            if not isinstance(kind, str) or kind not in NODE_TYPES:
                 hint = did_you_mean(str(kind), NODE_TYPES) or f"use one of {', '.join(NODE_TYPES)}"
                 msg = "Missing 'type'." if kind is None else f"Unknown step type '{kind}'."
                 errors[step_id] = {"type": [f"{msg} {hint}"]}

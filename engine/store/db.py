@@ -56,7 +56,7 @@ def make_engine(url: str | URL, *, sqlite_timeout: float = 30.0) -> Engine:
     if backend == "sqlite":
         return _make_sqlite_engine(parsed, sqlite_timeout)
     if backend == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     shown = parsed.render_as_string(hide_password=True)
     raise ConfigError(f"unsupported database URL {shown!r}: use sqlite:/// or postgresql://")
 
@@ -76,6 +76,8 @@ def _make_sqlite_engine(url: URL, timeout: float) -> Engine:
         connect_args={"timeout": timeout, "check_same_thread": False},
         # One shared connection, or each checkout would see its own empty in-memory database.
         poolclass=StaticPool if memory else None,
+        # A database error must never put an email address or a message body in the logs.
+        hide_parameters=True,
     )
     busy_ms = int(timeout * 1000)
 

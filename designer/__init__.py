@@ -1,0 +1,176 @@
+"""The Parcours web application: the JSON API and a read-only status page."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from werkzeug.exceptions import HTTPException
+
+from engine.config import Settings, load_settings
+from engine.runtime.clock import Clock, SystemClock
+from engine.store.db import SQLITE_BEGIN, make_engine
+from engine.store.models import Enrollment, JournalEntry, ScenarioRecord, Send
+from engine.versions import VersionCache
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass
+class Parcours:
+    """What the application shares between requests, in ``app.extensions["parcours"]``."""
+
+    engine: Engine
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    # Set by the worker so that a posted event or a manual entry is handled at once.
+    wake: Callable[[], None] | None = None
+    versions: VersionCache = field(default_factory=VersionCache)
+
+    def notify(self) -> None:
+        """Wake the worker if one is attached; a failure here never fails the request."""
+        if self.wake is None:
+            return
+        try:
+            self.wake()
+        except Exception:
+            logger.exception("waking the worker failed")
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", "field"}}`` with `status`."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None
+) -> tuple[Response, int]:
+    """The one JSON error shape of the API."""
+    return jsonify({"error": {"code": code, "message": message, "field": field}}), status
+
+
+def _is_api() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def _on_api_error(exc: ApiError) -> tuple[Response, int]:
+    return error_response(exc.status, exc.code, exc.message, exc.field)
+
+
+def _on_http_error(exc: HTTPException) -> Any:
+    if not _is_api():
+        return exc  # Flask renders its usual page for the HTML side
+    status = exc.code or 500
+    code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+    response, status = error_response(status, code, exc.description or exc.name or "error")
+    for name, value in exc.get_headers():
+        if name.lower() == "allow":  # 405 says which methods exist
+            response.headers[name] = value
+    return response, status
+
+
+def _on_unexpected(exc: Exception) -> Any:
+    if not _is_api():
+        raise exc  # Flask logs it and answers 500 (or propagates it under test)
+    logger.exception("unexpected error on %s %s", request.method, request.path)
+    return error_response(
+        500, "internal_server_error", "Internal error; the server log has the details."
+    )
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.mimetype == "text/html":
+        response.headers.setdefault(
+            "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"
+        )
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+def status_counts(parcours: Parcours) -> dict[str, Any]:
+    """Worker status without personal data: active enrollments, recent sends, journal tail."""
+    now = parcours.clock.now()
+    with parcours.engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
+        active = conn.execute(
+            select(
+                ScenarioRecord.id,
+                ScenarioRecord.name,
+                ScenarioRecord.status,
+                func.count(Enrollment.id),
+            )
+            .join(
+                Enrollment,
+                (Enrollment.scenario_id == ScenarioRecord.id) & (Enrollment.status == "active"),
+                isouter=True,
+            )
+            .group_by(ScenarioRecord.id, ScenarioRecord.name, ScenarioRecord.status)
+            .order_by(ScenarioRecord.id)
+        ).all()
+        sends = conn.execute(
+            select(Send.channel, func.count(Send.id))
+            .where(Send.created_at >= now - timedelta(hours=24))
+            .group_by(Send.channel)
+            .order_by(Send.channel)
+        ).all()
+        journal = conn.execute(
+            select(
+                JournalEntry.at,
+                JournalEntry.kind,
+                JournalEntry.scenario_id,
+                JournalEntry.step_id,
+                JournalEntry.reason,
+            )
+            .order_by(JournalEntry.id.desc())
+            .limit(20)
+        ).all()
+    return {
+        "now": now,
+        "scenarios": [
+            {"id": r[0], "name": r[1], "status": r[2], "active": int(r[3])} for r in active
+        ],
+        "sends": [{"channel": r[0], "count": int(r[1])} for r in sends],
+        "journal": [r._asdict() for r in journal],
+    }
+
+
+def create_app(
+    settings: Settings | None = None, test_config: Mapping[str, Any] | None = None
+) -> Flask:
+    """Build the application: database engine, the `api` blueprint, JSON errors, status page."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    app.extensions["parcours"] = Parcours(make_engine(settings.db_url), settings)
+
+    from designer.api import api
+
+    app.register_blueprint(api)
+    app.register_error_handler(ApiError, _on_api_error)
+    app.register_error_handler(HTTPException, _on_http_error)
+    app.register_error_handler(Exception, _on_unexpected)
+    app.after_request(_security_headers)
+
+    @app.get("/")
+    def status() -> str:
+        """The worker's status, read only."""
+        return render_template("status.html", **status_counts(app.extensions["parcours"]))
+
+    return app

@@ -1,0 +1,342 @@
+"""The JSON API under /api: events in, contact profiles, manual entries, health.
+
+Every route but ``/api/health`` needs the header ``X-Api-Key``. Errors always have the shape
+``{"error": {"code", "message", "field"}}`` (see `designer.error_response`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import uuid
+from datetime import datetime
+from typing import Any, NoReturn
+
+from flask import Blueprint, current_app, request
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from designer import ApiError, Parcours
+from engine.enroll import Candidate, enroll
+from engine.ingest import (
+    MAX_JSON_DEPTH,
+    RowInvalid,
+    check_json,
+    clean_contact,
+    clean_event,
+    record_events,
+    upsert_contacts,
+)
+from engine.store.db import SQLITE_BEGIN
+from engine.store.models import Contact, Enrollment, Event
+
+logger = logging.getLogger(__name__)
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_BATCH = 1000  # events per POST, contacts per manual entry
+RECENT_EVENTS = 50
+RECENT_ENROLLMENTS = 100
+MAX_IDEMPOTENCY_KEY = 200  # leaves room for the ":<index>" of a batch within the 255 of event_key
+ENTRY_KEY_ROOM = 128 - len("manual:")  # enrollments.entry_key is 128 characters
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII, as in the IETF draft's examples
+
+
+def _parcours() -> Parcours:
+    parcours: Parcours = current_app.extensions["parcours"]
+    return parcours
+
+
+def _invalid(message: str, field: str | None = None, code: str = "invalid") -> NoReturn:
+    raise ApiError(422, code, message, field)
+
+
+@api.before_request
+def authenticate() -> None:
+    """Require ``X-Api-Key`` to equal PARCOURS_API_KEY; the API is closed while none is set."""
+    if request.endpoint == "api.health":
+        return
+    key = _parcours().settings.api_key
+    if not key:
+        raise ApiError(
+            503,
+            "api_key_not_set",
+            "The API is disabled because no key is set: set PARCOURS_API_KEY and restart.",
+        )
+    given = request.headers.get("X-Api-Key", "")
+    if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
+        raise ApiError(401, "unauthorized", "Missing or wrong X-Api-Key header.", "X-Api-Key")
+
+
+def json_body() -> Any:
+    """The request's JSON body: 415 if it is not JSON, 400 if malformed or nested too deep."""
+    if not request.is_json:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "Send JSON with the header Content-Type: application/json.",
+        )
+    data = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
+    if not data.strip():
+        raise ApiError(400, "invalid_json", "The body is empty; send a JSON document.")
+    try:
+        body = json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(
+            400, "too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels."
+        ) from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+    try:
+        check_json(body, "")
+    except RowInvalid as exc:
+        code = "too_deep" if "nested" in exc.message else "invalid_json"
+        raise ApiError(400, code, exc.message, exc.field or None) from None
+    return body
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def idempotency_key() -> str | None:
+    """The ``Idempotency-Key`` header, checked: 1 to 200 visible ASCII characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if len(key) > MAX_IDEMPOTENCY_KEY or not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters.",
+            "Idempotency-Key",
+        )
+    return key
+
+
+def _iso(instant: datetime | None) -> str | None:
+    return instant.isoformat() if instant is not None else None
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _clean_event(raw: Any, now: datetime, where: str, key: str | None) -> dict[str, Any]:
+    prefix = f"{where}." if where else ""
+    if not isinstance(raw, dict):
+        _invalid("An event is a JSON object.", where or None)
+    if key is not None:
+        given = raw.get("event_key")
+        if given not in (None, "") and str(given) != key:
+            _invalid("event_key and the Idempotency-Key header differ.", f"{prefix}event_key")
+        raw = {**raw, "event_key": key}
+    try:
+        return clean_event(raw, now)
+    except RowInvalid as exc:
+        _invalid(exc.message, prefix + exc.field)
+
+
+def _batch_key(key: str | None, index: int, item: Any) -> str | None:
+    if key is None or (isinstance(item, dict) and item.get("event_key") not in (None, "")):
+        return None
+    return f"{key}:{index}"
+
+
+@api.post("/events")
+def post_events() -> tuple[dict[str, int], int]:
+    """Record one event or a list of up to 1,000, all or none; 202 with recorded/duplicates.
+
+    ``Idempotency-Key`` becomes the event's `event_key`; in a list, item *i* without its own key
+    gets ``<Idempotency-Key>:<i>``, so replaying the same request records nothing twice.
+    Unknown contacts are created. The worker is woken at once.
+    """
+    parcours = _parcours()
+    now = parcours.clock.now()
+    key = idempotency_key()
+    body = json_body()
+    if isinstance(body, list):
+        if len(body) > MAX_BATCH:
+            _invalid(
+                f"At most {MAX_BATCH} events per request ({len(body)} sent).", None, "too_many"
+            )
+        events = [
+            _clean_event(item, now, str(i), _batch_key(key, i, item)) for i, item in enumerate(body)
+        ]
+    else:
+        events = [_clean_event(body, now, "", key)]
+    with parcours.engine.begin() as conn:
+        recorded, duplicates = record_events(conn, events, now)
+    if recorded:
+        parcours.notify()
+    return {"recorded": recorded, "duplicates": duplicates}, 202
+
+
+# --- contacts --------------------------------------------------------------------------------
+
+
+def _profile(row: Any) -> dict[str, Any]:
+    return {
+        "external_id": row.external_id,
+        "email": row.email,
+        "phone": row.phone,
+        "timezone": row.timezone,
+        "locale": row.locale,
+        "score": row.score,
+        "tags": list(row.tags or []),
+        "opted_out": bool(row.opted_out),
+        "attributes": dict(row.attributes or {}),
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+    }
+
+
+def _find_contact(conn: Connection, external_id: str) -> Any:
+    return conn.execute(select(Contact).where(Contact.external_id == external_id)).first()
+
+
+@api.put("/contacts/<external_id>")
+def put_contact(external_id: str) -> dict[str, Any]:
+    """Create or update a contact: given profile fields replace, attributes merge key by key.
+
+    Fields left out (or null) keep their value. `external_id` in the body, if any, must match
+    the URL.
+    """
+    parcours = _parcours()
+    body = json_body()
+    if not isinstance(body, dict):
+        _invalid("A contact is a JSON object of profile fields and attributes.")
+    if "attributes" in body and not isinstance(body["attributes"], dict | None):
+        _invalid("attributes must be a JSON object.", "attributes")
+    for name in ("external_id", "id"):
+        if body.get(name) not in (None, "") and str(body[name]) != external_id:
+            _invalid(f"'{name}' in the body differs from the URL's '{external_id}'.", name)
+    try:
+        row = clean_contact({**body, "external_id": external_id})
+    except RowInvalid as exc:
+        _invalid(exc.message, exc.field)
+    if row["external_id"] != external_id:
+        _invalid("An external id cannot start or end with spaces.", "external_id")
+    now = parcours.clock.now()
+    with parcours.engine.begin() as conn:
+        created, _ = upsert_contacts(conn, [row], now)
+        contact = _find_contact(conn, external_id)
+    return {"contact": _profile(contact), "created": created == 1}
+
+
+@api.get("/contacts/<external_id>")
+def get_contact(external_id: str) -> dict[str, Any]:
+    """A contact's profile, its 100 latest enrollments and its 50 latest events."""
+    with _parcours().engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
+        contact = _find_contact(conn, external_id)
+        if contact is None:
+            raise ApiError(404, "not_found", f"No contact with external id '{external_id}'.")
+        enrollments = conn.execute(
+            select(
+                Enrollment.scenario_id, Enrollment.status, Enrollment.step_id, Enrollment.entered_at
+            )
+            .where(Enrollment.contact_id == contact.id)
+            .order_by(Enrollment.entered_at.desc(), Enrollment.id.desc())
+            .limit(RECENT_ENROLLMENTS)
+        ).all()
+        events = conn.execute(
+            select(Event.name, Event.occurred_at, Event.properties)
+            .where(Event.contact_id == contact.id)
+            .order_by(Event.occurred_at.desc(), Event.id.desc())
+            .limit(RECENT_EVENTS)
+        ).all()
+    return {
+        "contact": _profile(contact),
+        "enrollments": [
+            {
+                "scenario": e.scenario_id,
+                "status": e.status,
+                "step": e.step_id,
+                "entered_at": _iso(e.entered_at),
+            }
+            for e in enrollments
+        ],
+        "events": [
+            {"name": e.name, "occurred_at": _iso(e.occurred_at), "properties": e.properties or {}}
+            for e in events
+        ],
+    }
+
+
+# --- manual entry ----------------------------------------------------------------------------
+
+
+def _entry_key() -> str:
+    key = idempotency_key() or uuid.uuid4().hex
+    if len(key) > ENTRY_KEY_ROOM:
+        key = "sha256:" + hashlib.sha256(key.encode("ascii")).hexdigest()
+    return f"manual:{key}"
+
+
+@api.post("/scenarios/<scenario_id>/enroll")
+def enroll_contacts(scenario_id: str) -> dict[str, int]:
+    """Enter known contacts into a live scenario's current version now; counts by outcome.
+
+    Any live scenario may be entered this way, whatever its triggers (a ``manual`` trigger is
+    not required); audience and entry rules still apply. The entry key is
+    ``manual:<Idempotency-Key>`` (or a fresh id), so a replayed request enters nobody twice.
+    """
+    parcours = _parcours()
+    entry_key = _entry_key()
+    body = json_body()
+    contacts = body.get("contacts") if isinstance(body, dict) else None
+    if not isinstance(contacts, list):
+        _invalid('Send {"contacts": ["<external id>", ...]}.', "contacts")
+    if len(contacts) > MAX_BATCH:
+        _invalid(f"At most {MAX_BATCH} contacts per request.", "contacts", "too_many")
+    for i, value in enumerate(contacts):
+        if not isinstance(value, str) or not value.strip() or len(value) > 255:
+            _invalid(
+                "An external id is a non-empty string of at most 255 characters.", f"contacts.{i}"
+            )
+    now = parcours.clock.now()
+    with parcours.engine.begin() as conn:
+        live = {scenario.id: (vid, scenario) for vid, scenario in parcours.versions.live(conn)}
+        if scenario_id not in live:
+            raise ApiError(404, "not_found", f"Scenario '{scenario_id}' is not live.")
+        version_id, scenario = live[scenario_id]
+        ids = dict(
+            conn.execute(
+                select(Contact.external_id, Contact.id).where(
+                    Contact.external_id.in_(set(contacts))
+                )
+            ).all()
+        )
+        unknown = [c for c in dict.fromkeys(contacts) if c not in ids]
+        if unknown:
+            shown = ", ".join(f"'{c}'" for c in unknown[:50])
+            more = f" and {len(unknown) - 50} more" if len(unknown) > 50 else ""
+            _invalid(f"Unknown contacts: {shown}{more}.", "contacts", "unknown_contacts")
+        candidates = [
+            Candidate(version_id, scenario, ids[c], entry_key, now, source="manual", entered_at=now)
+            for c in contacts
+        ]
+        counts = enroll(conn, candidates, now)
+    if counts.get("entered"):
+        parcours.notify()
+    return {"entered": 0, "duplicate": 0, **counts}
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+@api.get("/health")
+def health() -> dict[str, str]:
+    """Liveness and database check; needs no key."""
+    try:
+        with _parcours().engine.connect() as conn:
+            conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        logger.exception("health check: the database did not answer")
+        raise ApiError(503, "database_unavailable", "The database did not answer.") from None
+    return {"status": "ok", "database": "ok"}

@@ -1,0 +1,556 @@
+"""The `parcours` command (engine part): lint, schema, db, publish, import, simulate, outbox.
+
+`designer.cli` adds `up` (HTTP server + worker) on top of this group.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from engine.config import SETTINGS, Settings, load_settings
+from engine.errors import ParcoursError
+from engine.ingest import (
+    ImportReport,
+    RowError,
+    clean_contact,
+    clean_event,
+    import_rows,
+    parse_instant,
+    record_events,
+    upsert_contacts,
+)
+from engine.store.db import make_engine, upgrade, utcnow
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj: Settings = ctx.obj
+    return obj
+
+
+class ParcoursGroup(click.Group):
+    """Turns engine errors into a one-line message and exit status 1: never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ParcoursError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except (
+            click.ClickException,
+            click.exceptions.Exit,
+            click.Abort,
+            SystemExit,
+            KeyboardInterrupt,
+        ):
+            raise
+        except Exception as exc:
+            logging.getLogger("parcours").debug("unexpected error", exc_info=True)
+            click.echo(
+                f"error: unexpected {type(exc).__name__}: {exc}\n"
+                "run again with PARCOURS_LOG_LEVEL=DEBUG for the full trace",
+                err=True,
+            )
+            sys.exit(2)
+
+
+@click.group(
+    cls=ParcoursGroup, help="Parcours: customer journeys with consent and pressure built in."
+)
+@click.option(
+    "--database",
+    "database",
+    envvar="PARCOURS_DATABASE_URL",
+    default="",
+    help="Database URL (default: SQLite in PARCOURS_DATA_DIR).",
+)
+@click.pass_context
+def cli(ctx: click.Context, database: str) -> None:
+    settings = load_settings()
+    if database:
+        settings = settings.evolve(database_url=database)
+    ctx.obj = settings
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if ctx.invoked_subcommand not in ("up", "worker"):
+        # One-shot commands print their own results; library chatter would only hide them.
+        logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
+def lint(paths: tuple[Path, ...], as_json: bool) -> None:
+    """Check scenario files (or folders of them); every problem at once, with its line."""
+    from engine.spec.lint import format_problems, lint_paths, scenario_files
+
+    problems = lint_paths(list(paths))
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in problems], indent=2))
+    else:
+        files = len(scenario_files(list(paths)))
+        click.echo(format_problems(problems, color=sys.stdout.isatty(), files=files))
+    if any(p.severity == "error" for p in problems):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
+)
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of scenario files (for editor completion and checks)."""
+    from engine.spec.jsonschema import scenario_json_schema
+
+    text = json.dumps(scenario_json_schema(), indent=2, sort_keys=False)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def publish(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Publish scenarios as new versions (default: the scenarios folder); unchanged ones stay."""
+    from engine.spec.lint import format_problems
+    from engine.versions import publish_dir
+
+    settings = _settings(ctx)
+    engine = _ready_engine(settings)
+    problems: list[Any] = []
+    with Session(engine) as session, session.begin():
+        for path in paths or (settings.scenarios_dir,):
+            folder = path if path.is_dir() else None
+            if folder is None:
+                from engine.spec.loader import scenario_bundle
+                from engine.versions import publish_bundle
+
+                try:
+                    r = publish_bundle(session, scenario_bundle(path), str(path))
+                    _say_published(r)
+                except ParcoursError as exc:
+                    problems.extend(getattr(exc, "problems", []))
+                continue
+            results, found = publish_dir(session, folder)
+            problems.extend(found)
+            for r in results:
+                _say_published(r)
+    if problems:
+        click.echo(format_problems(problems), err=True)
+        sys.exit(1)
+
+
+def _say_published(r: Any) -> None:
+    state = (
+        f"version {r.version_number} published"
+        if r.created
+        else f"version {r.version_number} unchanged"
+    )
+    click.echo(f"{r.scenario_id}: {state}")
+
+
+@cli.command(name="scenarios")
+@click.pass_context
+def list_scenarios(ctx: click.Context) -> None:
+    """List scenarios with their status, version and enrollments."""
+    from engine.store.models import Enrollment, ScenarioRecord, ScenarioVersion
+
+    engine = _ready_engine(_settings(ctx))
+    with engine.connect() as conn:
+        counts = dict(
+            conn.execute(
+                select(Enrollment.scenario_id, func.count())
+                .where(Enrollment.status == "active")
+                .group_by(Enrollment.scenario_id)
+            ).all()
+        )
+        rows = conn.execute(
+            select(ScenarioRecord.id, ScenarioRecord.status, ScenarioVersion.number)
+            .join(
+                ScenarioVersion,
+                ScenarioVersion.id == ScenarioRecord.current_version_id,
+                isouter=True,
+            )
+            .order_by(ScenarioRecord.id)
+        ).all()
+    click.echo(f"{'scenario':<32}{'status':<9}{'version':>8}{'active':>9}")
+    for sid, status, number in rows:
+        click.echo(f"{sid:<32}{status:<9}{number or '-':>8}{counts.get(sid, 0):>9}")
+
+
+@cli.command()
+@click.argument("scenario_id")
+@click.pass_context
+def pause(ctx: click.Context, scenario_id: str) -> None:
+    """Pause a scenario: no new entries; contacts inside stay where they are."""
+    _set_status(ctx, scenario_id, "paused")
+
+
+@cli.command()
+@click.argument("scenario_id")
+@click.pass_context
+def resume(ctx: click.Context, scenario_id: str) -> None:
+    """Resume a paused scenario."""
+    _set_status(ctx, scenario_id, "live")
+
+
+def _set_status(ctx: click.Context, scenario_id: str, status: str) -> None:
+    from engine.versions import set_status
+
+    engine = _ready_engine(_settings(ctx))
+    with Session(engine) as session, session.begin():
+        set_status(session, scenario_id, status)
+    click.echo(f"{scenario_id}: {status}")
+
+
+# ---------------------------------------------------------------- database
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command(name="upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the database schema to the latest version."""
+    settings = _settings(ctx.find_root())
+    upgrade(make_engine(settings.db_url))
+    click.echo("database is up to date")
+
+
+def _ready_engine(settings: Settings) -> Any:
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    return engine
+
+
+# ---------------------------------------------------------------- contacts and events
+
+
+@cli.group(name="import")
+def import_() -> None:
+    """Import contacts (CSV) or events (JSON lines)."""
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        for number, row in enumerate(csv.DictReader(fh), start=2):
+            yield number, {k.strip(): v for k, v in row.items() if k}
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield (
+                    number,
+                    {"__invalid__": f"not JSON: {exc.msg} at column {exc.colno}", "__line__": line},
+                )
+                continue
+            yield number, data if isinstance(data, dict) else {"__invalid__": "not a JSON object"}
+
+
+def _run_import(
+    path: Path,
+    rows: Iterator[tuple[int, dict[str, Any]]],
+    clean: Any,
+    write: Any,
+    rejects: Path | None,
+    label: str,
+) -> ImportReport:
+    reject_path = rejects or path.with_name(path.stem + ".rejects" + path.suffix)
+    errors: list[RowError] = []
+    with click.progressbar(
+        length=path.stat().st_size, label=f"importing {label}", file=sys.stderr
+    ) as bar:
+
+        def counted() -> Iterator[tuple[int, dict[str, Any]]]:
+            for number, row in rows:
+                bar.update(len(json.dumps(row, default=str)) // 2 + 1)
+                yield number, row
+
+        report = import_rows(counted(), clean, write, errors.append)
+        bar.update(path.stat().st_size)
+    if errors:
+        with reject_path.open("w", encoding="utf-8") as fh:
+            for e in errors:
+                fh.write(
+                    json.dumps(
+                        {"row": e.row, "field": e.field, "error": e.message, "data": e.raw},
+                        default=str,
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+        for e in errors[:20]:
+            click.echo(f"{path}:{e.format()}", err=True)
+        if len(errors) > 20:
+            click.echo(f"... and {len(errors) - 20} more", err=True)
+        click.echo(f"{len(errors)} rejected rows written to {reject_path}", err=True)
+    return report
+
+
+@import_.command(name="contacts")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where rejected rows go (default: FILE.rejects.csv next to the input).",
+)
+@click.pass_context
+def import_contacts(ctx: click.Context, path: Path, rejects: Path | None) -> None:
+    """Upsert contacts from CSV (external_id, email, phone, timezone, locale, score, tags, ...)."""
+    engine = _ready_engine(_settings(ctx.find_root()))
+
+    def write(rows: list[dict[str, Any]]) -> tuple[int, int]:
+        with engine.begin() as conn:
+            return upsert_contacts(conn, rows, utcnow())
+
+    report = _run_import(path, _csv_rows(path), clean_contact, write, rejects, "contacts")
+    click.echo(
+        f"{report.accepted} contacts imported ({report.created} new, {report.updated} updated), "
+        f"{len(report.errors)} rejected"
+    )
+    sys.exit(1 if report.errors else 0)
+
+
+@import_.command(name="events")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where rejected rows go (default: FILE.rejects.jsonl next to the input).",
+)
+@click.pass_context
+def import_events(ctx: click.Context, path: Path, rejects: Path | None) -> None:
+    """Append events from a JSON-lines file ({"contact", "name", "properties", "occurred_at"})."""
+    from engine.ingest import RowInvalid
+
+    engine = _ready_engine(_settings(ctx.find_root()))
+    now = utcnow()
+
+    def clean(raw: dict[str, Any]) -> dict[str, Any]:
+        if "__invalid__" in raw:
+            raise RowInvalid("line", raw["__invalid__"])
+        return clean_event(raw, now)
+
+    def write(rows: list[dict[str, Any]]) -> tuple[int, int]:
+        with engine.begin() as conn:
+            return record_events(conn, rows, utcnow())
+
+    report = _run_import(path, _jsonl_rows(path), clean, write, rejects, "events")
+    click.echo(
+        f"{report.created} events recorded, {report.updated} duplicates ignored, "
+        f"{len(report.errors)} rejected"
+    )
+    sys.exit(1 if report.errors else 0)
+
+
+@cli.command()
+@click.argument("scenario_id")
+@click.argument("contacts", nargs=-1, required=True)
+@click.pass_context
+def enroll(ctx: click.Context, scenario_id: str, contacts: tuple[str, ...]) -> None:
+    """Enter contacts (external ids) into a live scenario now."""
+    from engine.enroll import Candidate
+    from engine.enroll import enroll as do_enroll
+    from engine.store.models import Contact
+    from engine.versions import VersionCache
+
+    engine = _ready_engine(_settings(ctx))
+    now = utcnow()
+    with engine.begin() as conn:
+        live = {sc.id: (vid, sc) for vid, sc in VersionCache().live(conn)}
+        if scenario_id not in live:
+            raise click.ClickException(
+                f"scenario '{scenario_id}' is not live (see `parcours scenarios`)"
+            )
+        vid, scenario = live[scenario_id]
+        ids = dict(
+            conn.execute(
+                select(Contact.external_id, Contact.id).where(Contact.external_id.in_(contacts))
+            ).all()
+        )
+        unknown = sorted(set(contacts) - set(ids))
+        if unknown:
+            raise click.ClickException(f"unknown contacts: {', '.join(unknown[:20])}")
+        # Each run is a new intent (the scenario's re-entry rules still apply).
+        key = f"manual:{now.isoformat()}"
+        candidates = [Candidate(vid, scenario, ids[c], key, now, None, "manual") for c in contacts]
+        counts = do_enroll(conn, candidates, now)
+    click.echo(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing to do")
+
+
+# ---------------------------------------------------------------- watching
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--channel")
+@click.option("--scenario")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def outbox(
+    ctx: click.Context, limit: int, channel: str | None, scenario: str | None, as_json: bool
+) -> None:
+    """Show the latest messages accepted by the outbox (newest first)."""
+    from engine.store.models import Contact, Send
+
+    engine = _ready_engine(_settings(ctx))
+    query = (
+        select(Send, Contact.external_id)
+        .join(Contact, Contact.id == Send.contact_id)
+        .order_by(Send.id.desc())
+        .limit(limit)
+    )
+    if channel:
+        query = query.where(Send.channel == channel)
+    if scenario:
+        query = query.where(Send.scenario_id == scenario)
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+    items = [
+        {
+            "at": s.created_at.isoformat(),
+            "contact": ext,
+            "scenario": s.scenario_id,
+            "step": s.step_id,
+            "channel": s.channel,
+            "status": s.status,
+            "send_key": s.send_key,
+            "parts": s.payload.get("parts", {}),
+        }
+        for s, ext in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2, ensure_ascii=False))
+        return
+    if not items:
+        click.echo("the outbox is empty")
+    for item in items:
+        parts = item["parts"]
+        headline = (
+            parts.get("subject")
+            or parts.get("title")
+            or parts.get("text")
+            or parts.get("body")
+            or ""
+        )
+        click.echo(
+            f"{item['at'][:19]}  {item['channel']:<6} {item['contact']:<12} "
+            f"{item['scenario']}/{item['step']}  {headline[:60]}"
+        )
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one pass and stop.")
+@click.pass_context
+def worker(ctx: click.Context, once: bool) -> None:
+    """Run the scheduler worker (no HTTP server)."""
+    from engine.scheduler import Service
+
+    settings = _settings(ctx)
+    engine = _ready_engine(settings)
+    service = Service(engine, settings, blocking=not once)
+    if once:
+        report = service.worker.run_once()
+        click.echo(
+            f"{report.claimed} enrollments advanced, {report.steps} steps, {report.sends} sends"
+        )
+        return
+    click.echo("worker running; Ctrl+C to stop", err=True)
+    try:
+        service.start()
+    except (KeyboardInterrupt, SystemExit):
+        service.shutdown()
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--contacts",
+    "contacts_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Contacts CSV (same columns as `import contacts`).",
+)
+@click.option("--generate", type=int, default=0, help="Generate this many contacts instead.")
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Events JSON lines; without it, events are generated for event triggers.",
+)
+@click.option("--start", default="", help="Virtual start time (ISO 8601, UTC); default: now.")
+@click.option("--days", type=int, default=30, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def simulate(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    contacts_file: Path | None,
+    generate: int,
+    events_file: Path | None,
+    start: str,
+    days: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Run scenarios on a virtual clock over a throw-away database and report what would happen."""
+    from engine.simulate import format_report, generate_contacts, generate_events
+    from engine.simulate import simulate as run
+    from engine.spec.loader import load_scenario_file
+
+    files: list[Path] = []
+    for p in paths:
+        files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p])
+    scenarios = [load_scenario_file(f) for f in files]
+    begin = parse_instant(start, "--start") if start else datetime.now(UTC).replace(microsecond=0)
+    if contacts_file:
+        contacts = [row for _, row in _csv_rows(contacts_file)]
+    else:
+        contacts = generate_contacts(generate or 100, seed)
+    if events_file:
+        events = [row for _, row in _jsonl_rows(events_file)]
+    else:
+        events = generate_events(scenarios, contacts, begin, days, seed)
+    report = run(
+        files, contacts, events, begin, days, settings=_settings(ctx).evolve(database_url="")
+    )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+
+
+@cli.command(name="settings")
+def show_settings() -> None:
+    """List every setting with its default and help."""
+    for s in SETTINGS:
+        click.echo(f"PARCOURS_{s.name:<28} default {s.default!r}\n    {s.help}")
+
+
+def main() -> None:
+    cli(prog_name="parcours")

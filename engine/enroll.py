@@ -1,0 +1,244 @@
+"""Entering contacts into scenarios: audience, entry rules, idempotent insert.
+
+A candidate is (scenario, contact, entry key). The entry key makes every entry idempotent: the same
+event, schedule firing or anniversary never enrolls a contact twice, whichever worker retries it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+
+from engine.runtime.state import ACTIVE, ContactView, EventView, History
+from engine.spec.model import Scenario
+from engine.store.models import Enrollment, Event, JournalEntry
+
+
+@dataclass(frozen=True)
+class Candidate:
+    version_id: int
+    scenario: Scenario
+    contact_id: int
+    entry_key: str
+    due_at: datetime
+    trigger_event_id: int | None = None
+    source: str = "event"
+    entered_at: datetime | None = (
+        None  # default: due_at; an event entry starts when the event happened
+    )
+
+
+class _AudienceCtx:
+    def __init__(
+        self, contact: ContactView, history: History, now: datetime, scenario: Scenario
+    ) -> None:
+        self.contact = contact
+        self.now = now
+        self.entered_at: datetime | None = None
+        self.event: EventView | None = None
+        self._history = history
+        self._scenario = scenario
+
+    def events(self, name: str) -> Sequence[EventView]:
+        return self._history.events(name)
+
+    def expression_vars(self) -> dict[str, Any]:
+        return {
+            "contact": self.contact.template_view(),
+            "event": {},
+            "now": self.now,
+            "scenario": {"id": self._scenario.id, "name": self._scenario.name},
+            "data": dict(self._scenario.data),
+        }
+
+
+def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView]:
+    """Load contacts as views, one query (read at driver level: it runs for every batch)."""
+    wanted = list(set(ids))
+    if not wanted:
+        return {}
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    sql = (
+        "SELECT id, external_id, email, phone, timezone, locale, score, tags, attributes, "
+        f"opted_out FROM contacts WHERE id IN ({', '.join([mark] * len(wanted))})"
+    )
+    out = {}
+    for r in conn.exec_driver_sql(sql, tuple(wanted)).all():
+        tags, attributes = r[7], r[8]
+        # SQLite hands back JSON text; PostgreSQL's driver has already decoded JSONB.
+        tags = json.loads(tags) if isinstance(tags, str) else tags
+        attributes = json.loads(attributes) if isinstance(attributes, str) else attributes
+        out[r[0]] = ContactView(r[0], r[1], r[2], r[3], r[4], r[5], r[6], list(tags or []),
+                                dict(attributes or {}), bool(r[9]))  # fmt: skip
+    return out
+
+
+def histories(
+    conn: Connection, contact_ids: Iterable[int], names: Iterable[str]
+) -> dict[int, History]:
+    """Events of the given names for the given contacts, oldest first, one query."""
+    ids, wanted = list(set(contact_ids)), list(set(names))
+    out: dict[int, dict[str, list[EventView]]] = defaultdict(lambda: defaultdict(list))
+    if ids and wanted:
+        rows = conn.execute(
+            select(Event.id, Event.contact_id, Event.name, Event.properties, Event.occurred_at)
+            .where(Event.contact_id.in_(ids), Event.name.in_(wanted))
+            .order_by(Event.occurred_at, Event.id)
+        )
+        for r in rows:
+            out[r.contact_id][r.name].append(
+                EventView(r.id, r.name, r.properties or {}, r.occurred_at)
+            )
+    return {cid: History(dict(by_name)) for cid, by_name in out.items()}
+
+
+def enroll(conn: Connection, candidates: Sequence[Candidate], now: datetime) -> dict[str, int]:
+    """Apply audience and entry rules, insert the enrollments that pass; counts by outcome."""
+    counts: dict[str, int] = defaultdict(int)
+    if not candidates:
+        return counts
+    contact_ids = {c.contact_id for c in candidates}
+    contacts = contact_views(conn, contact_ids)
+    audience_events: set[str] = set()
+    for c in candidates:
+        if c.scenario.audience is not None:
+            audience_events |= c.scenario.history_events()
+    history = histories(conn, contact_ids, audience_events)
+    scenario_ids = {c.scenario.id for c in candidates}
+    previous: dict[tuple[str, int], list[tuple[str, datetime]]] = defaultdict(list)
+    keys: set[tuple[str, int, str]] = set()
+    for r in conn.execute(
+        select(
+            Enrollment.scenario_id,
+            Enrollment.contact_id,
+            Enrollment.status,
+            Enrollment.entered_at,
+            Enrollment.entry_key,
+        ).where(
+            Enrollment.contact_id.in_(list(contact_ids)),
+            Enrollment.scenario_id.in_(list(scenario_ids)),
+        )
+    ):
+        previous[(r.scenario_id, r.contact_id)].append((r.status, r.entered_at))
+        keys.add((r.scenario_id, r.contact_id, r.entry_key))
+    rows, skipped = [], []
+    for c in candidates:
+        if (c.scenario.id, c.contact_id, c.entry_key) in keys:
+            counts["duplicate"] += 1  # this very entry exists already: nothing to say
+            continue
+        keys.add((c.scenario.id, c.contact_id, c.entry_key))
+        contact = contacts.get(c.contact_id)
+        reason = _refusal(
+            c,
+            contact,
+            history.get(c.contact_id, History()),
+            previous[(c.scenario.id, c.contact_id)],
+            now,
+        )
+        if reason:
+            counts[reason] += 1
+            if c.source != "schedule":  # a newsletter fan-out would flood the journal
+                skipped.append(_journal(c, "skipped_entry", reason, now))
+            continue
+        previous[(c.scenario.id, c.contact_id)].append((ACTIVE, now))
+        rows.append(
+            {
+                "scenario_id": c.scenario.id,
+                "version_id": c.version_id,
+                "contact_id": c.contact_id,
+                "status": ACTIVE,
+                "step_id": c.scenario.start,
+                "due_at": c.due_at,
+                "entry_key": c.entry_key,
+                "trigger_event_id": c.trigger_event_id,
+                "entered_at": c.entered_at or c.due_at,
+                "visits": 0,
+                "vars": {},
+                "attempt": 0,
+            }
+        )
+    if rows:
+        stmt = _insert_ignore(conn).returning(
+            Enrollment.id, Enrollment.scenario_id, Enrollment.contact_id, Enrollment.version_id
+        )
+        inserted = conn.execute(stmt, rows).all()
+        counts["entered"] += len(inserted)
+        counts["duplicate"] += len(rows) - len(inserted)
+        journal = [
+            {
+                "at": now,
+                "kind": "entered",
+                "enrollment_id": r.id,
+                "contact_id": r.contact_id,
+                "scenario_id": r.scenario_id,
+                "version_id": r.version_id,
+                "step_id": None,
+                "reason": None,
+                "data": None,
+            }
+            for r in inserted
+        ]
+        if journal:
+            conn.execute(insert(JournalEntry), journal)
+    if skipped:
+        conn.execute(insert(JournalEntry), skipped)
+    return counts
+
+
+def _insert_ignore(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(Enrollment).on_conflict_do_nothing(
+            index_elements=["scenario_id", "contact_id", "entry_key"]
+        )
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(Enrollment).on_conflict_do_nothing()
+
+
+def _refusal(
+    c: Candidate,
+    contact: ContactView | None,
+    history: History,
+    previous: list[tuple[str, datetime]],
+    now: datetime,
+) -> str | None:
+    if contact is None:
+        return "contact_missing"
+    rules = c.scenario.entry
+    if previous:
+        if not rules.concurrent and any(status == ACTIVE for status, _ in previous):
+            return "already_active"
+        if rules.reentry == "never":
+            return "reentry_never"
+        if rules.reentry == "cooldown" and rules.cooldown is not None:
+            last = max(entered for _, entered in previous)
+            if now - last < rules.cooldown:
+                return "cooldown"
+    if c.scenario.audience is not None and not c.scenario.audience.evaluate(
+        _AudienceCtx(contact, history, now, c.scenario)
+    ):
+        return "audience"
+    return None
+
+
+def _journal(c: Candidate, kind: str, reason: str, now: datetime) -> dict[str, Any]:
+    return {
+        "at": now,
+        "kind": kind,
+        "enrollment_id": None,
+        "contact_id": c.contact_id,
+        "scenario_id": c.scenario.id,
+        "version_id": c.version_id,
+        "step_id": None,
+        "reason": reason,
+        "data": {"entry_key": c.entry_key},
+    }

@@ -1,0 +1,400 @@
+"""Contacts and events in: validation, upsert by external id, append-only events.
+
+Every row is checked on its own; a bad row is reported with its number and field and written to a
+reject file by the CLI, never silently dropped, and never stops the good rows from going in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from engine.runtime.timing import is_valid_zone
+from engine.store.models import Contact, Event, EventInbox
+
+PROFILE_COLUMNS = ("email", "phone", "timezone", "locale", "score", "tags", "opted_out")
+# Patterns are used with fullmatch: "$" would also accept a trailing newline.
+EMAIL = re.compile(r"[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+")
+PHONE = re.compile(r"\+?[0-9][0-9 .-]{5,20}")
+EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+LOCALE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+MAX_PROPERTIES_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+MAX_KEY_LENGTH = 255  # external ids and event keys (the columns' size)
+MAX_EMAIL_LENGTH = 320
+SCORE_RANGE = (-(2**31), 2**31 - 1)  # the score column is a 32-bit INTEGER
+TRUE_WORDS = frozenset({"true", "yes", "y", "1"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0"})
+
+
+@dataclasses.dataclass
+class RowError:
+    """One refused row: its number, the field at fault, why, and the row as it came."""
+
+    row: int
+    field: str
+    message: str
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def format(self) -> str:
+        """`row N: field: message`, for terminals and logs."""
+        return f"row {self.row}: {self.field}: {self.message}"
+
+
+@dataclasses.dataclass
+class ImportReport:
+    """Counts of one import run, and every refused row."""
+
+    accepted: int = 0
+    created: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    errors: list[RowError] = dataclasses.field(default_factory=list)
+
+
+class RowInvalid(ValueError):
+    """A row cannot be accepted; `field` names the field at fault."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+def _coerce(value: Any) -> Any:
+    """CSV cells are text: turn numbers and booleans into their types, keep the rest."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    # A leading zero means an identifier (a postal code, "007"): it stays text.
+    if re.fullmatch(r"-?(0|[1-9]\d{0,14})", text):
+        return int(text)
+    if re.fullmatch(r"-?(0|[1-9]\d*)\.\d+", text):
+        return float(text)
+    return text
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value quoted in an error message, cut short so a huge input is not echoed back."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_json(value: Any, field_name: str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse what a JSON column cannot store: NaN, NUL characters, deep nesting, odd types.
+
+    `max_depth` counts nested objects and lists, `value` itself included; an empty `field_name`
+    makes error paths start at the first key or index ("3.name").
+    """
+    # Iterative, so a hostile depth cannot exhaust the stack; PostgreSQL's JSONB rejects NaN
+    # and \u0000, which would otherwise surface as a database error after validation.
+    stack: list[tuple[Any, str, int]] = [(value, field_name, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, Mapping | list | tuple) and depth >= max_depth:
+            raise RowInvalid(path, f"nested deeper than {max_depth} levels")
+        prefix = f"{path}." if path else ""
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                if not isinstance(key, str) or "\x00" in key:
+                    raise RowInvalid(path, f"key {_shown(repr(key))} is not JSON text")
+                stack.append((child, f"{prefix}{key}", depth + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, f"{prefix}{i}", depth + 1) for i, child in enumerate(item))
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise RowInvalid(path, "contains a NUL character")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise RowInvalid(path, f"{item} is not a JSON number")
+        elif item is not None and not isinstance(item, int):
+            raise RowInvalid(path, f"a {type(item).__name__} is not a JSON value")
+
+
+def _key(raw: Mapping[str, Any], names: tuple[str, ...], field_name: str) -> str:
+    """The first present identifier among `names`, as stripped text of at most 255 characters."""
+    value = next((raw[n] for n in names if raw.get(n) not in (None, "")), "")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise RowInvalid(field_name, "must be text")
+    text = str(value).strip()
+    if len(text) > MAX_KEY_LENGTH:
+        raise RowInvalid(field_name, f"at most {MAX_KEY_LENGTH} characters")
+    if "\x00" in text:
+        raise RowInvalid(field_name, "contains a NUL character")
+    return text
+
+
+def _score(value: Any) -> int:
+    number = value
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,15}\s*", value):
+        number = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise RowInvalid("score", f"'{_shown(value)}' is not a whole number")
+    if not SCORE_RANGE[0] <= number <= SCORE_RANGE[1]:
+        raise RowInvalid("score", f"{number} is out of range (±2147483647)")
+    return number
+
+
+def _flag(value: Any, field_name: str) -> bool:
+    # Consent data: a value we cannot read is refused, never taken as "not opted out".
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise RowInvalid(field_name, f"'{_shown(value)}' is not true or false")
+
+
+def clean_contact(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate one contact row (CSV cells or JSON); raise RowInvalid naming the field."""
+    external_id = _key(raw, ("external_id", "id"), "external_id")
+    if not external_id:
+        raise RowInvalid("external_id", "required (the id your systems use for this contact)")
+    out: dict[str, Any] = {"external_id": external_id}
+    attributes: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("external_id", "id") or value is None or value == "":
+            continue
+        if key == "email":
+            email = str(value).strip()
+            if len(email) > MAX_EMAIL_LENGTH or not EMAIL.fullmatch(email):
+                raise RowInvalid("email", f"'{_shown(value)}' is not an email address")
+            out["email"] = email.lower()
+        elif key == "phone":
+            if not PHONE.fullmatch(str(value).strip()):
+                raise RowInvalid(
+                    "phone", f"'{_shown(value)}' is not a phone number (use +33612345678)"
+                )
+            out["phone"] = re.sub(r"[ .-]", "", str(value).strip())
+        elif key == "timezone":
+            if not is_valid_zone(str(value)):
+                raise RowInvalid(
+                    "timezone", f"'{_shown(value)}' is not an IANA zone (e.g. Europe/Paris)"
+                )
+            out["timezone"] = str(value)
+        elif key == "locale":
+            if not LOCALE.fullmatch(str(value).strip()):
+                raise RowInvalid("locale", f"'{_shown(value)}' is not a locale (e.g. fr-FR)")
+            out["locale"] = str(value).strip()[:16]
+        elif key == "score":
+            out["score"] = _score(value)
+        elif key == "tags":
+            tags = value if isinstance(value, list) else re.split(r"[|;,]", str(value))
+            out["tags"] = [str(t).strip() for t in tags if str(t).strip()]
+        elif key == "opted_out":
+            out["opted_out"] = _flag(value, "opted_out")
+        elif key == "attributes" and isinstance(value, Mapping):
+            attributes.update(value)
+        else:
+            attributes[str(key)] = _coerce(value)
+    check_json(attributes, "attributes")
+    check_json(out.get("tags", []), "tags")
+    out["attributes"] = attributes
+    return out
+
+
+def parse_instant(value: Any, field_name: str = "occurred_at") -> datetime:
+    """ISO 8601 text or an aware datetime → aware UTC datetime; naive text is taken as UTC."""
+    if isinstance(value, datetime):
+        instant = value
+    else:
+        try:
+            instant = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise RowInvalid(
+                field_name, f"'{_shown(value)}' is not an ISO 8601 time (2025-05-17T09:00:00Z)"
+            ) from None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable year
+        raise RowInvalid(field_name, f"'{_shown(value)}' is out of range") from None
+
+
+def clean_event(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """Validate one event: contact (external id), name, properties, occurred_at, event_key."""
+    contact = _key(raw, ("contact", "external_id"), "contact")
+    if not contact:
+        raise RowInvalid("contact", "required: the contact's external id")
+    name = str(raw.get("name") or "")
+    if not EVENT_NAME.fullmatch(name):
+        raise RowInvalid(
+            "name", f"'{_shown(name)}' is not an event name (letters, digits, _ . : -)"
+        )
+    properties = raw.get("properties") or {}
+    if not isinstance(properties, Mapping):
+        raise RowInvalid("properties", "must be an object")
+    check_json(properties, "properties")
+    if len(json.dumps(properties, ensure_ascii=False)) > MAX_PROPERTIES_BYTES:
+        raise RowInvalid("properties", "larger than 64 KiB")
+    occurred = parse_instant(raw["occurred_at"]) if raw.get("occurred_at") else now
+    # Refused rather than cut: two long keys sharing a prefix must not collide as duplicates.
+    key = _key(raw, ("event_key",), "event_key") or None
+    return {
+        "contact": contact,
+        "name": name,
+        "properties": dict(properties),
+        "occurred_at": occurred,
+        "event_key": key,
+    }
+
+
+def _insert_ignoring(conn: Connection, table: type[Contact] | type[Event], column: str) -> Any:
+    """INSERT … ON CONFLICT (column) DO NOTHING: a row a concurrent transaction wrote is skipped."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[column])
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=[column])
+
+
+def _locked_contacts(conn: Connection, external_ids: list[str]) -> dict[str, Any]:
+    # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers) so two
+    # concurrent merges of the same contact's attributes cannot lose one another's keys.
+    query = (
+        select(Contact.id, Contact.external_id, Contact.attributes)
+        .where(Contact.external_id.in_(external_ids))
+        .with_for_update()
+    )
+    return {r.external_id: r for r in conn.execute(query)}
+
+
+def upsert_contacts(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> tuple[int, int]:
+    """Insert or update cleaned contacts by external id, merging attributes: (created, updated)."""
+    if not rows:
+        return 0, 0
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:  # later rows for the same contact win, attributes merge
+        prev = merged.get(row["external_id"])
+        if prev:
+            row = {**prev, **row, "attributes": {**prev["attributes"], **row["attributes"]}}
+        merged[row["external_id"]] = row
+    existing = _locked_contacts(conn, list(merged))
+    defaults: dict[str, Any] = dict.fromkeys(("email", "phone", "timezone", "locale"))
+    defaults.update(score=0, tags=[], opted_out=False)
+    new = [
+        {**defaults, **row, "created_at": now, "updated_at": now}
+        for key, row in merged.items()
+        if key not in existing
+    ]
+    created = 0
+    if new:
+        stmt = _insert_ignoring(conn, Contact, "external_id").returning(Contact.external_id)
+        inserted = set(conn.execute(stmt, new).scalars())
+        created = len(inserted)
+        raced = [row["external_id"] for row in new if row["external_id"] not in inserted]
+        if raced:  # created by a concurrent transaction since we looked: update them instead
+            existing.update(_locked_contacts(conn, raced))
+    for key, row in merged.items():
+        if key in existing:
+            current = existing[key]
+            values = {k: row[k] for k in PROFILE_COLUMNS if k in row}
+            values["attributes"] = {**(current.attributes or {}), **row["attributes"]}
+            values["updated_at"] = now
+            conn.execute(update(Contact).where(Contact.id == current.id).values(**values))
+    return created, len(merged) - created
+
+
+def contact_ids(conn: Connection, external_ids: Iterable[str], now: datetime) -> dict[str, int]:
+    """Map external ids to contact ids, creating bare contacts for the unknown ones."""
+    wanted = set(external_ids)
+    found = dict(conn.execute(select(Contact.external_id, Contact.id).where(
+        Contact.external_id.in_(list(wanted)))).all())  # fmt: skip
+    missing = wanted - set(found)
+    if missing:
+        upsert_contacts(conn, [{"external_id": e, "attributes": {}} for e in sorted(missing)], now)
+        found.update(conn.execute(select(Contact.external_id, Contact.id).where(
+            Contact.external_id.in_(list(missing)))).all())  # fmt: skip
+    return {str(k): int(v) for k, v in found.items()}
+
+
+def record_events(conn: Connection, events: list[dict[str, Any]], now: datetime) -> tuple[int, int]:
+    """Append cleaned events and queue them for the trigger pass. Returns (recorded, duplicates)."""
+    if not events:
+        return 0, 0
+    keys = [e["event_key"] for e in events if e["event_key"]]
+    seen: set[str | None] = set()
+    if keys:
+        seen = set(conn.execute(select(Event.event_key).where(Event.event_key.in_(keys))).scalars())
+    fresh: list[dict[str, Any]] = []
+    batch_keys: set[str] = set()
+    for e in events:
+        key = e["event_key"]
+        if key and (key in seen or key in batch_keys):
+            continue
+        if key:
+            batch_keys.add(key)
+        fresh.append(e)
+    if not fresh:
+        return 0, len(events)
+    ids = contact_ids(conn, (e["contact"] for e in fresh), now)
+    rows = [
+        {
+            "contact_id": ids[e["contact"]],
+            "name": e["name"],
+            "properties": e["properties"],
+            "occurred_at": e["occurred_at"],
+            "received_at": now,
+            "event_key": e["event_key"],
+        }
+        for e in fresh
+    ]
+    # A key seen by neither check above may still be committed meanwhile by a concurrent request:
+    # the conflict makes it a duplicate instead of an IntegrityError.
+    stmt = _insert_ignoring(conn, Event, "event_key").returning(Event.id)
+    inserted = conn.execute(stmt, rows).scalars().all()
+    if inserted:
+        conn.execute(insert(EventInbox), [{"event_id": i} for i in inserted])
+    return len(inserted), len(events) - len(inserted)
+
+
+def chunked(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of at most `size` items, in order."""
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def import_rows(
+    rows: Iterable[tuple[int, Mapping[str, Any]]],
+    clean: Callable[[Mapping[str, Any]], dict[str, Any]],
+    write: Callable[[list[dict[str, Any]]], tuple[int, int]],
+    on_reject: Callable[[RowError], None] | None = None,
+    batch_size: int = 1000,
+) -> ImportReport:
+    """Clean rows one by one, write the good ones in batches, report every bad one."""
+    report = ImportReport()
+    for batch in chunked(rows, batch_size):
+        good = []
+        for number, raw in batch:
+            try:
+                good.append(clean(raw))
+            except RowInvalid as exc:
+                error = RowError(number, exc.field, exc.message, dict(raw))
+                report.errors.append(error)
+                if on_reject:
+                    on_reject(error)
+        first, second = write(good)
+        report.accepted += len(good)
+        report.created += first
+        report.updated += second
+    return report

@@ -1,0 +1,405 @@
+"""One worker pass: new events, schedules, anniversaries, then due enrollments in leased batches.
+
+A batch is claimed in its own short transaction (lease + attempt number), then advanced and
+written in one transaction: enrollment updates are fenced by the attempt number, sends are
+reserved in the ledger under a unique send key, journal rows are appended. A worker killed at any
+point loses nothing (the lease expires and another pass reclaims the batch) and sends nothing twice
+(the send key).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine, Row
+
+from engine.config import Settings
+from engine.enroll import Candidate, contact_views, enroll, histories
+from engine.policy.base import Gate, OptOutGate
+from engine.runtime.clock import Clock, SystemClock
+from engine.runtime.interpreter import Interpreter, Transition
+from engine.runtime.state import ContactView, EnrollmentState, EventView, History
+from engine.spec.model import Scenario
+from engine.store.bulk import BulkWriter
+from engine.store.models import Contact, Enrollment, Event, JournalEntry
+from engine.triggers import fan_out, fire_schedules, plan_anniversaries, process_events
+from engine.versions import VersionCache
+
+logger = logging.getLogger(__name__)
+FANOUT_CHUNKS_PER_PASS = 100  # schedule fan-out per pass: up to 100,000 contacts, then due work
+GateFactory = Callable[[Connection, dict[int, ContactView], datetime], Gate]
+
+
+def _fault(point: str) -> None:
+    """Crash on purpose at a named point (fault-injection tests): PARCOURS_FAULT_POINT=name[:n]."""
+    wanted = os.environ.get("PARCOURS_FAULT_POINT")
+    if not wanted:
+        return
+    name, _, after = wanted.partition(":")
+    if name != point:
+        return
+    count = _FAULT_COUNTS[point] = _FAULT_COUNTS.get(point, 0) + 1
+    if count >= int(after or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+@dataclass
+class PassReport:
+    claimed: int = 0
+    steps: int = 0
+    sends: int = 0
+    batches: int = 0
+    stale: int = 0
+    triggers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def merge(self, counts: dict[str, int]) -> None:
+        for key, value in counts.items():
+            self.triggers[key] += value
+
+
+def _state(row: Row[Any], trigger: EventView | None) -> EnrollmentState:
+    return EnrollmentState(
+        id=row.id,
+        scenario_id=row.scenario_id,
+        version_id=row.version_id,
+        contact_id=row.contact_id,
+        status=row.status,
+        step_id=row.step_id,
+        entered_at=row.entered_at,
+        step_entered_at=row.step_entered_at,
+        deadline=row.deadline,
+        due_at=row.due_at,
+        waiting_for=row.waiting_for,
+        visits=row.visits,
+        vars=row.vars or {},
+        trigger_event=trigger,
+    )
+
+
+_CLAIM_COLUMNS = (
+    Enrollment.id,
+    Enrollment.scenario_id,
+    Enrollment.version_id,
+    Enrollment.contact_id,
+    Enrollment.status,
+    Enrollment.step_id,
+    Enrollment.entered_at,
+    Enrollment.step_entered_at,
+    Enrollment.deadline,
+    Enrollment.due_at,
+    Enrollment.waiting_for,
+    Enrollment.visits,
+    Enrollment.vars,
+    Enrollment.trigger_event_id,
+    Enrollment.attempt,
+)
+
+
+class Worker:
+    """Runs passes against one database. Several workers may run at once (PostgreSQL)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock | None = None,
+        gate_factory: GateFactory | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.gate_factory: GateFactory = gate_factory or (lambda conn, contacts, now: OptOutGate())
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.cache = VersionCache()
+        self._interpreters: dict[int, Interpreter] = {}
+        self._writer: BulkWriter | None = None
+
+    # ------------------------------------------------------------------ a whole pass
+    def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
+        """Everything due at `now`: events, schedules, anniversaries, then enrollments."""
+        now = now or self.clock.now()
+        report = PassReport()
+        with self.engine.connect() as conn:
+            live = self.cache.live(conn)
+        while True:
+            with self.engine.begin() as conn:
+                counts = process_events(
+                    conn, live, now, timedelta(hours=self.settings.trigger_max_age_hours)
+                )
+            report.merge(counts)
+            if not counts.get("events"):
+                break
+        with self.engine.begin() as conn:
+            report.merge(fire_schedules(conn, live, now))
+        for _ in range(FANOUT_CHUNKS_PER_PASS):
+            with self.engine.begin() as conn:
+                counts = fan_out(conn, live, now)
+            report.merge(counts)
+            if not counts:
+                break
+        with self.engine.begin() as conn:
+            report.merge(
+                plan_anniversaries(
+                    conn,
+                    live,
+                    now,
+                    self.settings.timezone,
+                    timedelta(seconds=self.settings.anniversary_every_seconds),
+                    timedelta(hours=self.settings.anniversary_lookahead_hours),
+                )
+            )
+        while max_batches is None or report.batches < max_batches:
+            claimed = self.process_batch(now, report)
+            if claimed < self.settings.batch_size:
+                break
+        return report
+
+    # ------------------------------------------------------------------ one batch
+    def claim(self, now: datetime) -> Sequence[Row[Any]]:
+        """Lease up to batch_size due enrollments to this worker (committed at once)."""
+        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        due = (
+            select(Enrollment.id)
+            .where(
+                Enrollment.status == "active",
+                Enrollment.due_at <= now,
+                (Enrollment.lease_until.is_(None)) | (Enrollment.lease_until < now),
+            )
+            .order_by(Enrollment.due_at)
+            .limit(self.settings.batch_size)
+        )
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            rows = conn.execute(
+                update(Enrollment)
+                .where(Enrollment.id.in_(due.scalar_subquery()))
+                .values(
+                    lease_owner=self.worker_id,
+                    lease_until=lease_until,
+                    attempt=Enrollment.attempt + 1,
+                )
+                .returning(*_CLAIM_COLUMNS)
+            ).all()
+        return rows
+
+    def _bulk(self, conn: Connection) -> BulkWriter:
+        if self._writer is None:
+            self._writer = BulkWriter(conn.dialect.name)
+        return self._writer
+
+    def interpreter(self, conn: Connection, version_id: int, gate: Gate) -> Interpreter:
+        scenario = self.cache.get(conn, version_id)
+        it = self._interpreters.get(version_id)
+        if it is None:
+            it = self._interpreters[version_id] = Interpreter(
+                scenario, gate, self.settings.timezone
+            )
+        it.gate = gate
+        return it
+
+    def process_batch(self, now: datetime, report: PassReport | None = None) -> int:
+        """Claim one batch and advance it; returns how many enrollments were claimed."""
+        report = report if report is not None else PassReport()
+        rows = self.claim(now)
+        _fault("after_claim")
+        if not rows:
+            return 0
+        try:
+            transitions = self._advance_and_save(rows, now)
+        except _StaleBatch:
+            # Another worker took over part of this batch (our lease ran out): nothing was written.
+            report.stale += len(rows)
+            logger.warning(
+                "stale batch of %d dropped by fencing",
+                len(rows),
+                extra={"action": "stale_fencing_token"},
+            )
+            return len(rows)
+        _fault("after_commit")
+        report.claimed += len(rows)
+        report.batches += 1
+        report.steps += sum(t.steps_run for _, t in transitions)
+        report.sends += sum(len(t.sends) for _, t in transitions)
+        return len(rows)
+
+    def _advance_and_save(
+        self, rows: Sequence[Row[Any]], now: datetime
+    ) -> list[tuple[Row[Any], Transition]]:
+        with self.engine.begin() as conn:
+            contacts = contact_views(conn, (r.contact_id for r in rows))
+            gate = self.gate_factory(conn, contacts, now)
+            names: set[str] = set()
+            for version_id in {r.version_id for r in rows}:
+                names |= self.cache.get(conn, version_id).history_events()
+            history = histories(conn, contacts, names)
+            triggers = self._trigger_events(
+                conn, [r.trigger_event_id for r in rows if r.trigger_event_id]
+            )
+            transitions: list[tuple[Row[Any], Transition]] = []
+            for row in rows:
+                contact = contacts.get(row.contact_id)
+                if contact is None:
+                    continue
+                state = _state(row, triggers.get(row.trigger_event_id))
+                it = self.interpreter(conn, row.version_id, gate)
+                transitions.append(
+                    (row, it.advance(state, contact, history.get(row.contact_id, History()), now))
+                )
+            if self._save(conn, transitions, contacts, now) < len(transitions):
+                raise _StaleBatch
+            _fault("before_commit")
+        return transitions
+
+    def _trigger_events(self, conn: Connection, ids: Sequence[int]) -> dict[int, EventView]:
+        if not ids:
+            return {}
+        rows = conn.execute(
+            select(Event.id, Event.name, Event.properties, Event.occurred_at).where(
+                Event.id.in_(list(set(ids)))
+            )
+        )
+        return {r.id: EventView(r.id, r.name, r.properties or {}, r.occurred_at) for r in rows}
+
+    # ------------------------------------------------------------------ writing
+    def _save(
+        self,
+        conn: Connection,
+        transitions: list[tuple[Row[Any], Transition]],
+        contacts: dict[int, ContactView],
+        now: datetime,
+    ) -> int:
+        updates, sends, journal = [], [], []
+        changed: dict[int, int] = defaultdict(int)  # contact → score delta
+        touched: set[int] = set()
+        starts: list[tuple[Transition, str]] = []
+        for row, tr in transitions:
+            s = tr.state
+            updates.append(
+                {
+                    "id": s.id,
+                    "attempt": row.attempt,
+                    "status": s.status,
+                    "step_id": s.step_id,
+                    "step_entered_at": s.step_entered_at,
+                    "deadline": s.deadline,
+                    "due_at": s.due_at,
+                    "waiting_for": s.waiting_for,
+                    "visits": s.visits,
+                    "vars": s.vars,
+                    "ended_at": s.ended_at,
+                    "end_reason": s.end_reason,
+                }
+            )
+            for rec in tr.journal:
+                journal.append(
+                    {
+                        "at": now,
+                        "kind": rec.kind,
+                        "enrollment_id": s.id,
+                        "contact_id": s.contact_id,
+                        "scenario_id": s.scenario_id,
+                        "version_id": s.version_id,
+                        "step_id": rec.step_id,
+                        "reason": rec.reason,
+                        "data": rec.data,
+                    }
+                )
+            for eff in tr.sends:
+                req = eff.request
+                payload: dict[str, Any] = {"parts": dict(eff.parts)}
+                if eff.metadata:
+                    payload["meta"] = dict(eff.metadata)
+                sends.append(
+                    {
+                        "send_key": req.send_key,
+                        "enrollment_id": s.id,
+                        "contact_id": s.contact_id,
+                        "scenario_id": req.scenario_id,
+                        "version_id": req.version_id,
+                        "step_id": req.step_id,
+                        "channel": req.channel,
+                        "topic": req.topic,
+                        "kind": req.kind,
+                        "status": "sent",
+                        "payload": payload,
+                        "provider_id": f"outbox:{req.send_key}",
+                        "attempts": 1,
+                        "created_at": now,
+                        "sent_at": now,
+                    }
+                )
+            if tr.profile:
+                touched.add(s.contact_id)
+                changed[s.contact_id] += tr.profile.score_delta
+            starts.extend((tr, target) for target in tr.starts)
+        bulk = self._bulk(conn)
+        saved = bulk.save_enrollments(conn, updates)
+        if saved < len(updates):
+            return saved
+        if sends:
+            bulk.insert_sends(conn, sends)
+        bulk.insert_journal(conn, journal)
+        for contact_id in touched:
+            view = contacts[contact_id]
+            conn.execute(
+                update(Contact)
+                .where(Contact.id == contact_id)
+                .values(
+                    attributes=view.attributes,
+                    tags=view.tags,
+                    score=Contact.score + changed[contact_id],
+                    updated_at=now,
+                )
+            )
+        if starts:
+            self._start_scenarios(conn, starts, now)
+        return saved
+
+    def _start_scenarios(
+        self, conn: Connection, starts: list[tuple[Transition, str]], now: datetime
+    ) -> None:
+        live: dict[str, tuple[int, Scenario]] = {
+            sc.id: (vid, sc) for vid, sc in self.cache.live(conn)
+        }
+        candidates = []
+        for tr, target in starts:
+            if target not in live:
+                conn.execute(
+                    insert(JournalEntry).values(
+                        at=now,
+                        kind="error",
+                        enrollment_id=tr.state.id,
+                        contact_id=tr.state.contact_id,
+                        scenario_id=tr.state.scenario_id,
+                        version_id=tr.state.version_id,
+                        step_id=tr.state.step_id,
+                        reason="start_scenario:not_live",
+                        data={"scenario": target},
+                    )
+                )
+                continue
+            vid, scenario = live[target]
+            key = f"from:{tr.state.scenario_id}:{tr.state.id}:{tr.state.visits}"
+            candidates.append(
+                Candidate(vid, scenario, tr.state.contact_id, key, now, None, "scenario")
+            )
+        enroll(conn, candidates, now)
+
+
+class _StaleBatch(Exception):
+    """The fenced update touched fewer rows than claimed: roll the whole batch back."""

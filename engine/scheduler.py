@@ -1,0 +1,118 @@
+"""APScheduler 3 drives the worker: a tick, a cron job per scheduled scenario, and maintenance.
+
+Waiting contacts are rows in our table, not APScheduler jobs. The tick runs a worker pass; a cron
+job only wakes the tick at the scenario's fire time (the firing itself is recorded idempotently by
+the pass, so a restart or a second worker never fires twice). An arriving event wakes the tick too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy.engine import Engine
+
+from engine.config import Settings
+from engine.runner import GateFactory, PassReport, Worker
+from engine.triggers import _schedule_trigger, cron_for
+
+logger = logging.getLogger(__name__)
+
+
+class Service:
+    """The worker process: owns one Worker and one APScheduler scheduler."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        blocking: bool = False,
+        gate_factory: GateFactory | None = None,
+    ) -> None:
+        self.worker = Worker(engine, settings, gate_factory=gate_factory)
+        self.settings = settings
+        self.scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+        )
+        self._lock = threading.Lock()
+        self.last_report: PassReport | None = None
+        self.totals: dict[str, int] = {"steps": 0, "sends": 0, "passes": 0}
+
+    def start(self) -> None:
+        self.scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self.settings.tick_seconds,
+            id="tick",
+            next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.add_job(
+            self.sync_schedules,
+            "interval",
+            seconds=60,
+            id="sync-schedules",
+            next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    def wake(self) -> None:
+        """Run the tick now (an event arrived, or a cron fire time came)."""
+        job = self.scheduler.get_job("tick")
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
+
+    def tick(self) -> None:
+        """One worker pass; errors are logged, never kill the scheduler."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            report = self.worker.run_once()
+            self.last_report = report
+            self.totals["passes"] += 1
+            self.totals["steps"] += report.steps
+            self.totals["sends"] += report.sends
+            if report.steps or report.triggers:
+                logger.info(
+                    "pass: %d enrollments, %d steps, %d sends, triggers %s",
+                    report.claimed,
+                    report.steps,
+                    report.sends,
+                    dict(report.triggers),
+                    extra={"action": "tick"},
+                )
+        except Exception:
+            logger.exception(
+                "worker pass failed; retrying at the next tick", extra={"action": "tick"}
+            )
+        finally:
+            self._lock.release()
+
+    def sync_schedules(self) -> None:
+        """Keep one cron job per live scheduled scenario, each waking the tick at its fire times."""
+        try:
+            with self.worker.engine.connect() as conn:
+                live = self.worker.cache.live(conn)
+        except Exception:
+            logger.exception("could not read live scenarios", extra={"action": "sync_schedules"})
+            return
+        wanted: dict[str, Any] = {}
+        for _, scenario in live:
+            trig = _schedule_trigger(scenario)
+            if trig is not None:
+                wanted[f"cron:{scenario.id}:{trig.cron}:{trig.timezone}"] = cron_for(trig)
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("cron:") and job.id not in wanted:
+                job.remove()
+        for job_id, trigger in wanted.items():
+            if self.scheduler.get_job(job_id) is None:
+                self.scheduler.add_job(self.wake, trigger, id=job_id)

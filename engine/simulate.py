@@ -1,0 +1,327 @@
+"""`parcours simulate`: the real worker on a virtual clock over a throw-away database.
+
+Contacts and events come from files or are generated; the clock jumps from one interesting instant
+to the next (an event, a due enrollment, a schedule firing), so months run in seconds.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from engine.config import Settings, load_settings
+from engine.ingest import clean_contact, clean_event, record_events, upsert_contacts
+from engine.runner import GateFactory, Worker
+from engine.runtime.clock import VirtualClock
+from engine.spec.loader import load_bundle, scenario_bundle
+from engine.spec.model import EventTrigger, Scenario
+from engine.store.db import make_engine, upgrade
+from engine.store.models import Enrollment, JournalEntry, Send
+from engine.triggers import _schedule_trigger, next_fire_time
+from engine.versions import publish_bundle
+
+FIRST_NAMES = (
+    "Camille",
+    "Léa",
+    "Louis",
+    "Hugo",
+    "Chloé",
+    "Jules",
+    "Manon",
+    "Lucas",
+    "Inès",
+    "Nathan",
+)
+NEGATIVE_RATE = {"unsubscribed": 0.02, "product_returned": 0.05, "spam_complaint": 0.005}
+RESOLUTION = timedelta(minutes=1)  # the virtual clock never moves by less: events group by minute
+ZONES = ("Europe/Paris",) * 7 + ("Europe/Brussels", "America/Montreal", "Indian/Reunion")
+
+
+@dataclass
+class SimulationReport:
+    start: datetime
+    end: datetime
+    contacts: int
+    scenarios: list[str]
+    entries: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, dict[str, int]] = field(default_factory=dict)
+    steps: dict[str, dict[str, int]] = field(default_factory=dict)
+    sends: dict[str, dict[str, int]] = field(default_factory=dict)  # channel → day → count
+    decisions: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
+    converted: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "contacts": self.contacts,
+            "scenarios": self.scenarios,
+            "entries": self.entries,
+            "refused_entries": self.refused,
+            "steps": self.steps,
+            "sends": self.sends,
+            "decisions": self.decisions,
+            "outcomes": self.outcomes,
+            "converted": self.converted,
+            "waiting": self.waiting,
+        }
+
+    def total_sends(self, channel: str | None = None) -> int:
+        return sum(sum(days.values()) for ch, days in self.sends.items() if channel in (None, ch))
+
+
+def generate_contacts(count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """A plausible population: names, addresses, zones, birthdays, scores, some opted out."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(1, count + 1):
+        first = rng.choice(FIRST_NAMES)
+        birthday = date(1960, 1, 1) + timedelta(days=rng.randrange(0, 45 * 365))
+        out.append(
+            {
+                "external_id": f"c{i:06d}",
+                "first_name": first,
+                "email": f"{first.lower().replace('é', 'e').replace('è', 'e')}.{i}@example.com",
+                "phone": f"+336{rng.randrange(10_000_000, 99_999_999)}"
+                if rng.random() < 0.8
+                else "",
+                "timezone": rng.choice(ZONES),
+                "locale": "fr",
+                "birthday": birthday.isoformat(),
+                "country": rng.choice(("FR", "FR", "FR", "BE", "CA")),
+                "score": rng.randrange(0, 60),
+                "opted_out": "true" if rng.random() < 0.05 else "",
+            }
+        )
+    return out
+
+
+def generate_events(
+    scenarios: Sequence[Scenario],
+    contacts: Sequence[Mapping[str, Any]],
+    start: datetime,
+    days: int,
+    seed: int = 7,
+) -> list[dict[str, Any]]:
+    """Trigger events for event-driven scenarios, then some goal and awaited events after them."""
+    rng = random.Random(seed)
+    span = timedelta(days=max(days, 1)) / 2
+    events: list[dict[str, Any]] = []
+    for contact in contacts:
+        cid = contact["external_id"]
+        # Purchase history before the simulation, so recency conditions have something to read.
+        for _ in range(rng.choice((0, 0, 1, 2, 3))):
+            when = start - timedelta(days=rng.uniform(1, 200))
+            events.append(
+                {
+                    "contact": cid,
+                    "name": "order_placed",
+                    "occurred_at": when,
+                    "properties": {"total": round(rng.uniform(15, 250), 2)},
+                }
+            )
+        for scenario in scenarios:
+            for trig in scenario.triggers:
+                if not isinstance(trig, EventTrigger) or rng.random() > 0.5:
+                    continue
+                when = start + span * rng.random()
+                props = {
+                    "total": round(rng.uniform(5, 300), 2),
+                    "cart_url": "https://shop.example/cart",
+                    "product": rng.choice(("shoes", "bag", "coat")),
+                }
+                events.append(
+                    {"contact": cid, "name": trig.event, "occurred_at": when, "properties": props}
+                )
+                triggers = {t.event for t in scenario.triggers if isinstance(t, EventTrigger)}
+                later = sorted(scenario.history_events() - triggers)
+                for name in later:
+                    if rng.random() < NEGATIVE_RATE.get(name, 0.3):
+                        after = when + timedelta(hours=rng.uniform(0.5, 96))
+                        events.append(
+                            {
+                                "contact": cid,
+                                "name": name,
+                                "occurred_at": after,
+                                "properties": {"total": round(rng.uniform(15, 250), 2)},
+                            }
+                        )
+    return events
+
+
+def simulate(
+    paths: Sequence[Path],
+    contacts: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+    start: datetime,
+    days: int,
+    settings: Settings | None = None,
+    database_url: str | None = None,
+    gate_factory: GateFactory | None = None,
+    inspect: Callable[[Engine], None] | None = None,
+) -> SimulationReport:
+    """Run the scenarios in `paths` for the given contacts and events; return the report.
+
+    `inspect`, when given, is called with the SQLAlchemy engine after the run and before the
+    throw-away database is dropped, so tests can read the sends, journal and enrollments tables.
+    """
+    base = settings or load_settings(env={})
+    with tempfile.TemporaryDirectory(prefix="parcours-sim-") as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'simulation.db'}"
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+            report = _run(engine, paths, contacts, events, start, days, base, gate_factory)
+            if inspect is not None:
+                inspect(engine)
+            return report
+        finally:
+            engine.dispose()
+
+
+def _run(
+    engine: Any,
+    paths: Sequence[Path],
+    contacts: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+    start: datetime,
+    days: int,
+    base: Settings,
+    gate_factory: GateFactory | None,
+) -> SimulationReport:
+    from sqlalchemy.orm import Session
+
+    end = start + timedelta(days=days)
+    scenarios = []
+    with Session(engine) as session, session.begin():
+        for path in paths:
+            bundle = scenario_bundle(path)
+            publish_bundle(session, bundle, str(path), by="simulate", now=start)
+            scenarios.append(load_bundle(bundle))
+    with engine.begin() as conn:
+        upsert_contacts(conn, [clean_contact(c) for c in contacts], start)
+    pending = sorted((clean_event(e, start) for e in events), key=lambda e: e["occurred_at"])
+    settings = base.evolve(anniversary_every_seconds=86_400, anniversary_lookahead_hours=48)
+    clock = VirtualClock(start)
+    worker = Worker(engine, settings, clock, gate_factory=gate_factory, worker_id="simulation")
+    now, cursor = start, 0
+    while now <= end:
+        arrived = []
+        while cursor < len(pending) and pending[cursor]["occurred_at"] <= now:
+            arrived.append(pending[cursor])
+            cursor += 1
+        if arrived:
+            with engine.begin() as conn:
+                record_events(conn, arrived, now)
+        worker.run_once(now)
+        nxt = [end + timedelta(seconds=1), now + timedelta(days=1)]
+        if cursor < len(pending):
+            nxt.append(pending[cursor]["occurred_at"])
+        with engine.connect() as conn:
+            due = conn.execute(
+                select(func.min(Enrollment.due_at)).where(Enrollment.status == "active")
+            ).scalar()
+        if due is not None:
+            nxt.append(due)
+        for scenario in scenarios:
+            trig = _schedule_trigger(scenario)
+            fire = next_fire_time(trig, now) if trig else None
+            if fire is not None:
+                nxt.append(fire)
+        following = min(t for t in nxt if t is not None)
+        now = max(following, now + RESOLUTION)
+        clock.set(now)
+    return _report(engine, scenarios, len(contacts), start, end)
+
+
+def _report(
+    engine: Any, scenarios: list[Scenario], contacts: int, start: datetime, end: datetime
+) -> SimulationReport:
+    report = SimulationReport(start, end, contacts, [s.id for s in scenarios])
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                JournalEntry.scenario_id,
+                JournalEntry.kind,
+                JournalEntry.reason,
+                JournalEntry.step_id,
+                JournalEntry.enrollment_id,
+            )
+        ).all()
+        reached: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        entries: Counter[str] = Counter()
+        refused: dict[str, Counter[str]] = defaultdict(Counter)
+        decisions: Counter[str] = Counter()
+        for r in rows:
+            if r.kind == "entered":
+                entries[r.scenario_id] += 1
+            elif r.kind == "skipped_entry":
+                refused[r.scenario_id][r.reason] += 1
+            if r.kind in ("step", "send", "decision") and r.step_id and r.enrollment_id:
+                reached[r.scenario_id][r.step_id].add(r.enrollment_id)
+            if r.kind in ("send", "decision"):
+                decisions[r.reason or "allowed"] += 1
+        report.entries = dict(entries)
+        report.refused = {k: dict(v) for k, v in refused.items()}
+        report.steps = {
+            sc: {step: len(ids) for step, ids in by_step.items()} for sc, by_step in reached.items()
+        }
+        report.decisions = dict(decisions)
+        sends: dict[str, Counter[str]] = defaultdict(Counter)
+        for channel, created in conn.execute(select(Send.channel, Send.created_at)):
+            sends[channel][created.astimezone(UTC).date().isoformat()] += 1
+        report.sends = {ch: dict(sorted(days.items())) for ch, days in sends.items()}
+        outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+        for scenario_id, status, reason, n in conn.execute(
+            select(
+                Enrollment.scenario_id, Enrollment.status, Enrollment.end_reason, func.count()
+            ).group_by(Enrollment.scenario_id, Enrollment.status, Enrollment.end_reason)
+        ):
+            outcomes[scenario_id][
+                status if status in ("active", "converted", "completed") else f"{status}:{reason}"
+            ] += n
+        report.outcomes = {k: dict(v) for k, v in outcomes.items()}
+        report.converted = {k: v.get("converted", 0) for k, v in outcomes.items()}
+        report.waiting = {k: v.get("active", 0) for k, v in outcomes.items()}
+    return report
+
+
+def format_report(report: SimulationReport) -> str:
+    """A plain-text report: one table per section."""
+    lines = [
+        f"Simulation {report.start:%Y-%m-%d %H:%M} → {report.end:%Y-%m-%d %H:%M} UTC, "
+        f"{report.contacts} contacts, {len(report.scenarios)} scenario(s)",
+        "",
+    ]
+    for sc in report.scenarios:
+        lines.append(f"scenario {sc}")
+        lines.append(f"  entries        {report.entries.get(sc, 0):>8}")
+        for reason, n in sorted(report.refused.get(sc, {}).items()):
+            lines.append(f"  not entered: {reason:<18}{n:>8}")
+        for step, n in report.steps.get(sc, {}).items():
+            lines.append(f"  step {step:<26}{n:>8}")
+        for outcome, n in sorted(report.outcomes.get(sc, {}).items()):
+            lines.append(f"  outcome {outcome:<23}{n:>8}")
+        lines.append("")
+    lines.append("sends per channel per day")
+    for channel, days in sorted(report.sends.items()):
+        for day, n in days.items():
+            lines.append(f"  {channel:<10}{day}  {n:>8}")
+    if not report.sends:
+        lines.append("  (none)")
+    lines.append("")
+    lines.append("decisions by reason")
+    for reason, n in sorted(report.decisions.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {reason:<32}{n:>8}")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Lint many scenario files at once: each file's problems plus the checks across files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from engine.errors import NotFound, ScenarioInvalid
+from engine.spec.loader import LintResult, lint_document, read_scenario_text
+from engine.spec.model import StartScenarioStep
+from engine.spec.problems import Problem, did_you_mean
+
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+_COLORS = {"error": "\x1b[31m", "warning": "\x1b[33m"}
+_RESET = "\x1b[0m"
+
+
+def scenario_files(paths: Iterable[Path]) -> list[Path]:
+    """The files to lint: a directory means its *.yaml/*.yml files (not its templates folder)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(
+                p for p in path.iterdir() if p.suffix in SCENARIO_SUFFIXES and p.is_file()
+            )
+        else:
+            files.append(path)
+    return list(dict.fromkeys(files))
+
+
+def _lint_file(path: Path) -> tuple[LintResult | None, list[Problem]]:
+    try:
+        text = read_scenario_text(path)
+    except NotFound:
+        return None, [Problem("file.missing", "No such file.", file=str(path))]
+    except ScenarioInvalid as exc:
+        return None, exc.problems
+    result = lint_document(text, str(path), path.parent / "templates")
+    return result, result.problems
+
+
+def _scenario_id(result: LintResult) -> str | None:
+    found = result.data.get("id") if isinstance(result.data, Mapping) else None
+    return found if isinstance(found, str) else None
+
+
+def _placed(problem: Problem, result: LintResult, file: Path) -> Problem:
+    line, column = result.positions.locate(problem.path) or (None, None)
+    return replace(problem, file=str(file), line=line, column=column)
+
+
+def lint_paths(paths: list[Path]) -> list[Problem]:
+    """Every problem of every scenario under `paths`, plus duplicate ids and unknown scenarios."""
+    problems: list[Problem] = []
+    results: list[tuple[Path, LintResult]] = []
+    for file in scenario_files(paths):
+        result, found = _lint_file(file)
+        problems += found
+        if result is not None:
+            results.append((file, result))
+    owners: dict[str, Path] = {}
+    for file, result in results:
+        scenario_id = _scenario_id(result)
+        if scenario_id is None:
+            continue
+        if scenario_id in owners:
+            message = f"Scenario id '{scenario_id}' is also used by {owners[scenario_id]}."
+            hint = "give each scenario its own id"
+            problem = Problem("scenario.duplicate_id", message, ("id",), hint=hint)
+            problems.append(_placed(problem, result, file))
+        else:
+            owners[scenario_id] = file
+    if any(path.is_dir() for path in paths):
+        problems += _unknown_scenarios(results, list(owners))
+    return sorted(
+        problems, key=lambda p: (p.file or "", p.line is None, p.line or 0, p.column or 0)
+    )
+
+
+def _unknown_scenarios(results: list[tuple[Path, LintResult]], known: list[str]) -> list[Problem]:
+    """`start_scenario` steps naming a scenario that none of the linted files defines."""
+    problems = []
+    for file, result in results:
+        for step in result.draft.steps.values() if result.draft else ():
+            if isinstance(step, StartScenarioStep) and step.scenario not in known:
+                path = ("steps", step.id, "scenario")
+                hint = did_you_mean(step.scenario, known) or f"scenarios are: {', '.join(known)}"
+                message = f"No scenario with id '{step.scenario}' among the linted files."
+                problem = Problem("graph.unknown_scenario", message, path, step=step.id, hint=hint)
+                problems.append(_placed(problem, result, file))
+    return problems
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def format_problems(problems: list[Problem], color: bool = False, files: int | None = None) -> str:
+    """Problem lines (``file:line:col: error [code] ...``) and an ``N errors, ...`` summary."""
+    # K in "in K files" is `files` when the caller knows it, else the files problems name
+    lines = []
+    for p in problems:
+        text = p.format()
+        if color and p.severity in _COLORS:
+            plain = f": {p.severity} [{p.code}]"
+            text = text.replace(plain, f": {_COLORS[p.severity]}{p.severity}{_RESET} [{p.code}]", 1)
+        lines.append(text)
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = sum(p.severity == "warning" for p in problems)
+    count = files if files is not None else len({p.file for p in problems if p.file})
+    lines.append(
+        f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')} in {_plural(count, 'file')}"
+    )
+    return "\n".join(lines)

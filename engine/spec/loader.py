@@ -1,0 +1,235 @@
+"""The one entry point for scenarios: YAML text or file → checked, compiled Scenario.
+
+Passes, each reporting every problem it finds: safe YAML (yamlio) → structure (schema) →
+graph → templates. A scenario comes back only when no pass found an error; warnings never block.
+A *bundle* is what a published version stores: the YAML text plus the templates it uses; its
+hash identifies the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from marshmallow import ValidationError
+
+from engine.errors import NotFound, ScenarioInvalid
+from engine.spec.graph import check_graph, check_raw_edges
+from engine.spec.model import Scenario
+from engine.spec.problems import Problem, has_errors
+from engine.spec.schema import load_document
+from engine.spec.schema_problems import loadable_steps, schema_problems
+from engine.spec.templates import (
+    TemplateLibrary,
+    TemplateReadError,
+    check_steps,
+    check_templates,
+)
+from engine.spec.yamlio import MAX_BYTES, Positions, decode_source, parse_yaml
+
+Sources = Mapping[str, Mapping[str, str]]
+T = TypeVar("T")
+
+
+@dataclass
+class LintResult:
+    """Everything one lint learned about a scenario text."""
+
+    scenario: Scenario | None  # compiled, with templates and hash; None when there is an error
+    problems: list[Problem]
+    data: Any = None  # the parsed document (plain data); None when the YAML did not parse
+    positions: Positions = field(default_factory=Positions)
+    draft: Scenario | None = None  # what the schema built, even when later passes found errors
+    template_sources: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def _place(
+    problems: Iterable[Problem], positions: Positions, filename: str | None
+) -> list[Problem]:
+    """Give each problem its file and line, and sort by line (unplaced ones last)."""
+    placed = []
+    for p in problems:
+        if p.line is None:
+            mark = positions.locate(p.path, prefer_key=p.extra.get("at") == "key")
+            if mark:
+                p = replace(p, line=mark[0], column=mark[1])
+        placed.append(replace(p, file=p.file or filename))
+    return sorted(placed, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+
+
+def _guarded(problems: list[Problem], stage: str, run: Callable[[], T]) -> T | None:
+    # one malformed document must never crash the designer or a bulk lint: a bug in a check
+    # becomes a reported problem instead of a traceback
+    try:
+        return run()
+    except (ScenarioInvalid, ValidationError):
+        raise
+    except Exception as exc:
+        message = f"Internal error while checking the {stage}: {type(exc).__name__}: {exc}"
+        problems.append(Problem("scenario.internal", message, hint="please report this bug"))
+        return None
+
+
+def _filename_problem(data: Any, filename: str | None) -> list[Problem]:
+    scenario_id = data.get("id") if isinstance(data, Mapping) else None
+    if not filename or not isinstance(scenario_id, str) or Path(filename).stem == scenario_id:
+        return []
+    message = f"The file is named '{Path(filename).name}' but the scenario id is '{scenario_id}'."
+    hint = f"rename the file to {scenario_id}{Path(filename).suffix or '.yaml'}"
+    return [Problem("scenario.filename", message, ("id",), severity="warning", hint=hint)]
+
+
+def _partial_template_problems(
+    problems: list[Problem], data: Any, root: Path | None, sources: Sources | None
+) -> list[Problem]:
+    # the steps that load on their own get their channel and template checks now, so one broken
+    # step does not hide the problems of the others until it is fixed
+    block = data.get("data") if isinstance(data, Mapping) else None
+    block = block if isinstance(block, Mapping) else {}
+    library = TemplateLibrary(root, sources)
+    checked = _guarded(
+        problems,
+        "templates",
+        lambda: check_steps(loadable_steps(data).values(), block, library),
+    )
+    return checked.problems if checked else []
+
+
+def lint_document(
+    text: str,
+    filename: str | None = None,
+    templates_root: Path | None = None,
+    template_sources: Sources | None = None,
+) -> LintResult:
+    """Run every pass over a scenario text; the full result, for linters and the designer."""
+    try:
+        data, positions = parse_yaml(text, filename)
+    except ScenarioInvalid as exc:
+        return LintResult(None, _place(exc.problems, Positions(), filename))
+    problems = _filename_problem(data, filename)
+    try:
+        kwargs = _guarded(problems, "structure", lambda: load_document(data))
+    except ValidationError as exc:
+        problems += schema_problems(exc, data) + check_raw_edges(data)
+        problems += _partial_template_problems(problems, data, templates_root, template_sources)
+        kwargs = None
+    draft = None
+    if kwargs is not None:
+        args = kwargs
+        draft = _guarded(problems, "structure", lambda: Scenario(**args))
+    if draft is None:
+        return LintResult(None, _place(problems, positions, filename), data, positions)
+    problems += _guarded(problems, "graph", lambda: check_graph(draft)) or []
+    library = TemplateLibrary(templates_root, template_sources)
+    checked = _guarded(problems, "templates", lambda: check_templates(draft, library))
+    if checked is not None:
+        problems += checked.problems
+    result = LintResult(None, _place(problems, positions, filename), data, positions, draft)
+    if checked is None or has_errors(result.problems):
+        return result
+    result.template_sources = checked.sources
+    digest = content_hash({"yaml": text, "templates": checked.sources})
+    result.scenario = replace(draft, templates=checked.templates, content_hash=digest)
+    return result
+
+
+def lint_text(
+    text: str,
+    filename: str | None = None,
+    templates_root: Path | None = None,
+    template_sources: Sources | None = None,
+) -> tuple[Scenario | None, list[Problem]]:
+    """Check a scenario text: the compiled Scenario (None if any error) and every problem."""
+    result = lint_document(text, filename, templates_root, template_sources)
+    return result.scenario, result.problems
+
+
+def load_scenario_text(
+    text: str,
+    filename: str | None = None,
+    templates_root: Path | None = None,
+    template_sources: Sources | None = None,
+) -> Scenario:
+    """The compiled Scenario, or ScenarioInvalid listing every error (warnings do not raise)."""
+    scenario, problems = lint_text(text, filename, templates_root, template_sources)
+    if scenario is None:
+        raise ScenarioInvalid([p for p in problems if p.severity == "error"])
+    return scenario
+
+
+def read_scenario_text(path: Path) -> str:
+    """A scenario file's text; NotFound when missing, ScenarioInvalid when unreadable."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 4)  # a BOM plus one byte over: enough to see the limit
+    except FileNotFoundError:
+        raise NotFound(f"scenario file {path} does not exist") from None
+    except OSError as exc:
+        problem = Problem(
+            "file.unreadable", f"Cannot read the file: {exc.strerror}", file=str(path)
+        )
+        raise ScenarioInvalid([problem]) from None
+    if len(raw) > MAX_BYTES + 3:
+        message = f"The file is over {MAX_BYTES:,} bytes, the limit for a scenario."
+        raise ScenarioInvalid([Problem("yaml.limit", message, file=str(path))])
+    return decode_source(raw, str(path))
+
+
+def load_scenario_file(path: Path | str) -> Scenario:
+    """Load `path`, with its templates from the ``templates`` folder next to it."""
+    path = Path(path)
+    return load_scenario_text(read_scenario_text(path), str(path), path.parent / "templates")
+
+
+def used_template_names(data: Any) -> list[str]:
+    """Template folder names the steps of a parsed document refer to, in order."""
+    steps = data.get("steps") if isinstance(data, Mapping) else None
+    if not isinstance(steps, Mapping):
+        return []
+    names = [s.get("template") for s in steps.values() if isinstance(s, Mapping)]
+    return list(dict.fromkeys(n for n in names if isinstance(n, str)))
+
+
+def scenario_bundle(path: Path | str) -> dict[str, Any]:
+    """``{"yaml": text, "templates": {name: {part: source}}}`` with only the templates used."""
+    path = Path(path)
+    text = read_scenario_text(path)
+    data, _ = parse_yaml(text, str(path))
+    library = TemplateLibrary(path.parent / "templates")
+    templates: dict[str, dict[str, str]] = {}
+    for name in used_template_names(data):
+        try:
+            parts = library.read(name)
+        except (TemplateReadError, OSError) as exc:
+            code = exc.code if isinstance(exc, TemplateReadError) else "template.unreadable"
+            problem = Problem(code, f"Template '{name}': {exc}", file=str(path))
+            raise ScenarioInvalid([problem]) from None
+        if parts is not None:
+            templates[name] = parts
+    return {"yaml": text, "templates": templates}
+
+
+def load_bundle(bundle: Mapping[str, Any], filename: str | None = None) -> Scenario:
+    """Load a stored bundle; templates come from it only (`filename` just labels problems)."""
+    text, templates = bundle.get("yaml"), bundle.get("templates", {})
+    if not isinstance(text, str) or not _is_sources(templates):
+        message = "A bundle is {yaml: text, templates: {name: {part: text}}}."
+        raise ScenarioInvalid([Problem("bundle.invalid", message, file=filename)])
+    return load_scenario_text(text, filename, template_sources=templates)
+
+
+def _is_sources(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(parts, Mapping) and all(isinstance(s, str) for s in parts.values())
+        for parts in value.values()
+    )
+
+
+def content_hash(bundle: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the bundle's canonical JSON: sorted keys, no spaces, UTF-8."""
+    canonical = json.dumps(bundle, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

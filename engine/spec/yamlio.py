@@ -1,0 +1,267 @@
+"""Safe YAML for scenarios: parsing with limits and positions, and a comment-keeping round trip.
+
+`parse_yaml` turns untrusted text into plain Python data (dict, list, str, int, float, bool, None)
+plus the 1-based line and column of every key and value, or raises ScenarioInvalid. It checks the
+event stream before building anything, so a hostile file costs at most the limits below: no
+anchors or aliases, no tags beyond the YAML core ones, bounded size, depth and node count.
+YAML 1.2 rules apply: ``yes``/``no``/``on``/``off`` are text, ``09:00`` is text; dates stay text.
+
+`load_roundtrip`/`dump_roundtrip`/`set_in` (implemented in `engine.spec.roundtrip`) are for
+tools that edit a scenario file (the designer, upgrades). For files in the house layout the round
+trip is exact, comments and key order included::
+
+    # comments anywhere, blank lines kept
+    ---                          # optional, with comments before it
+    id: welcome                  # mappings indented by 2 spaces
+    triggers:
+      - event: signed_up         # lists indented under their key: two spaces, dash, space
+        where: [{property: plan, op: eq, value: pro}]  # flow style kept as written
+    steps:
+      wait-1d:
+        type: wait
+        duration: 1d
+        next: null               # null written one way per file: null, ~ or empty
+      note:
+        type: send
+        content:
+          text: |                # block scalars, quotes ('x', "x") kept
+            Hello {{ contact.first_name }}
+
+LF line ends, a final newline, no trailing spaces, one space after ``key:``, booleans written
+``true``/``false``, lists of lists in flow style. Files outside that layout load fine but are
+rewritten into it by the first edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any
+
+from ruamel.yaml import YAML, events, nodes
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
+
+from engine.errors import ScenarioInvalid
+from engine.spec import roundtrip
+from engine.spec.problems import Problem
+
+MAX_BYTES = 256 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 10_000
+CORE_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
+) | {"!"}
+
+Path = tuple[str | int, ...]
+Mark = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Where each key and value of a parsed document starts (1-based line, column)."""
+
+    keys: Mapping[Path, Mark] = field(default_factory=dict)
+    values: Mapping[Path, Mark] = field(default_factory=dict)
+
+    def locate(self, path: Path, prefer_key: bool = False) -> Mark | None:
+        """Position for a problem at `path`: its value (or key), else the nearest ancestor's key."""
+        first, second = (self.keys, self.values) if prefer_key else (self.values, self.keys)
+        found = first.get(path) or second.get(path)
+        if found:
+            return found
+        for cut in range(len(path) - 1, -1, -1):
+            # a missing field is best shown on its parent's key line (the value starts below)
+            ancestor = path[:cut]
+            found = self.keys.get(ancestor) or self.values.get(ancestor)
+            if found:
+                return found
+        return None
+
+
+def _problem(code: str, message: str, filename: str | None, mark: Mark | None) -> Problem:
+    line, column = mark if mark else (None, None)
+    return Problem(code, message, file=filename, line=line, column=column)
+
+
+def _index_mark(text: str, index: int) -> Mark:
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+def _check_text(text: str, filename: str | None) -> list[Problem]:
+    nul = text.find("\x00")
+    if nul >= 0:
+        return [
+            _problem("yaml.encoding", "NUL byte in the file.", filename, _index_mark(text, nul))
+        ]
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        mark = _index_mark(text, exc.start)
+        return [_problem("yaml.encoding", "The file is not valid UTF-8.", filename, mark)]
+    if size > MAX_BYTES:
+        message = f"The file is {size:,} bytes; a scenario is at most {MAX_BYTES:,} bytes."
+        return [_problem("yaml.limit", message, filename, None)]
+    return []
+
+
+def _event_mark(event: events.Event) -> Mark:
+    return event.start_mark.line + 1, event.start_mark.column + 1
+
+
+def _scan(stream: Iterator[events.Event], filename: str | None) -> list[Problem]:
+    """Check the event stream against the limits; stop at the first breach."""
+    depth = count = documents = 0
+    problems: list[Problem] = []
+    for event in stream:
+        if isinstance(event, events.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                message = "Only one YAML document per scenario file (remove the second '---')."
+                return [_problem("yaml.syntax", message, filename, _event_mark(event))]
+        if isinstance(event, events.AliasEvent):
+            message = f"Aliases (*{event.anchor}) are not allowed in scenarios; repeat the value."
+            return [_problem("yaml.alias", message, filename, _event_mark(event))]
+        if not isinstance(event, events.NodeEvent):
+            if isinstance(event, events.CollectionEndEvent):
+                depth -= 1
+            continue
+        if event.anchor is not None:
+            message = f"Anchors (&{event.anchor}) are not allowed in scenarios; repeat the value."
+            return [_problem("yaml.alias", message, filename, _event_mark(event))]
+        tag = getattr(event, "tag", None)
+        if tag is not None and str(tag) not in CORE_TAGS:
+            message = f"Tag '{tag}' is not allowed; only plain YAML values are."
+            problems.append(_problem("yaml.tag", message, filename, _event_mark(event)))
+        count += 1
+        if count > MAX_NODES:
+            message = f"More than {MAX_NODES:,} values; split the scenario."
+            return [_problem("yaml.limit", message, filename, _event_mark(event))]
+        if isinstance(event, events.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                message = f"Nesting deeper than {MAX_DEPTH} levels."
+                return [_problem("yaml.limit", message, filename, _event_mark(event))]
+    return problems
+
+
+class _Builder:
+    """Turns composed nodes into plain data, recording positions and duplicate keys."""
+
+    def __init__(self, yaml: YAML, filename: str | None) -> None:
+        self.yaml = yaml
+        self.filename = filename
+        self.keys: dict[Path, Mark] = {}
+        self.values: dict[Path, Mark] = {}
+        self.problems: list[Problem] = []
+
+    def build(self, node: nodes.Node, path: Path) -> Any:
+        self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, nodes.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, nodes.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            value = self.yaml.constructor.construct_object(node, deep=True)
+        except Exception:  # e.g. `!!bool maybe`: ruamel raises KeyError, ValueError...
+            message = f"'{node.value}' cannot be read as {str(node.tag).rsplit(':', 1)[-1]}."
+            self.problems.append(_problem("yaml.tag", message, self.filename, self.values[path]))
+            return None
+        if isinstance(value, date):
+            return str(node.value)  # dates stay text, as written; fields parse what they need
+        return value
+
+    def _mapping(self, node: nodes.MappingNode, path: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if not isinstance(key_node, nodes.ScalarNode):
+                message = "Keys must be plain text, not lists or mappings."
+                self.problems.append(_problem("yaml.key", message, self.filename, key_mark))
+                continue
+            key = str(key_node.value)
+            if key in out:
+                first = self.keys[(*path, key)][0]
+                message = f"Duplicate key '{key}' (first on line {first}, again on {key_mark[0]})."
+                problem = _problem("yaml.duplicate_key", message, self.filename, key_mark)
+                lines: dict[str, object] = {"lines": [first, key_mark[0]]}
+                self.problems.append(replace(problem, path=(*path, key), extra=lines))
+                continue
+            self.keys[(*path, key)] = key_mark
+            out[key] = self.build(value_node, (*path, key))
+        return out
+
+
+def _syntax_problem(exc: YAMLError, text: str, filename: str | None) -> Problem:
+    if isinstance(exc, ReaderError):
+        mark = _index_mark(text, exc.position) if exc.position is not None else None
+        char = (
+            exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or " ")
+        )
+        message = f"Character U+{char:04X} is not allowed in YAML."
+        return _problem("yaml.encoding", message, filename, mark)
+    if isinstance(exc, MarkedYAMLError):
+        where = exc.problem_mark or exc.context_mark
+        mark = (where.line + 1, where.column + 1) if where is not None else None
+        message = str(exc.problem or exc)
+        if exc.context and exc.context_mark is not None:
+            message += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        return _problem("yaml.syntax", message[:1].upper() + message[1:] + ".", filename, mark)
+    return _problem("yaml.syntax", f"YAML error: {exc}", filename, None)
+
+
+def parse_yaml(text: str, filename: str | None = None) -> tuple[Any, Positions]:
+    """Parse untrusted scenario text into plain data and positions; raise ScenarioInvalid."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    problems = _check_text(text, filename)
+    if problems:
+        raise ScenarioInvalid(problems)
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        problems = _scan(yaml.parse(text), filename)
+        if problems:
+            raise ScenarioInvalid(problems)
+        root = yaml.compose(text)
+        builder = _Builder(yaml, filename)
+        data = None if root is None else builder.build(root, ())
+    except ScenarioInvalid:
+        raise
+    except YAMLError as exc:
+        raise ScenarioInvalid([_syntax_problem(exc, text, filename)]) from None
+    except Exception as exc:  # untrusted input through a third-party parser: never a traceback
+        message = f"The file could not be read as YAML ({type(exc).__name__})."
+        raise ScenarioInvalid([_problem("yaml.syntax", message, filename, None)]) from None
+    if builder.problems:
+        raise ScenarioInvalid(builder.problems)
+    return data, Positions(builder.keys, builder.values)
+
+
+def decode_source(raw: bytes, filename: str | None = None) -> str:
+    """Decode a scenario file's bytes as UTF-8 (a BOM is accepted); raise ScenarioInvalid."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        mark = (raw[: exc.start].count(b"\n") + 1, exc.start - raw.rfind(b"\n", 0, exc.start))
+        problem = _problem("yaml.encoding", "The file is not valid UTF-8.", filename, mark)
+        raise ScenarioInvalid([problem]) from None
+
+
+# ------------------------------------------------------------------ round trip
+
+
+def load_roundtrip(text: str) -> CommentedMap:
+    """Load a scenario for editing, keeping comments, order and quotes; raise ScenarioInvalid."""
+    parse_yaml(text)  # the same limits as the engine's parser, before ruamel builds anything
+    return roundtrip.load(text)
+
+
+def dump_roundtrip(doc: CommentedMap) -> str:
+    """Write a document from `load_roundtrip` back to text, in the house layout."""
+    return roundtrip.dump(doc)
+
+
+set_in = roundtrip.set_in

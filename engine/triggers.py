@@ -1,0 +1,347 @@
+"""What puts contacts into scenarios and wakes them: new events, cron schedules, anniversaries.
+
+Each pass is idempotent: events leave the inbox in the transaction that acts on them; a schedule
+firing is a unique row with a fan-out cursor (a crash mid fan-out resumes where it stopped); an
+anniversary entry's key is the occurrence date.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
+
+from engine.enroll import Candidate, contact_views, enroll
+from engine.runtime.timing import next_anniversary, zone_for
+from engine.spec.conditions import matches_all
+from engine.spec.model import AnniversaryTrigger, EventTrigger, Scenario, ScheduleTrigger
+from engine.store.models import Contact, Cursor, Enrollment, Event, EventInbox, ScheduleFiring
+
+logger = logging.getLogger(__name__)
+FANOUT_CHUNK = 1000
+Live = list[tuple[int, Scenario]]
+
+
+SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
+
+
+def _locking(conn: Connection, stmt: SelectT) -> SelectT:
+    if conn.dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def process_events(
+    conn: Connection,
+    live: Live,
+    now: datetime,
+    max_age: timedelta = timedelta(hours=24),
+    limit: int = 1000,
+) -> dict[str, int]:
+    """Enroll contacts from new events and wake the enrollments that listen to them.
+
+    An event older than `max_age` (an imported history, say) still wakes waiting enrollments and
+    feeds conditions, but starts no journey: importing last year's orders must not send today.
+    """
+    ids = (
+        conn.execute(
+            _locking(conn, select(EventInbox.event_id).order_by(EventInbox.event_id).limit(limit))
+        )
+        .scalars()
+        .all()
+    )  # type: ignore[call-overload]
+    if not ids:
+        return {}
+    events = conn.execute(
+        select(Event.id, Event.contact_id, Event.name, Event.properties, Event.occurred_at)
+        .where(Event.id.in_(ids))
+        .order_by(Event.id)
+    ).all()
+    candidates = []
+    listeners: dict[str, set[int]] = defaultdict(set)
+    for version_id, scenario in live:
+        for name in scenario.listened_events():
+            listeners[name].add(version_id)
+    wake: dict[int, set[int]] = defaultdict(set)  # contact → versions
+    for e in events:
+        too_old = now - e.occurred_at > max_age
+        for version_id, scenario in [] if too_old else live:
+            for trig in scenario.triggers:
+                if (
+                    isinstance(trig, EventTrigger)
+                    and trig.event == e.name
+                    and matches_all(trig.where, e.properties or {}, now)
+                ):
+                    candidates.append(
+                        Candidate(
+                            version_id,
+                            scenario,
+                            e.contact_id,
+                            f"event:{e.id}",
+                            now,
+                            e.id,
+                            "event",
+                            min(e.occurred_at, now),
+                        )
+                    )
+        if e.name in listeners:
+            wake[e.contact_id] |= listeners[e.name]
+    # Running enrollments on older versions listen too: wake every active one of those contacts.
+    woken = 0
+    if wake:
+        woken = conn.execute(
+            update(Enrollment)
+            .where(
+                Enrollment.contact_id.in_(list(wake)),
+                Enrollment.status == "active",
+                (Enrollment.due_at.is_(None)) | (Enrollment.due_at > now),
+            )
+            .values(due_at=now)
+        ).rowcount
+    counts = dict(enroll(conn, candidates, now))
+    conn.execute(delete(EventInbox).where(EventInbox.event_id.in_(ids)))
+    counts["events"] = len(ids)
+    counts["woken"] = woken
+    return counts
+
+
+def _schedule_trigger(scenario: Scenario) -> ScheduleTrigger | None:
+    return next((t for t in scenario.triggers if isinstance(t, ScheduleTrigger)), None)
+
+
+_CRONTAB_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _crontab_day(token: str, end: bool) -> int:
+    word = token.strip().lower()
+    if word.isdigit() and int(word) <= 7:
+        return int(word)
+    if word in _CRONTAB_DAYS:
+        day = _CRONTAB_DAYS.index(word)
+        return 7 if end and day == 0 else day  # "fri-sun"
+    raise ValueError(f"Invalid day of week '{token}'")
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler 3 names (its 0 is Monday).
+
+    APScheduler 3's `from_crontab` passes the field through unchanged, so "1" would mean Tuesday
+    (its issue #286); names are unambiguous.
+    """
+    if field in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() else 0 if step_text else 1
+        if step < 1:
+            raise ValueError(f"Invalid step in day of week '{part}'")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            low, high = span.split("-", 1)
+            first, last = _crontab_day(low, False), _crontab_day(high, True)
+        else:
+            first = _crontab_day(span, False)
+            last = 6 if step_text else first
+        if first > last:
+            raise ValueError(f"Invalid range in day of week '{part}'")
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_CRONTAB_DAYS[d] for d in sorted(days))
+
+
+def cron_for(trigger: ScheduleTrigger) -> CronTrigger:
+    """The APScheduler trigger of a crontab expression, with crontab's weekday numbers."""
+    fields = trigger.cron.split()
+    if len(fields) == 5:
+        fields[4] = crontab_weekdays(fields[4])
+    return CronTrigger.from_crontab(" ".join(fields), timezone=trigger.timezone)
+
+
+def next_fire_time(trigger: ScheduleTrigger, after: datetime) -> datetime | None:
+    """The first firing strictly after `after` (APScheduler's cron arithmetic, DST-aware)."""
+    fire = cron_for(trigger).get_next_fire_time(None, after + timedelta(microseconds=1))
+    return fire.astimezone(UTC) if fire else None
+
+
+def fire_schedules(conn: Connection, live: Live, now: datetime) -> dict[str, int]:
+    """Record due firings: one row per scenario and fire time, ever (the fan-out comes after)."""
+    counts: dict[str, int] = defaultdict(int)
+    for version_id, scenario in live:
+        trig = _schedule_trigger(scenario)
+        if trig is None:
+            continue
+        last = conn.execute(
+            select(func.max(ScheduleFiring.fire_at)).where(
+                ScheduleFiring.scenario_id == scenario.id
+            )
+        ).scalar()
+        start = last or _published_at(conn, version_id)
+        # After downtime only the latest missed firing runs: one newsletter, not five.
+        due, fire = None, next_fire_time(trig, start)
+        while fire is not None and fire <= now:
+            due, fire = fire, next_fire_time(trig, fire)
+        if due is not None:
+            stmt = _insert_ignore_firing(conn).values(
+                scenario_id=scenario.id,
+                fire_at=due,
+                created_at=now,
+                status="pending",
+                version_id=version_id,
+                cursor=0,
+            )
+            if conn.execute(stmt).rowcount:
+                counts["firings"] += 1
+    return counts
+
+
+def fan_out(conn: Connection, live: Live, now: datetime) -> dict[str, int]:
+    """Enroll the next chunk of contacts of the oldest pending firing; {} when none is pending.
+
+    Each chunk commits with the firing's cursor, so a crash mid fan-out resumes where it stopped
+    (and the entry key makes a repeated chunk harmless). Only one worker fans a firing out at once.
+    """
+    firing = conn.execute(
+        _locking(
+            conn,
+            select(
+                ScheduleFiring.id,
+                ScheduleFiring.version_id,
+                ScheduleFiring.fire_at,
+                ScheduleFiring.cursor,
+            )
+            .where(ScheduleFiring.status == "pending")
+            .order_by(ScheduleFiring.id)
+            .limit(1),
+        )
+    ).first()
+    if firing is None:
+        return {}
+    by_version: dict[int, Scenario] = dict(live)
+    target = by_version.get(firing.version_id) if firing.version_id else None
+    if target is None or firing.version_id is None:  # paused or replaced since: firing is over
+        conn.execute(
+            update(ScheduleFiring).where(ScheduleFiring.id == firing.id).values(status="cancelled")
+        )
+        return {"cancelled": 1}
+    ids = (
+        conn.execute(
+            select(Contact.id)
+            .where(Contact.id > firing.cursor)
+            .order_by(Contact.id)
+            .limit(FANOUT_CHUNK)
+        )
+        .scalars()
+        .all()
+    )
+    key = f"schedule:{firing.fire_at.isoformat()}"
+    counts = dict(
+        enroll(
+            conn,
+            [Candidate(firing.version_id, target, cid, key, now, None, "schedule") for cid in ids],
+            now,
+        )
+    )
+    values: dict[str, Any] = {"cursor": ids[-1]} if ids else {}
+    if len(ids) < FANOUT_CHUNK:
+        values["status"] = "done"
+    conn.execute(update(ScheduleFiring).where(ScheduleFiring.id == firing.id).values(**values))
+    counts["fanned_out"] = len(ids) or 1  # non-zero: this call did work
+    return counts
+
+
+def _published_at(conn: Connection, version_id: int) -> datetime:
+    from engine.store.models import ScenarioVersion
+
+    return conn.execute(
+        select(ScenarioVersion.published_at).where(ScenarioVersion.id == version_id)
+    ).scalar_one()
+
+
+def _insert_ignore_firing(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(ScheduleFiring).on_conflict_do_nothing(
+            index_elements=["scenario_id", "fire_at"]
+        )
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(ScheduleFiring).on_conflict_do_nothing()
+
+
+def plan_anniversaries(
+    conn: Connection,
+    live: Live,
+    now: datetime,
+    default_zone: str,
+    every: timedelta,
+    lookahead: timedelta,
+) -> dict[str, int]:
+    """Enroll, ahead of time, contacts whose anniversary falls within `lookahead`."""
+    counts: dict[str, int] = defaultdict(int)
+    for version_id, scenario in live:
+        trig = next((t for t in scenario.triggers if isinstance(t, AnniversaryTrigger)), None)
+        if trig is None:
+            continue
+        name = f"anniversary:{scenario.id}"
+        last = conn.execute(select(Cursor.value).where(Cursor.name == name)).scalar()
+        if last is not None and now.timestamp() - last < every.total_seconds():
+            continue
+        since = datetime.fromtimestamp(last, UTC) if last is not None else now
+        candidates = []
+        after = 0
+        while True:
+            ids = (
+                conn.execute(
+                    select(Contact.id)
+                    .where(Contact.id > after)
+                    .order_by(Contact.id)
+                    .limit(FANOUT_CHUNK)
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                break
+            after = ids[-1]
+            for contact in contact_views(conn, ids).values():
+                value = contact.attributes.get(trig.attribute)
+                zone = zone_for(contact.timezone, default_zone)
+                found = next_anniversary(value, trig.offset, trig.at, zone, since)
+                if found is None or found[0] > now + lookahead:
+                    continue
+                instant, occurrence = found
+                candidates.append(
+                    Candidate(
+                        version_id,
+                        scenario,
+                        contact.id,
+                        f"anniversary:{occurrence.isoformat()}",
+                        instant,
+                        None,
+                        "anniversary",
+                    )
+                )
+            if len(candidates) >= FANOUT_CHUNK:
+                for k, v in enroll(conn, candidates, now).items():
+                    counts[k] += v
+                candidates = []
+        for k, v in enroll(conn, candidates, now).items():
+            counts[k] += v
+        _set_cursor(conn, name, int(now.timestamp()), now)
+    return counts
+
+
+def _set_cursor(conn: Connection, name: str, value: int, now: datetime) -> None:
+    updated = conn.execute(
+        update(Cursor).where(Cursor.name == name).values(value=value, updated_at=now)
+    ).rowcount
+    if not updated:
+        conn.execute(insert(Cursor).values(name=name, value=value, updated_at=now))

@@ -1,0 +1,154 @@
+"""The `parcours` command as developers and operators use it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from designer.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    for key in list(__import__("os").environ):
+        if key.startswith("PARCOURS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PARCOURS_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+
+    def invoke(*args: str):  # type: ignore[no-untyped-def]
+        return runner.invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_lint_examples_is_clean(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("lint", str(ROOT / "scenarios"))
+    assert result.exit_code == 0, result.output
+    assert "0 errors" in result.output
+
+
+def test_lint_reports_every_problem_with_its_line(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(
+        "format_version: 1\n"
+        "id: broken\n"
+        "name: Broken\n"
+        "objective: basket\n"
+        "triggers:\n"
+        "  - event: cart_abandoned\n"
+        "steps:\n"
+        "  first:\n"
+        "    type: wait\n"
+        "    duraton: 1h\n"  # line 10: misspelled
+        "    next: secnd\n"  # line 11: missing step
+        "  second:\n"
+        "    type: send\n"
+        "    channel: emial\n"  # line 14: unknown channel
+        "    content:\n"
+        "      subject: Hi\n"
+        "      text: Hi\n",
+        encoding="utf-8",
+    )
+    result = run("lint", str(bad))
+    assert result.exit_code == 1
+    out = result.output
+    assert f"{bad}:10:" in out and "duration" in out
+    assert f"{bad}:11:" in out and "second" in out
+    assert f"{bad}:14:" in out and "email" in out
+    data = json.loads(run("lint", "--json", str(bad)).output)
+    assert {p["line"] for p in data if p["severity"] == "error"} >= {10, 11, 14}
+
+
+def test_schema_is_json(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "schema.json"
+    assert run("schema", "-o", str(out)).exit_code == 0
+    schema = json.loads(out.read_text())
+    assert schema["title"] == "Parcours scenario"
+
+
+def test_import_contacts_keeps_good_rows_and_rejects_bad_ones(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text(
+        "external_id,email,timezone,first_name,score\n"
+        "a1,a1@example.com,Europe/Paris,Ann,10\n"
+        "a2,not-an-email,Europe/Paris,Bob,3\n"
+        ",c@example.com,Europe/Paris,Cy,1\n"
+        "a4,d@example.com,Mars/Olympus,Di,2\n"
+        "a5,e@example.com,America/Montreal,Eve,x\n"
+        "a6,f@example.com,,Fay,7\n",
+        encoding="utf-8",
+    )
+    result = run("import", "contacts", str(csv_file))
+    assert result.exit_code == 1
+    assert "2 contacts imported" in result.output and "4 rejected" in result.output
+    rejects = [
+        json.loads(line) for line in (tmp_path / "contacts.rejects.csv").read_text().splitlines()
+    ]
+    assert [(r["row"], r["field"]) for r in rejects] == [
+        (3, "email"),
+        (4, "external_id"),
+        (5, "timezone"),
+        (6, "score"),
+    ]
+    again = run("import", "contacts", str(csv_file))
+    assert "0 new, 2 updated" in again.output
+
+
+def test_import_events_with_a_bad_line(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text(
+        '{"contact": "a1", "name": "signed_up", "occurred_at": "2026-01-05T10:00:00Z", "event_key": "k1"}\n'
+        "{not json\n"
+        '{"contact": "a1", "name": "bad name!", "occurred_at": "2026-01-05T10:00:00Z"}\n'
+        '{"contact": "a1", "name": "signed_up", "occurred_at": "2026-01-05T10:00:00Z", "event_key": "k1"}\n',
+        encoding="utf-8",
+    )
+    result = run("import", "events", str(jsonl))
+    assert "1 events recorded, 1 duplicates ignored, 2 rejected" in result.output
+    rejects = (tmp_path / "events.rejects.jsonl").read_text().splitlines()
+    assert [json.loads(r)["row"] for r in rejects] == [2, 3]
+
+
+def test_simulate_json_report(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    scenarios = tmp_path / "scenarios"
+    shutil.copytree(ROOT / "scenarios", scenarios)
+    result = run(
+        "simulate",
+        str(scenarios / "cart-abandonment.yaml"),
+        "--generate",
+        "60",
+        "--start",
+        "2026-01-05T00:00:00Z",
+        "--days",
+        "10",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["contacts"] == 60
+    entries = report["entries"]["cart-abandonment"]
+    assert 0 < entries <= 60
+    assert report["steps"]["cart-abandonment"]["reminder-email"] <= entries
+    assert sum(report["sends"].get("email", {}).values()) >= 1
+
+
+def test_publish_is_idempotent_and_versions_changes(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    scenarios = tmp_path / "scenarios"
+    shutil.copytree(ROOT / "scenarios", scenarios)
+    first = run("publish", str(scenarios))
+    assert first.exit_code == 0 and "cart-abandonment: version 1 published" in first.output
+    assert "cart-abandonment: version 1 unchanged" in run("publish", str(scenarios)).output
+    path = scenarios / "cart-abandonment.yaml"
+    path.write_text(path.read_text().replace("duration: 1h", "duration: 2h"))
+    assert "cart-abandonment: version 2 published" in run("publish", str(scenarios)).output
+    listing = run("scenarios").output
+    assert "cart-abandonment" in listing and "live" in listing
+    assert "paused" in run("pause", "cart-abandonment").output
+    assert "error: no scenario 'nope'" in run("pause", "nope").output
