@@ -20,6 +20,8 @@ from engine.runtime.state import ACTIVE, ContactView, EventView, History
 from engine.spec.model import Scenario
 from engine.store.models import Enrollment, Event, JournalEntry
 
+_FRESH = "entered in this call"
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -99,7 +101,12 @@ def histories(
     return {cid: History(dict(by_name)) for cid, by_name in out.items()}
 
 
-def enroll(conn: Connection, candidates: Sequence[Candidate], now: datetime) -> dict[str, int]:
+def enroll(
+    conn: Connection,
+    candidates: Sequence[Candidate],
+    now: datetime,
+    deferred: set[int] | None = None,
+) -> dict[str, int]:
     """Apply audience and entry rules, insert the enrollments that pass; counts by outcome."""
     counts: dict[str, int] = defaultdict(int)
     if not candidates:
@@ -133,6 +140,19 @@ def enroll(conn: Connection, candidates: Sequence[Candidate], now: datetime) -> 
         if (c.scenario.id, c.contact_id, c.entry_key) in keys:
             counts["duplicate"] += 1  # this very entry exists already: nothing to say
             continue
+        prev = previous[(c.scenario.id, c.contact_id)]
+        if (
+            deferred is not None
+            and c.trigger_event_id is not None
+            and not c.scenario.entry.concurrent
+            and any(status == _FRESH for status, _ in prev)
+            and not any(status == ACTIVE for status, _ in prev)
+        ):
+            # Entered a moment ago by another event of this same pass: decide next pass, once
+            # that enrollment has run, instead of refusing a signal that came at the same time.
+            deferred.add(c.trigger_event_id)
+            counts["deferred"] += 1
+            continue
         keys.add((c.scenario.id, c.contact_id, c.entry_key))
         contact = contacts.get(c.contact_id)
         reason = _refusal(
@@ -147,7 +167,7 @@ def enroll(conn: Connection, candidates: Sequence[Candidate], now: datetime) -> 
             if c.source != "schedule":  # a newsletter fan-out would flood the journal
                 skipped.append(_journal(c, "skipped_entry", reason, now))
             continue
-        previous[(c.scenario.id, c.contact_id)].append((ACTIVE, now))
+        prev.append((_FRESH, now))
         rows.append(
             {
                 "scenario_id": c.scenario.id,
@@ -215,7 +235,7 @@ def _refusal(
         return "contact_missing"
     rules = c.scenario.entry
     if previous:
-        if not rules.concurrent and any(status == ACTIVE for status, _ in previous):
+        if not rules.concurrent and any(status in (ACTIVE, _FRESH) for status, _ in previous):
             return "already_active"
         if rules.reentry == "never":
             return "reentry_never"

@@ -138,10 +138,14 @@ class Worker:
         while True:
             with self.engine.begin() as conn:
                 counts = process_events(
-                    conn, live, now, timedelta(hours=self.settings.trigger_max_age_hours)
+                    conn,
+                    live,
+                    now,
+                    timedelta(hours=self.settings.trigger_max_age_hours),
+                    scenario_of=lambda version_id: self.cache.get(conn, version_id),
                 )
             report.merge(counts)
-            if not counts.get("events"):
+            if not counts.get("events") or counts.get("deferred_events"):
                 break
         with self.engine.begin() as conn:
             report.merge(fire_schedules(conn, live, now))

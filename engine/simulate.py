@@ -25,7 +25,7 @@ from engine.runtime.clock import VirtualClock
 from engine.spec.loader import load_bundle, scenario_bundle
 from engine.spec.model import EventTrigger, Scenario
 from engine.store.db import make_engine, upgrade
-from engine.store.models import Enrollment, JournalEntry, Send
+from engine.store.models import Enrollment, EventInbox, JournalEntry, Send
 from engine.triggers import _schedule_trigger, next_fire_time
 from engine.versions import publish_bundle
 
@@ -232,8 +232,11 @@ def _run(
             due = conn.execute(
                 select(func.min(Enrollment.due_at)).where(Enrollment.status == "active")
             ).scalar()
+            waiting_events = conn.execute(select(EventInbox.event_id).limit(1)).first()
         if due is not None:
             nxt.append(due)
+        if waiting_events is not None:  # deferred to the next pass
+            nxt.append(now + RESOLUTION)
         for scenario in scenarios:
             trig = _schedule_trigger(scenario)
             fire = next_fire_time(trig, now) if trig else None

@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
 from engine.enroll import Candidate, contact_views, enroll
+from engine.runtime.state import ATTRIBUTABLE
 from engine.runtime.timing import next_anniversary, zone_for
 from engine.spec.conditions import matches_all
 from engine.spec.model import AnniversaryTrigger, EventTrigger, Scenario, ScheduleTrigger
-from engine.store.models import Contact, Cursor, Enrollment, Event, EventInbox, ScheduleFiring
+from engine.store.models import (
+    Contact,
+    Cursor,
+    Enrollment,
+    Event,
+    EventInbox,
+    JournalEntry,
+    ScheduleFiring,
+)
 
 logger = logging.getLogger(__name__)
 FANOUT_CHUNK = 1000
@@ -43,6 +53,7 @@ def process_events(
     now: datetime,
     max_age: timedelta = timedelta(hours=24),
     limit: int = 1000,
+    scenario_of: Callable[[int], Scenario] | None = None,
 ) -> dict[str, int]:
     """Enroll contacts from new events and wake the enrollments that listen to them.
 
@@ -104,11 +115,62 @@ def process_events(
             )
             .values(due_at=now)
         ).rowcount
-    counts = dict(enroll(conn, candidates, now))
-    conn.execute(delete(EventInbox).where(EventInbox.event_id.in_(ids)))
-    counts["events"] = len(ids)
+    deferred: set[int] = set()
+    counts = dict(enroll(conn, candidates, now, deferred))
+    goal_names = {sc.goal.event for _, sc in live if sc.goal is not None}
+    goal_events = [e for e in events if e.name in goal_names]
+    if scenario_of is not None and goal_events:
+        counts["converted_after_end"] = attribute_goals(conn, goal_events, scenario_of, now)
+    # An event refused only because the same pass just enrolled the contact (two signals at
+    # once) stays in the inbox: the next pass gives it its turn.
+    done = [i for i in ids if i not in deferred]
+    if done:
+        conn.execute(delete(EventInbox).where(EventInbox.event_id.in_(done)))
+    counts["events"] = len(done)
+    counts["deferred_events"] = len(deferred)
     counts["woken"] = woken
     return counts
+
+
+def attribute_goals(
+    conn: Connection, events: Sequence[Row[Any]], scenario_of: Callable[[int], Scenario],
+    now: datetime,
+) -> int:  # fmt: skip
+    """Convert journeys that ran their course when the goal comes inside its window afterwards."""
+    by_contact: dict[int, list[Row[Any]]] = defaultdict(list)
+    for e in events:
+        by_contact[e.contact_id].append(e)
+    rows = conn.execute(
+        select(Enrollment.id, Enrollment.version_id, Enrollment.contact_id, Enrollment.scenario_id,
+               Enrollment.entered_at, Enrollment.vars, Enrollment.trigger_event_id,
+               Enrollment.step_id)
+        .where(Enrollment.contact_id.in_(list(by_contact)),
+               Enrollment.status.in_(("completed", "exited")))
+    ).all()  # fmt: skip
+    converted = 0
+    for r in rows:
+        if not (r.vars or {}).get(ATTRIBUTABLE):
+            continue
+        goal = scenario_of(r.version_id).goal
+        if goal is None or goal.within is None:
+            continue
+        for e in by_contact[r.contact_id]:
+            if (e.name == goal.event and e.id != r.trigger_event_id
+                    and r.entered_at <= e.occurred_at <= r.entered_at + goal.within
+                    and matches_all(goal.where, e.properties or {}, now)):  # fmt: skip
+                vars_ = {k: v for k, v in (r.vars or {}).items() if k != ATTRIBUTABLE}
+                conn.execute(update(Enrollment).where(Enrollment.id == r.id).values(
+                    status="converted", end_reason=f"goal:{goal.event}", vars=vars_))  # fmt: skip
+                data: dict[str, Any] = {"event_id": e.id, "after_end": True}
+                if vars_.get("variant"):
+                    data["variant"] = vars_["variant"]
+                conn.execute(insert(JournalEntry).values(
+                    at=now, kind="converted", enrollment_id=r.id, contact_id=r.contact_id,
+                    scenario_id=r.scenario_id, version_id=r.version_id, step_id=r.step_id,
+                    reason=f"goal:{goal.event}", data=data))  # fmt: skip
+                converted += 1
+                break
+    return converted
 
 
 def _schedule_trigger(scenario: Scenario) -> ScheduleTrigger | None:

@@ -18,11 +18,11 @@ from typing import Any
 from engine.policy.base import Decision, Gate, SendRequest
 from engine.runtime.state import (
     ACTIVE,
+    ATTRIBUTABLE,
     COMPLETED,
     CONVERTED,
     EXITED,
     FAILED,
-    HOLDOUT_STEP,
     ContactView,
     EnrollmentState,
     EventView,
@@ -136,10 +136,6 @@ class Interpreter:
         ctx = _Ctx(contact, now, state.entered_at, state.trigger_event, history, self.scenario)
         if self._check_exit_rules(tr, ctx) or self._check_goal(tr, ctx):
             return tr
-        if tr.state.step_id == HOLDOUT_STEP:
-            if tr.state.deadline is None or now >= tr.state.deadline:
-                self._end(tr, EXITED, "holdout", now)
-            return tr
         if tr.state.step_entered_at is None:
             target: str | object | None = tr.state.step_id
         else:
@@ -238,7 +234,7 @@ class Interpreter:
             if step_id is _STAY:
                 return
             if step_id is None:
-                self._end(tr, COMPLETED, "completed", ctx.now)
+                self._end(tr, COMPLETED, "completed", ctx.now, attributable=True)
                 return
             if tr.steps_run >= MAX_STEPS_PER_ADVANCE:
                 self._abort(tr, ctx)
@@ -316,7 +312,7 @@ class Interpreter:
             return step.next
         if isinstance(step, model.ExitStep):
             tr.journal.append(record)
-            self._end(tr, EXITED, step.reason, now)
+            self._end(tr, EXITED, step.reason, now, attributable=True)
             return _STAY
         raise TypeError(f"no runtime for step type {step.type!r}")  # registry and runtime disagree
 
@@ -342,14 +338,9 @@ class Interpreter:
         if point < step.holdout * 100:
             tr.state.vars = {**tr.state.vars, "variant": "holdout"}
             tr.journal.append(JournalRecord("step", step.id, "holdout"))
-            goal = self.scenario.goal
-            if goal is None or goal.within is None:
-                self._end(tr, EXITED, "holdout", ctx.now)
-                return _STAY
-            # Stay enrolled (receiving nothing) until the goal window closes, to measure lift.
-            until = tr.state.entered_at + goal.within
-            tr.state.step_id = HOLDOUT_STEP
-            self._park(tr, until)
+            # The control group ends here, receiving nothing; a goal reached within the window
+            # still converts it (see ATTRIBUTABLE), exactly as for the treated groups.
+            self._end(tr, EXITED, "holdout", ctx.now, attributable=True)
             return _STAY
         total = sum(b.weight for b in step.branches)
         scaled = bucket(tr.state.id, step.id, "branch") * total // 10_000
@@ -507,8 +498,11 @@ class Interpreter:
         reason: str,
         now: datetime,
         data: Mapping[str, Any] | None = None,
+        attributable: bool = False,
     ) -> None:
         st = tr.state
+        if attributable and self.scenario.goal is not None and self.scenario.goal.within:
+            st.vars = {**st.vars, ATTRIBUTABLE: True}
         st.status = status
         st.end_reason = reason
         st.ended_at = now

@@ -13,7 +13,9 @@ CONVERTED = "converted"
 EXITED = "exited"
 FAILED = "failed"
 TERMINAL = (COMPLETED, CONVERTED, EXITED, FAILED)
-HOLDOUT_STEP = "__holdout__"
+# Set in `vars` when a journey ends by running its course (last step, exit step, holdout): a goal
+# event inside the goal window still converts it afterwards. Exits by rule or failure never do.
+ATTRIBUTABLE = "attributable"
 
 
 @dataclass
