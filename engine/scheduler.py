@@ -19,7 +19,8 @@ from sqlalchemy.engine import Engine
 
 from engine.config import Settings
 from engine.runner import GateFactory, PassReport, Worker
-from engine.triggers import _schedule_trigger, cron_for
+from engine.spec.cron import cron_for
+from engine.triggers import _schedule_trigger
 
 logger = logging.getLogger(__name__)
 

@@ -285,6 +285,10 @@ class Interpreter:
             until = now + step.timeout if step.timeout else None
             # The event may already be there (it arrived in the same batch as the entry).
             tr.state.deadline = until
+            if tr.state.visits == 1:
+                # First step of the journey: the wait began when the journey did (the trigger),
+                # not when the worker got to it, so an event in between still counts.
+                tr.state.step_entered_at = min(tr.state.entered_at, now)
             return self._resume(tr, ctx)
         if isinstance(step, model.ConditionStep):
             assert step.condition is not None

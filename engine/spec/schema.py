@@ -93,10 +93,10 @@ class ScheduleTriggerSchema(_Strict):
 
     @validates_schema
     def _cron(self, data: Mapping[str, Any], **kwargs: Any) -> None:
-        from apscheduler.triggers.cron import CronTrigger
+        from engine.spec.cron import cron_for
 
         try:
-            CronTrigger.from_crontab(data["schedule"], timezone=data.get("timezone", "UTC"))
+            cron_for(model.ScheduleTrigger(data["schedule"], data.get("timezone", "UTC")))
         except (ValueError, LookupError) as exc:
             field = (
                 "timezone"

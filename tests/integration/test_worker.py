@@ -323,3 +323,39 @@ def test_two_workers_on_postgresql_share_the_work(engine_url: str) -> None:
     assert reports[0].claimed > 0 and reports[1].claimed > 0, "both workers took batches"
     assert reports[0].claimed + reports[1].claimed == 3000
     assert done == 3000 and sends == 6000
+
+
+def test_an_event_between_trigger_and_pass_satisfies_a_first_wait(engine_url: str) -> None:
+    scenario = """\
+format_version: 1
+id: first-wait
+name: First wait
+objective: other
+triggers:
+  - event: signed_up
+steps:
+  confirm:
+    type: wait_event
+    event: email_confirmed
+    timeout: 1d
+    on_event: null
+    on_timeout: reminder
+  reminder:
+    type: send
+    channel: email
+    content:
+      subject: Please confirm
+      text: confirm
+"""
+    engine = make_engine(engine_url)
+    _publish(engine, scenario)
+    with engine.begin() as conn:
+        record_events(conn, [
+            {"contact": "a", "name": "signed_up", "properties": {}, "occurred_at": NOW, "event_key": None},
+            {"contact": "a", "name": "email_confirmed", "properties": {}, "occurred_at": NOW + timedelta(seconds=20), "event_key": None},
+        ], NOW + timedelta(seconds=30))  # fmt: skip
+    Worker(engine, load_settings(env={})).run_once(NOW + timedelta(seconds=30))
+    with engine.connect() as conn:
+        status = conn.execute(select(Enrollment.status)).scalar_one()
+    engine.dispose()
+    assert status == "completed", "the confirmation that came before the pass counts"
