@@ -27,12 +27,19 @@ from engine.config import Settings
 from engine.enroll import Candidate, contact_views, enroll, histories
 from engine.policy.base import Gate, OptOutGate
 from engine.runtime.clock import Clock, SystemClock
-from engine.runtime.interpreter import Interpreter, Transition
-from engine.runtime.state import ContactView, EnrollmentState, EventView, History
-from engine.spec.model import Scenario
+from engine.runtime.interpreter import Interpreter, JournalRecord, Transition
+from engine.runtime.state import FAILED, ContactView, EnrollmentState, EventView, History
+from engine.spec.model import AnniversaryTrigger, Scenario
 from engine.store.bulk import BulkWriter
 from engine.store.models import Contact, Enrollment, Event, JournalEntry
-from engine.triggers import fan_out, fire_schedules, plan_anniversaries, process_events
+from engine.triggers import (
+    fan_out,
+    fire_schedules,
+    next_fire_time,
+    plan_anniversaries,
+    process_events,
+    schedule_trigger,
+)
 from engine.versions import VersionCache
 
 logger = logging.getLogger(__name__)
@@ -127,6 +134,9 @@ class Worker:
         self.cache = VersionCache()
         self._interpreters: dict[int, Interpreter] = {}
         self._writer: BulkWriter | None = None
+        self._next_fire: dict[int, datetime] = {}  # version id → next schedule firing
+        self._next_scan: dict[int, datetime] = {}  # version id → next anniversary scan
+        self._fanout_pending = True  # until a pass finds none (a firing may predate this worker)
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
@@ -147,30 +157,62 @@ class Worker:
             report.merge(counts)
             if not counts.get("events") or counts.get("deferred_events"):
                 break
-        with self.engine.begin() as conn:
-            report.merge(fire_schedules(conn, live, now))
-        for _ in range(FANOUT_CHUNKS_PER_PASS):
-            with self.engine.begin() as conn:
-                counts = fan_out(conn, live, now)
-            report.merge(counts)
-            if not counts:
-                break
-        with self.engine.begin() as conn:
-            report.merge(
-                plan_anniversaries(
-                    conn,
-                    live,
-                    now,
-                    self.settings.timezone,
-                    timedelta(seconds=self.settings.anniversary_every_seconds),
-                    timedelta(hours=self.settings.anniversary_lookahead_hours),
-                )
-            )
+        self._schedules(live, now, report)
+        self._anniversaries(live, now, report)
         while max_batches is None or report.batches < max_batches:
             claimed = self.process_batch(now, report)
             if claimed < self.settings.batch_size:
                 break
         return report
+
+    def _schedules(
+        self, live: list[tuple[int, Scenario]], now: datetime, report: PassReport
+    ) -> None:
+        # The next fire time of each version is kept in memory so an idle pass asks nothing of the
+        # database; the firing itself stays idempotent in the database for other workers.
+        due = [
+            (v, sc) for v, sc in live if schedule_trigger(sc) and self._next_fire.get(v, now) <= now
+        ]
+        if due:
+            with self.engine.begin() as conn:
+                counts = fire_schedules(conn, due, now)
+            report.merge(counts)
+            self._fanout_pending |= bool(counts.get("firings"))
+            for version_id, scenario in due:
+                trig = schedule_trigger(scenario)
+                nxt = next_fire_time(trig, now) if trig else None
+                self._next_fire[version_id] = nxt or now + timedelta(days=3650)
+        for _ in range(FANOUT_CHUNKS_PER_PASS if self._fanout_pending else 0):
+            with self.engine.begin() as conn:
+                counts = fan_out(conn, live, now)
+            report.merge(counts)
+            if not counts:
+                self._fanout_pending = False
+                break
+
+    def _anniversaries(
+        self, live: list[tuple[int, Scenario]], now: datetime, report: PassReport
+    ) -> None:
+        due = [
+            (v, sc) for v, sc in live if _has_anniversary(sc) and self._next_scan.get(v, now) <= now
+        ]
+        if not due:
+            return
+        every = timedelta(seconds=self.settings.anniversary_every_seconds)
+        with self.engine.begin() as conn:
+            report.merge(
+                plan_anniversaries(
+                    conn,
+                    due,
+                    now,
+                    self.settings.timezone,
+                    every,
+                    timedelta(hours=self.settings.anniversary_lookahead_hours),
+                )
+            )
+        for version_id, _ in due:
+            # Another worker may have scanned: look again a little later, never much later.
+            self._next_scan[version_id] = now + min(every, timedelta(minutes=5))
 
     # ------------------------------------------------------------------ one batch
     def claim(self, now: datetime) -> Sequence[Row[Any]]:
@@ -256,14 +298,22 @@ class Worker:
             )
             transitions: list[tuple[Row[Any], Transition]] = []
             for row in rows:
-                contact = contacts.get(row.contact_id)
-                if contact is None:
-                    continue
                 state = _state(row, triggers.get(row.trigger_event_id))
-                it = self.interpreter(conn, row.version_id, gate)
-                transitions.append(
-                    (row, it.advance(state, contact, history.get(row.contact_id, History()), now))
-                )
+                contact = contacts.get(row.contact_id)
+                if contact is None:  # erased since it entered: end it rather than retry forever
+                    transitions.append((row, _failed(state, "contact_missing", now)))
+                    continue
+                try:
+                    it = self.interpreter(conn, row.version_id, gate)
+                    tr = it.advance(state, contact, history.get(row.contact_id, History()), now)
+                except Exception as exc:
+                    # One broken enrollment must not hold back (or roll back) its whole batch.
+                    logger.exception(
+                        "enrollment %d failed", row.id,
+                        extra={"action": "advance", "enrollment_id": row.id},
+                    )  # fmt: skip
+                    tr = _failed(state, "internal_error", now, {"error": type(exc).__name__})
+                transitions.append((row, tr))
             if self._save(conn, transitions, contacts, now) < len(transitions):
                 raise _StaleBatch
             _fault("before_commit")
@@ -287,76 +337,46 @@ class Worker:
         contacts: dict[int, ContactView],
         now: datetime,
     ) -> int:
-        updates, sends, journal = [], [], []
+        bulk = self._bulk(conn)
+        at, js = bulk.converters()
+        now_at = at(now)
+        updates: list[tuple[Any, ...]] = []
+        sends: list[tuple[Any, ...]] = []
+        journal: list[tuple[Any, ...]] = []
         changed: dict[int, int] = defaultdict(int)  # contact → score delta
         touched: set[int] = set()
         starts: list[tuple[Transition, str]] = []
         for row, tr in transitions:
             s = tr.state
-            updates.append(
-                {
-                    "id": s.id,
-                    "attempt": row.attempt,
-                    "status": s.status,
-                    "step_id": s.step_id,
-                    "step_entered_at": s.step_entered_at,
-                    "deadline": s.deadline,
-                    "due_at": s.due_at,
-                    "waiting_for": s.waiting_for,
-                    "visits": s.visits,
-                    "vars": s.vars,
-                    "ended_at": s.ended_at,
-                    "end_reason": s.end_reason,
-                }
-            )
-            for rec in tr.journal:
-                journal.append(
-                    {
-                        "at": now,
-                        "kind": rec.kind,
-                        "enrollment_id": s.id,
-                        "contact_id": s.contact_id,
-                        "scenario_id": s.scenario_id,
-                        "version_id": s.version_id,
-                        "step_id": rec.step_id,
-                        "reason": rec.reason,
-                        "data": rec.data,
-                    }
-                )
-            for eff in tr.sends:
+            # Column order: engine.store.bulk.ENROLLMENT_COLUMNS, then id and attempt.
+            updates.append((
+                s.status, s.step_id, at(s.step_entered_at), at(s.deadline), at(s.due_at),
+                s.waiting_for, s.visits, js(s.vars), at(s.ended_at), s.end_reason, s.id,
+                row.attempt,
+            ))  # fmt: skip
+            for rec in tr.journal:  # JOURNAL_COLUMNS
+                journal.append((
+                    now_at, rec.kind, s.id, s.contact_id, s.scenario_id, s.version_id,
+                    rec.step_id, rec.reason, js(rec.data),
+                ))  # fmt: skip
+            for eff in tr.sends:  # SEND_COLUMNS
                 req = eff.request
                 payload: dict[str, Any] = {"parts": dict(eff.parts)}
                 if eff.metadata:
                     payload["meta"] = dict(eff.metadata)
-                sends.append(
-                    {
-                        "send_key": req.send_key,
-                        "enrollment_id": s.id,
-                        "contact_id": s.contact_id,
-                        "scenario_id": req.scenario_id,
-                        "version_id": req.version_id,
-                        "step_id": req.step_id,
-                        "channel": req.channel,
-                        "topic": req.topic,
-                        "kind": req.kind,
-                        "status": "sent",
-                        "payload": payload,
-                        "provider_id": f"outbox:{req.send_key}",
-                        "attempts": 1,
-                        "created_at": now,
-                        "sent_at": now,
-                    }
-                )
+                sends.append((
+                    req.send_key, s.id, s.contact_id, req.scenario_id, req.version_id,
+                    req.step_id, req.channel, req.topic, req.kind, "sent", js(payload),
+                    f"outbox:{req.send_key}", 1, now_at, now_at,
+                ))  # fmt: skip
             if tr.profile:
                 touched.add(s.contact_id)
                 changed[s.contact_id] += tr.profile.score_delta
             starts.extend((tr, target) for target in tr.starts)
-        bulk = self._bulk(conn)
         saved = bulk.save_enrollments(conn, updates)
         if saved < len(updates):
             return saved
-        if sends:
-            bulk.insert_sends(conn, sends)
+        bulk.insert_sends(conn, sends)
         bulk.insert_journal(conn, journal)
         for contact_id in touched:
             view = contacts[contact_id]
@@ -403,6 +423,17 @@ class Worker:
                 Candidate(vid, scenario, tr.state.contact_id, key, now, None, "scenario")
             )
         enroll(conn, candidates, now)
+
+
+def _failed(
+    state: EnrollmentState, reason: str, now: datetime, data: dict[str, Any] | None = None
+) -> Transition:
+    ended = state.evolve(status=FAILED, end_reason=reason, ended_at=now, due_at=None, deadline=None)
+    return Transition(ended, journal=[JournalRecord("failed", state.step_id, reason, data)])
+
+
+def _has_anniversary(scenario: Scenario) -> bool:
+    return any(isinstance(t, AnniversaryTrigger) for t in scenario.triggers)
 
 
 class _StaleBatch(Exception):

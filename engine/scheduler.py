@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from engine.config import Settings
 from engine.runner import GateFactory, PassReport, Worker
 from engine.spec.cron import cron_for
-from engine.triggers import _schedule_trigger
+from engine.triggers import schedule_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Service:
             return
         wanted: dict[str, Any] = {}
         for _, scenario in live:
-            trig = _schedule_trigger(scenario)
+            trig = schedule_trigger(scenario)
             if trig is not None:
                 wanted[f"cron:{scenario.id}:{trig.cron}:{trig.timezone}"] = cron_for(trig)
         for job in self.scheduler.get_jobs():

@@ -26,7 +26,7 @@ from engine.spec.loader import load_bundle, scenario_bundle
 from engine.spec.model import EventTrigger, Scenario
 from engine.store.db import make_engine, upgrade
 from engine.store.models import Enrollment, EventInbox, JournalEntry, Send
-from engine.triggers import _schedule_trigger, next_fire_time
+from engine.triggers import next_fire_time, schedule_trigger
 from engine.versions import publish_bundle
 
 FIRST_NAMES = (
@@ -238,7 +238,7 @@ def _run(
         if waiting_events is not None:  # deferred to the next pass
             nxt.append(now + RESOLUTION)
         for scenario in scenarios:
-            trig = _schedule_trigger(scenario)
+            trig = schedule_trigger(scenario)
             fire = next_fire_time(trig, now) if trig else None
             if fire is not None:
                 nxt.append(fire)

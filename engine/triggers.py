@@ -173,7 +173,7 @@ def attribute_goals(
     return converted
 
 
-def _schedule_trigger(scenario: Scenario) -> ScheduleTrigger | None:
+def schedule_trigger(scenario: Scenario) -> ScheduleTrigger | None:
     return next((t for t in scenario.triggers if isinstance(t, ScheduleTrigger)), None)
 
 
@@ -187,7 +187,7 @@ def fire_schedules(conn: Connection, live: Live, now: datetime) -> dict[str, int
     """Record due firings: one row per scenario and fire time, ever (the fan-out comes after)."""
     counts: dict[str, int] = defaultdict(int)
     for version_id, scenario in live:
-        trig = _schedule_trigger(scenario)
+        trig = schedule_trigger(scenario)
         if trig is None:
             continue
         last = conn.execute(

@@ -7,7 +7,6 @@ records, sends (already decided by the gate and rendered), profile changes, scen
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -130,7 +129,7 @@ class Interpreter:
         self, state: EnrollmentState, contact: ContactView, history: History, now: datetime
     ) -> Transition:
         # The interpreter works on its own copy; the caller's state is never changed.
-        tr = Transition(copy.copy(state))
+        tr = Transition(state.copy())
         if state.status != ACTIVE:
             return tr
         ctx = _Ctx(contact, now, state.entered_at, state.trigger_event, history, self.scenario)

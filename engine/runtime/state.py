@@ -84,6 +84,15 @@ class EnrollmentState:
     def evolve(self, **changes: Any) -> EnrollmentState:
         return replace(self, **changes)
 
+    def copy(self) -> EnrollmentState:
+        """A shallow copy (the interpreter's working copy); faster than copy.copy on slots."""
+        return EnrollmentState(
+            self.id, self.scenario_id, self.version_id, self.contact_id, self.status,
+            self.step_id, self.entered_at, self.step_entered_at, self.deadline, self.due_at,
+            self.waiting_for, self.visits, self.vars, self.trigger_event, self.end_reason,
+            self.ended_at,
+        )  # fmt: skip
+
 
 @dataclass
 class ProfileChanges:

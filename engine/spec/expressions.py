@@ -177,6 +177,10 @@ def compile_template(name: str, parts: Mapping[str, str]) -> CompiledTemplate:
         part: (HTML_ENV if part == "html" else TEXT_ENV).from_string(source)
         for part, source in parts.items()
     }
+    for template in compiled.values():
+        # Our environments have no globals; a plain dict spares every render from walking the
+        # ChainMap Jinja keeps there.
+        template.globals = {}
     return CompiledTemplate(name, compiled)
 
 

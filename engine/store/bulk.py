@@ -2,20 +2,20 @@
 
 SQLAlchemy Core spends most of a batch turning each row's values through its type processors;
 these three statements run for every step, so they go to the driver directly with values already
-in the driver's form. The read side is unchanged: the models read these rows back as usual (a
-round-trip test pins that the two agree on both databases).
+in the driver's form. Callers pass tuples in the column order declared here, values converted
+with `converters()`. The read side is unchanged: the models read these rows back as usual.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-_ENROLLMENT_COLUMNS = (
+ENROLLMENT_COLUMNS = (
     "status",
     "step_id",
     "step_entered_at",
@@ -27,7 +27,7 @@ _ENROLLMENT_COLUMNS = (
     "ended_at",
     "end_reason",
 )
-_SEND_COLUMNS = (
+SEND_COLUMNS = (
     "send_key",
     "enrollment_id",
     "contact_id",
@@ -44,7 +44,7 @@ _SEND_COLUMNS = (
     "created_at",
     "sent_at",
 )
-_JOURNAL_COLUMNS = (
+JOURNAL_COLUMNS = (
     "at",
     "kind",
     "enrollment_id",
@@ -107,55 +107,41 @@ class BulkWriter:
         def slot(column: str) -> str:
             return f"{mark}::jsonb" if column in _JSON and not self.sqlite else mark
 
-        sets = ", ".join(f"{c} = {slot(c)}" for c in _ENROLLMENT_COLUMNS)
+        sets = ", ".join(f"{c} = {slot(c)}" for c in ENROLLMENT_COLUMNS)
         self._save = (
             f"UPDATE enrollments SET {sets}, lease_owner = NULL, lease_until = NULL "
             f"WHERE id = {mark} AND attempt = {mark}"
         )
         conflict = "ON CONFLICT (send_key) DO NOTHING"
         self._send = (
-            f"INSERT INTO sends ({', '.join(_SEND_COLUMNS)}) "
-            f"VALUES ({', '.join(slot(c) for c in _SEND_COLUMNS)}) {conflict}"
+            f"INSERT INTO sends ({', '.join(SEND_COLUMNS)}) "
+            f"VALUES ({', '.join(slot(c) for c in SEND_COLUMNS)}) {conflict}"
         )
         self._journal = (
-            f"INSERT INTO journal ({', '.join(_JOURNAL_COLUMNS)}) "
-            f"VALUES ({', '.join(slot(c) for c in _JOURNAL_COLUMNS)})"
+            f"INSERT INTO journal ({', '.join(JOURNAL_COLUMNS)}) "
+            f"VALUES ({', '.join(slot(c) for c in JOURNAL_COLUMNS)})"
         )
 
-    def _converters(self, columns: Sequence[str]) -> list[Any]:
-        """One converter per column (None: the value goes as it is)."""
-        out: list[Any] = []
-        for c in columns:
-            if c in _JSON:
-                out.append(_json)
-            elif c in _TIMES:
-                out.append(_memo_time(_sqlite_time if self.sqlite else _aware))
-            else:
-                out.append(None)
-        return out
+    def converters(self) -> tuple[Callable[[datetime | None], Any], Callable[[Any], Any]]:
+        """(instant, json): turn values into the driver's form. Use a fresh pair per batch: the
+        instant converter remembers the instants it has seen (most are the batch's "now")."""
+        return _memo_time(_sqlite_time if self.sqlite else _aware), _json
 
-    def _rows(
-        self, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
-    ) -> list[tuple[Any, ...]]:
-        pairs = list(zip(columns, self._converters(columns), strict=True))
-        return [tuple(row[c] if f is None else f(row[c]) for c, f in pairs) for row in rows]
+    def save_enrollments(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Fenced update; rows are converted values of ENROLLMENT_COLUMNS then (id, attempt).
 
-    def save_enrollments(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Fenced update: a row is written only if its `attempt` is still ours. Rows written."""
+        A row is written only if its attempt is still ours; returns the rows written.
+        """
         if not rows:
             return 0
-        params = [
-            (*values, row["id"], row["attempt"])
-            for values, row in zip(self._rows(_ENROLLMENT_COLUMNS, rows), rows, strict=True)
-        ]
-        result = conn.exec_driver_sql(self._save, params)
-        return int(result.rowcount)
+        return int(conn.exec_driver_sql(self._save, list(rows)).rowcount)
 
-    def insert_sends(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Reserve sends in the ledger; a send key already there is left alone (never twice)."""
+    def insert_sends(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Reserve sends (converted SEND_COLUMNS values); a key already there is left alone."""
         if rows:
-            conn.exec_driver_sql(self._send, self._rows(_SEND_COLUMNS, rows))
+            conn.exec_driver_sql(self._send, list(rows))
 
-    def insert_journal(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def insert_journal(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Append journal rows (converted JOURNAL_COLUMNS values)."""
         if rows:
-            conn.exec_driver_sql(self._journal, self._rows(_JOURNAL_COLUMNS, rows))
+            conn.exec_driver_sql(self._journal, list(rows))

@@ -19,6 +19,7 @@ from engine.config import load_settings
 from engine.enroll import Candidate, enroll
 from engine.ingest import record_events, upsert_contacts
 from engine.runner import PassReport, Worker, _StaleBatch
+from engine.runtime.interpreter import Interpreter
 from engine.store.db import make_engine
 from engine.store.models import Enrollment, JournalEntry, Send
 from engine.versions import VersionCache, publish_bundle
@@ -359,3 +360,31 @@ steps:
         status = conn.execute(select(Enrollment.status)).scalar_one()
     engine.dispose()
     assert status == "completed", "the confirmation that came before the pass counts"
+
+
+def test_one_broken_enrollment_does_not_hold_back_its_batch(
+    engine_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(engine_url)
+    _publish(engine, TWO_SENDS)
+    _population(engine, 20)
+    _enroll_all(engine, "two-sends")
+    original = Interpreter.advance
+
+    def flaky(self: Interpreter, state, contact, history, now):  # type: ignore[no-untyped-def]
+        if contact.external_id == "c7":
+            raise ZeroDivisionError("a bug in one step")
+        return original(self, state, contact, history, now)
+
+    monkeypatch.setattr(Interpreter, "advance", flaky)
+    Worker(engine, load_settings(env={})).run_once(NOW)
+    with engine.connect() as conn:
+        statuses = dict(
+            conn.execute(select(Enrollment.status, func.count()).group_by(Enrollment.status)).all()
+        )
+        failure = conn.execute(
+            select(JournalEntry.reason, JournalEntry.data).where(JournalEntry.kind == "failed")
+        ).one()
+    engine.dispose()
+    assert statuses == {"completed": 19, "failed": 1}
+    assert failure.reason == "internal_error" and failure.data == {"error": "ZeroDivisionError"}

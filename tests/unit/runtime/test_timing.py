@@ -185,13 +185,19 @@ def _check_daily(zone: ZoneInfo, start: datetime, at: time, days: int) -> None:
     first_day = start.astimezone(zone).date()
     now = start
     previous: datetime | None = None
+    skipped = 0
     for k in range(days):
         fired = next_local_time(now, zone, at, None)
         assert previous is None or fired > previous
-        requested = first_day + timedelta(days=k)
+        requested = first_day + timedelta(days=k + skipped)
         if k == 0 and local_to_utc(requested, at, zone) < start:
             requested += timedelta(days=1)
             first_day += timedelta(days=1)
+        if previous is not None and local_to_utc(requested, at, zone) == previous:
+            # A whole local day was skipped (Pacific/Apia, 2011-12-30): its time and the next
+            # day's fell on one instant, which fired once. The rule moves on a day.
+            skipped += 1
+            requested += timedelta(days=1)
         assert fired == local_to_utc(requested, at, zone), (zone, requested)
         if exists(requested, at, zone):
             assert wall(fired, zone) == datetime.combine(requested, at)
@@ -325,3 +331,9 @@ def test_zone_for_uses_a_valid_zone_and_never_fails_open() -> None:
     assert zone_for(None, "Not/AZone") == ZoneInfo("UTC")
     assert zone_for("Bad/Zone", "") == ZoneInfo("UTC")
     assert is_valid_zone("Europe/Paris")
+
+
+@pytest.mark.parametrize("at", [time(0, 0), time(9, 0), time(23, 30)])
+def test_daily_rule_over_the_skipped_apia_day(at: time) -> None:
+    """Found by the property test: a skipped local day collapses into the next, firing once."""
+    _check_daily(ZoneInfo("Pacific/Apia"), datetime(2011, 12, 20, tzinfo=UTC), at, 30)
