@@ -253,10 +253,14 @@ def import_() -> None:
     """Import contacts (CSV) or events (JSON lines)."""
 
 
+# Columns a rejects file adds; ignored on import, so a fixed rejects file imports as it is.
+REJECT_COLUMNS = ("_rejected_row", "_rejected_field", "_rejected_because")
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         for number, row in enumerate(csv.DictReader(fh), start=2):
-            yield number, {k.strip(): v for k, v in row.items() if k}
+            yield number, {k.strip(): v for k, v in row.items() if k and k not in REJECT_COLUMNS}
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -285,34 +289,40 @@ def _run_import(
 ) -> ImportReport:
     reject_path = rejects or path.with_name(path.stem + ".rejects" + path.suffix)
     errors: list[RowError] = []
-    with click.progressbar(
-        length=path.stat().st_size, label=f"importing {label}", file=sys.stderr
-    ) as bar:
+    with path.open("rb") as fh:
+        total = max(sum(1 for _ in fh) - (1 if path.suffix == ".csv" else 0), 0)
+    with click.progressbar(length=total, label=f"importing {label}", file=sys.stderr) as bar:
 
         def counted() -> Iterator[tuple[int, dict[str, Any]]]:
             for number, row in rows:
-                bar.update(len(json.dumps(row, default=str)) // 2 + 1)
+                bar.update(1)
                 yield number, row
 
         report = import_rows(counted(), clean, write, errors.append)
-        bar.update(path.stat().st_size)
     if errors:
-        with reject_path.open("w", encoding="utf-8") as fh:
-            for e in errors:
-                fh.write(
-                    json.dumps(
-                        {"row": e.row, "field": e.field, "error": e.message, "data": e.raw},
-                        default=str,
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
+        _write_rejects(reject_path, errors, csv_input=path.suffix == ".csv")
         for e in errors[:20]:
             click.echo(f"{path}:{e.format()}", err=True)
         if len(errors) > 20:
             click.echo(f"... and {len(errors) - 20} more", err=True)
         click.echo(f"{len(errors)} rejected rows written to {reject_path}", err=True)
     return report
+
+
+def _write_rejects(path: Path, errors: list[RowError], csv_input: bool) -> None:
+    """Rejected rows in the input's own format, with the reason, ready to fix and import again."""
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        if csv_input:
+            columns = list(dict.fromkeys(k for e in errors for k in e.raw))
+            writer = csv.DictWriter(fh, [*columns, *REJECT_COLUMNS])
+            writer.writeheader()
+            for e in errors:
+                reason = dict(zip(REJECT_COLUMNS, (e.row, e.field, e.message), strict=True))
+                writer.writerow({**e.raw, **reason})
+            return
+        for e in errors:
+            record = {"row": e.row, "field": e.field, "error": e.message, "data": e.raw}
+            fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
 
 
 @import_.command(name="contacts")
@@ -508,6 +518,12 @@ def worker(ctx: click.Context, once: bool) -> None:
 @click.option("--start", default="", help="Virtual start time (ISO 8601, UTC); default: now.")
 @click.option("--days", type=int, default=30, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--resolution",
+    default="1m",
+    show_default=True,
+    help="Smallest step of the virtual clock; coarser (e.g. 10m) is faster for large populations.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def simulate(
@@ -519,11 +535,13 @@ def simulate(
     start: str,
     days: int,
     seed: int,
+    resolution: str,
     as_json: bool,
 ) -> None:
     """Run scenarios on a virtual clock over a throw-away database and report what would happen."""
     from engine.simulate import format_report, generate_contacts, generate_events
     from engine.simulate import simulate as run
+    from engine.spec.durations import parse_duration
     from engine.spec.loader import load_scenario_file
 
     files: list[Path] = []
@@ -539,8 +557,20 @@ def simulate(
         events = [row for _, row in _jsonl_rows(events_file)]
     else:
         events = generate_events(scenarios, contacts, begin, days, seed)
+    try:
+        step = parse_duration(resolution)
+        if step.total_seconds() < 1:
+            raise ValueError("the resolution must be at least 1s, e.g. 1m or 10m")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--resolution") from None
     report = run(
-        files, contacts, events, begin, days, settings=_settings(ctx).evolve(database_url="")
+        files,
+        contacts,
+        events,
+        begin,
+        days,
+        settings=_settings(ctx).evolve(database_url=""),
+        resolution=step,
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 

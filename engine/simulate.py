@@ -170,11 +170,14 @@ def simulate(
     database_url: str | None = None,
     gate_factory: GateFactory | None = None,
     inspect: Callable[[Engine], None] | None = None,
+    resolution: timedelta = RESOLUTION,
 ) -> SimulationReport:
     """Run the scenarios in `paths` for the given contacts and events; return the report.
 
     `inspect`, when given, is called with the SQLAlchemy engine after the run and before the
     throw-away database is dropped, so tests can read the sends, journal and enrollments tables.
+    `resolution` is the smallest step of the virtual clock: events and due times closer than
+    that are handled in one pass (coarser is faster for large populations).
     """
     base = settings or load_settings(env={})
     with tempfile.TemporaryDirectory(prefix="parcours-sim-") as tmp:
@@ -182,7 +185,9 @@ def simulate(
         engine = make_engine(url)
         try:
             upgrade(engine)
-            report = _run(engine, paths, contacts, events, start, days, base, gate_factory)
+            report = _run(
+                engine, paths, contacts, events, start, days, base, gate_factory, resolution
+            )
             if inspect is not None:
                 inspect(engine)
             return report
@@ -199,6 +204,7 @@ def _run(
     days: int,
     base: Settings,
     gate_factory: GateFactory | None,
+    resolution: timedelta,
 ) -> SimulationReport:
     from sqlalchemy.orm import Session
 
@@ -236,14 +242,14 @@ def _run(
         if due is not None:
             nxt.append(due)
         if waiting_events is not None:  # deferred to the next pass
-            nxt.append(now + RESOLUTION)
+            nxt.append(now + resolution)
         for scenario in scenarios:
             trig = schedule_trigger(scenario)
             fire = next_fire_time(trig, now) if trig else None
             if fire is not None:
                 nxt.append(fire)
         following = min(t for t in nxt if t is not None)
-        now = max(following, now + RESOLUTION)
+        now = max(following, now + resolution)
         clock.set(now)
     return _report(engine, scenarios, len(contacts), start, end)
 

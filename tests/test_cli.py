@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -88,15 +89,24 @@ def test_import_contacts_keeps_good_rows_and_rejects_bad_ones(run, tmp_path: Pat
     result = run("import", "contacts", str(csv_file))
     assert result.exit_code == 1
     assert "2 contacts imported" in result.output and "4 rejected" in result.output
-    rejects = [
-        json.loads(line) for line in (tmp_path / "contacts.rejects.csv").read_text().splitlines()
+    with (tmp_path / "contacts.rejects.csv").open(newline="") as fh:
+        rejects = list(csv.DictReader(fh))
+    assert [(r["_rejected_row"], r["_rejected_field"]) for r in rejects] == [
+        ("3", "email"),
+        ("4", "external_id"),
+        ("5", "timezone"),
+        ("6", "score"),
     ]
-    assert [(r["row"], r["field"]) for r in rejects] == [
-        (3, "email"),
-        (4, "external_id"),
-        (5, "timezone"),
-        (6, "score"),
-    ]
+    # the rejects file keeps the original columns: fix it and import it again
+    assert rejects[0]["email"] == "not-an-email" and rejects[0]["first_name"] == "Bob"
+    fixed = (
+        (tmp_path / "contacts.rejects.csv").read_text().replace("not-an-email", "bob@example.com")
+    )
+    (tmp_path / "fixed.csv").write_text(fixed)
+    assert (
+        "1 contacts imported (1 new"
+        in run("import", "contacts", str(tmp_path / "fixed.csv")).output
+    )
     again = run("import", "contacts", str(csv_file))
     assert "0 new, 2 updated" in again.output
 
