@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -271,3 +272,67 @@ class Cursor(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ConsentRecord(Base):
+    """One change of consent, with its evidence. Append-only: the history is the proof."""
+
+    __tablename__ = "consent_records"
+    __table_args__ = (Index(None, "contact_id", "channel", "topic", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"))
+    channel: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(String(64))  # "*" for every topic of the channel
+    state: Mapped[str] = mapped_column(String(16))  # pending | opted_in | opted_out
+    source: Mapped[str] = mapped_column(String(32))  # form, api, import, unsubscribe_link, ...
+    wording: Mapped[str | None] = mapped_column(Text)
+    wording_version: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    evidence: Mapped[dict[str, Any] | None]
+
+
+class ConsentState(Base):
+    """The current consent per contact, channel and topic, kept with each record (for lookups)."""
+
+    __tablename__ = "consent_states"
+
+    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    record_id: Mapped[int] = mapped_column(BigIntId)
+
+
+class Suppression(Base):
+    """An address no marketing may reach on a channel (hard bounce, complaint, erasure...)."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("channel", "address"), Index(None, "contact_id"))
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))  # "*" suppresses every channel
+    address: Mapped[str] = mapped_column(String(320))  # email, phone, or "contact:<id>"
+    contact_id: Mapped[int | None] = mapped_column(BigIntId)
+    reason: Mapped[str] = mapped_column(String(32))  # hard_bounce, spam_complaint, unsubscribe...
+    source: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+
+
+class Pressure(Base):
+    """The barometer of a contact, overall (channel "*") and per channel, updated incrementally."""
+
+    __tablename__ = "pressure"
+
+    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    score: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    state: Mapped[str] = mapped_column(
+        String(16), default="equilibrium", server_default="equilibrium"
+    )
+    updated_at: Mapped[datetime]
+    signals: Mapped[list[Any]] = mapped_column(JSONType, default=list, server_default="[]")
