@@ -1,4 +1,4 @@
-"""The Parcours web application: the JSON API and a read-only status page."""
+"""The Parcours web application: the JSON API, a read-only status page and the public pages."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
 from engine.config import Settings, load_settings
+from engine.links import secret_key
+from engine.policy.loader import load_policy_file
+from engine.policy.model import Policy
 from engine.runtime.clock import Clock, SystemClock
 from engine.store.db import SQLITE_BEGIN, make_engine
 from engine.store.models import Enrollment, JournalEntry, ScenarioRecord, Send
@@ -34,6 +37,26 @@ class Parcours:
     # Set by the worker so that a posted event or a manual entry is handled at once.
     wake: Callable[[], None] | None = None
     versions: VersionCache = field(default_factory=VersionCache)
+    # Key of signed links (double opt-in...); set by create_app from PARCOURS_SECRET_KEY.
+    secret: str = ""
+    # Start of the links put in messages. Never taken from the request's Host header: a forged
+    # Host would put the attacker's site in a genuine confirmation email.
+    public_url: str = ""
+    _policy: tuple[tuple[int, int], Policy] | None = field(default=None, repr=False)
+
+    def policy(self) -> Policy:
+        """The workspace policy (`policy.yaml` beside the scenarios), re-read when it changes."""
+        from engine.policy.loading import policy_path
+
+        path = policy_path(self.settings)
+        try:
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            stamp = (0, -1)
+        if self._policy is None or self._policy[0] != stamp:
+            self._policy = (stamp, load_policy_file(path))
+        return self._policy[1]
 
     def notify(self) -> None:
         """Wake the worker if one is attached; a failure here never fails the request."""
@@ -158,11 +181,20 @@ def create_app(
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     if test_config is not None:
         app.config.from_mapping(test_config)
-    app.extensions["parcours"] = Parcours(make_engine(settings.db_url), settings)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = secret_key(settings)
+    app.extensions["parcours"] = Parcours(
+        make_engine(settings.db_url),
+        settings,
+        secret=app.config["SECRET_KEY"],
+        public_url=f"http://{settings.host}:{settings.port}",
+    )
 
     from designer.api import api
+    from designer.public import public
 
     app.register_blueprint(api)
+    app.register_blueprint(public)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -1,4 +1,5 @@
-"""The JSON API under /api: events in, contact profiles, manual entries, health.
+"""The JSON API under /api: events in, contact profiles and consents, suppressions, manual
+entries, health.
 
 Every route but ``/api/health`` needs the header ``X-Api-Key``. Errors always have the shape
 ``{"error": {"code", "message", "field"}}`` (see `designer.error_response`).
@@ -21,18 +22,33 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from designer import ApiError, Parcours
+from engine.consent import (
+    OPTED_IN,
+    ConsentInvalid,
+    check_consent,
+    consent_history,
+    consent_states,
+    contact_suppressions,
+    normalize_address,
+    record_consent,
+    subscribe,
+    suppress,
+)
 from engine.enroll import Candidate, enroll
+from engine.errors import ScenarioInvalid
 from engine.ingest import (
     MAX_JSON_DEPTH,
     RowInvalid,
     check_json,
     clean_contact,
     clean_event,
+    parse_instant,
     record_events,
     upsert_contacts,
 )
+from engine.policy.model import Policy
 from engine.store.db import SQLITE_BEGIN
-from engine.store.models import Contact, Enrollment, Event
+from engine.store.models import ConsentRecord, Contact, Enrollment, Event, Suppression
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +281,165 @@ def get_contact(external_id: str) -> dict[str, Any]:
             for e in events
         ],
     }
+
+
+# --- consent and suppression -----------------------------------------------------------------
+
+
+def _workspace_policy(parcours: Parcours) -> Policy:
+    try:
+        return parcours.policy()
+    except ScenarioInvalid as exc:
+        logger.error("policy.yaml is invalid: %s", exc)
+        raise ApiError(
+            503, "policy_invalid", f"The workspace policy file is invalid: {exc}"
+        ) from None
+
+
+def _text(body: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            _invalid(f"'{name}' is required.", name)
+        return None
+    if not isinstance(value, str):
+        _invalid(f"'{name}' must be a string.", name)
+    return value
+
+
+def _required(body: dict[str, Any], *names: str) -> list[str]:
+    return [str(_text(body, name)) for name in names]
+
+
+def _record(conn: Connection, record_id: int) -> dict[str, Any]:
+    r = conn.execute(select(ConsentRecord).where(ConsentRecord.id == record_id)).one()
+    return {
+        "id": r.id,
+        "channel": r.channel,
+        "topic": r.topic,
+        "state": r.state,
+        "source": r.source,
+        "at": _iso(r.at),
+        "expires_at": _iso(r.expires_at),
+    }
+
+
+@api.post("/contacts/<external_id>/consents")
+def post_consent(external_id: str) -> tuple[dict[str, Any], int]:
+    """Record a consent change with its evidence: 201 with the record.
+
+    An opt-in from a form or the API on a double opt-in channel is recorded as ``pending`` and a
+    confirmation message with a signed link goes out: 202. An opt-in that is already effective
+    records nothing: 200 with ``"already": true``.
+    """
+    parcours = _parcours()
+    body = json_body()
+    if not isinstance(body, dict):
+        _invalid("A consent is a JSON object: {channel, topic, state, source, ...}.")
+    channel, topic, state, source = _required(body, "channel", "topic", "state", "source")
+    wording = _text(body, "wording", required=False)
+    wording_version = _text(body, "wording_version", required=False)
+    ip = _text(body, "ip", required=False)
+    evidence = body.get("evidence")
+    if evidence is not None and not isinstance(evidence, dict):
+        _invalid("'evidence' must be a JSON object.", "evidence")
+    expires = _text(body, "expires_at", required=False)
+    policy = _workspace_policy(parcours)
+    now = parcours.clock.now()
+    try:
+        expires_at = parse_instant(expires, "expires_at") if expires else None
+        check_consent(channel, topic, state, source, policy)
+        with parcours.engine.begin() as conn:
+            contact = _find_contact(conn, external_id)
+            if contact is None:
+                raise ApiError(404, "not_found", f"No contact with external id '{external_id}'.")
+            if state == OPTED_IN:
+                done = subscribe(
+                    conn, contact.id, channel, topic, source, now,
+                    secret=parcours.secret, base_url=parcours.public_url, wording=wording,
+                    wording_version=wording_version, ip=ip, evidence=evidence,
+                    expires_at=expires_at, policy=policy,
+                )  # fmt: skip
+                record_id, status = done.record_id, 200 if done.already else 201
+                if done.confirmation is not None:
+                    status = 202
+            else:
+                record_id = record_consent(
+                    conn, contact.id, channel, topic, state, source, now,
+                    wording=wording, wording_version=wording_version, ip=ip, evidence=evidence,
+                    expires_at=expires_at, policy=policy,
+                )  # fmt: skip
+                done, status = None, 201
+            result: dict[str, Any] = {"consent": _record(conn, record_id)}
+    except RowInvalid as exc:
+        _invalid(exc.message, exc.field)
+    except ConsentInvalid as exc:
+        _invalid(str(exc), exc.field)
+    if done is not None and done.already:
+        result["already"] = True
+    if done is not None and done.confirmation is not None:
+        result["confirmation"] = {"send_key": done.confirmation.send_key}
+    return result, status
+
+
+@api.get("/contacts/<external_id>/consents")
+def get_consents(external_id: str) -> dict[str, Any]:
+    """Current consents (expired ones show as such), the full history with evidence, and the
+    suppressions of the contact's addresses."""
+    parcours = _parcours()
+    now = parcours.clock.now()
+    with parcours.engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
+        contact = _find_contact(conn, external_id)
+        if contact is None:
+            raise ApiError(404, "not_found", f"No contact with external id '{external_id}'.")
+        return {
+            "contact": external_id,
+            "consents": consent_states(conn, contact.id, now),
+            "history": consent_history(conn, contact.id),
+            "suppressions": contact_suppressions(conn, contact),
+        }
+
+
+@api.post("/suppressions")
+def post_suppression() -> tuple[dict[str, Any], int]:
+    """Suppress an address on a channel (``*``: every channel): 201, or 200 if it already was.
+
+    The address is an email, a phone number or ``contact:<id>``; `contact` (an external id)
+    optionally links the entry to a contact.
+    """
+    parcours = _parcours()
+    body = json_body()
+    if not isinstance(body, dict):
+        _invalid("A suppression is a JSON object: {channel, address, reason}.")
+    channel, address, reason = _required(body, "channel", "address", "reason")
+    external_id = _text(body, "contact", required=False)
+    now = parcours.clock.now()
+    try:
+        stored, _ = normalize_address(channel, address)
+        with parcours.engine.begin() as conn:
+            contact_id = None
+            if external_id is not None:
+                contact = _find_contact(conn, external_id)
+                if contact is None:
+                    _invalid(f"No contact with external id '{external_id}'.", "contact")
+                contact_id = contact.id
+            created = suppress(conn, channel, address, reason, "api", now, contact_id)
+            entry = conn.execute(
+                select(Suppression).where(
+                    Suppression.channel == channel, Suppression.address == stored
+                )
+            ).one()
+    except ConsentInvalid as exc:
+        _invalid(str(exc), exc.field)
+    found = {
+        "channel": entry.channel,
+        "address": entry.address,
+        "reason": entry.reason,
+        "source": entry.source,
+        "at": _iso(entry.at),
+    }
+    return {"suppression": found, "created": created}, 201 if created else 200
 
 
 # --- manual entry ----------------------------------------------------------------------------

@@ -41,7 +41,10 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
             )
         if problems:
             click.echo(format_problems(problems), err=True)
-    service = Service(engine, settings)
+    from engine.policy.loading import full_gate_factory
+
+    gate_factory = full_gate_factory(settings)  # a broken policy.yaml stops here, with its lines
+    service = Service(engine, settings, gate_factory=gate_factory)
     app = create_app(settings)
     app.extensions["parcours"].wake = service.wake
     service.start()

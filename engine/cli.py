@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import csv
+import getpass
 import json
 import logging
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine.config import SETTINGS, Settings, load_settings
-from engine.errors import ParcoursError
+from engine.consent import SOURCES, STATES, SUPPRESSION_REASONS
+from engine.errors import ParcoursError, ScenarioInvalid
 from engine.ingest import (
     ImportReport,
     RowError,
@@ -44,6 +47,11 @@ class ParcoursGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ScenarioInvalid as exc:
+            from engine.spec.lint import format_problems
+
+            click.echo(format_problems(exc.problems), err=True)
+            sys.exit(1)
         except ParcoursError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -337,9 +345,17 @@ def import_contacts(ctx: click.Context, path: Path, rejects: Path | None) -> Non
     """Upsert contacts from CSV (external_id, email, phone, timezone, locale, score, tags, ...)."""
     engine = _ready_engine(_settings(ctx.find_root()))
 
+    from engine.ingest import record_imported_consents
+    from engine.policy.loader import load_policy_file
+    from engine.policy.loading import policy_path
+
+    policy = load_policy_file(policy_path(_settings(ctx.find_root())))
+
     def write(rows: list[dict[str, Any]]) -> tuple[int, int]:
         with engine.begin() as conn:
-            return upsert_contacts(conn, rows, utcnow())
+            counts = upsert_contacts(conn, rows, utcnow())
+            record_imported_consents(conn, rows, utcnow(), policy)
+            return counts
 
     report = _run_import(path, _csv_rows(path), clean_contact, write, rejects, "contacts")
     click.echo(
@@ -416,6 +432,240 @@ def enroll(ctx: click.Context, scenario_id: str, contacts: tuple[str, ...]) -> N
     click.echo(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing to do")
 
 
+# ---------------------------------------------------------------- consent and suppression
+
+
+def _workspace_policy(settings: Settings) -> Any:
+    from engine.policy.loader import load_policy_file
+    from engine.policy.loading import policy_path
+
+    return load_policy_file(policy_path(settings))
+
+
+def _find_contact(conn: Any, external_id: str) -> Any:
+    from engine.errors import NotFound
+    from engine.store.models import Contact
+
+    row = conn.execute(select(Contact).where(Contact.external_id == external_id)).first()
+    if row is None:
+        raise NotFound(f"no contact with external id '{external_id}'")
+    return row
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Any]:
+    engine = _ready_engine(settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()  # a one-shot command leaves no pooled connection open
+
+
+def _os_user() -> str:
+    """Who ran the command, as evidence of an operator's change."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no USER variable and no passwd entry (some containers)
+        return "unknown"
+
+
+def _when(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") if iso else "-"
+
+
+@cli.group()
+def consent() -> None:
+    """Consent per contact, channel and topic, with its evidence."""
+
+
+@consent.command(name="set")
+@click.argument("contact")
+@click.argument("channel")
+@click.argument("topic")
+@click.argument("state", type=click.Choice(STATES))
+@click.option(
+    "--source",
+    default="operator",
+    show_default=True,
+    type=click.Choice(SOURCES),
+    help="Where the consent comes from (recorded as evidence).",
+)
+@click.option("--wording", help="The exact text the contact agreed to.")
+@click.option("--wording-version", help="The version id of that text.")
+@click.option(
+    "--expires", default="", help="Expiry of an opt-in (ISO 8601); default: the policy's."
+)
+@click.pass_context
+def consent_set(
+    ctx: click.Context,
+    contact: str,
+    channel: str,
+    topic: str,
+    state: str,
+    source: str,
+    wording: str | None,
+    wording_version: str | None,
+    expires: str,
+) -> None:
+    """Record a consent change for a contact (external id); TOPIC * means the whole channel."""
+    from engine.consent import record_consent
+
+    settings = _settings(ctx.find_root())
+    policy = _workspace_policy(settings)
+    expires_at = parse_instant(expires, "--expires") if expires else None
+    with _database(settings) as engine, engine.begin() as conn:
+        row = _find_contact(conn, contact)
+        record_id = record_consent(
+            conn, row.id, channel, topic, state, source, utcnow(),
+            wording=wording, wording_version=wording_version, expires_at=expires_at,
+            evidence={"cli_user": _os_user()}, policy=policy,
+        )  # fmt: skip
+    click.echo(f"{contact}: {channel}/{topic} {state} (record {record_id}, source {source})")
+
+
+@consent.command(name="history")
+@click.argument("contact")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def consent_history_command(ctx: click.Context, contact: str, as_json: bool) -> None:
+    """Every consent change of a contact, oldest first, with its evidence."""
+    from engine.consent import consent_history
+
+    with _database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
+        history = consent_history(conn, _find_contact(conn, contact).id)
+    if as_json:
+        click.echo(json.dumps(history, indent=2, ensure_ascii=False))
+        return
+    _echo_history(history)
+
+
+def _echo_history(history: list[dict[str, Any]]) -> None:
+    if not history:
+        click.echo("  no consent recorded")
+    for r in history:
+        click.echo(
+            f"  {_when(r['at'])}  {r['channel']}/{r['topic']:<14} {r['state']:<10} "
+            f"{r['source']:<17} version {r['wording_version'] or '-'}  ip {r['ip'] or '-'}"
+        )
+        if r["expires_at"]:
+            click.echo(f"      expires {_when(r['expires_at'])}")
+        if r["wording"]:
+            click.echo(f"      wording: {r['wording']}")
+        if r["evidence"]:
+            click.echo(f"      evidence: {json.dumps(r['evidence'], ensure_ascii=False)}")
+
+
+@cli.command()
+@click.argument("channel")
+@click.argument("address")
+@click.option(
+    "--reason",
+    required=True,
+    type=click.Choice(SUPPRESSION_REASONS),
+)
+@click.pass_context
+def suppress(ctx: click.Context, channel: str, address: str, reason: str) -> None:
+    """Block every marketing send to ADDRESS (email, phone or contact:<id>) on CHANNEL (* = all)."""
+    from engine.consent import suppress as add_suppression
+
+    with _database(_settings(ctx)) as engine, engine.begin() as conn:
+        created = add_suppression(conn, channel, address, reason, "operator", utcnow())
+    click.echo(f"{channel} {address}: " + ("suppressed" if created else "already suppressed"))
+
+
+@cli.group()
+def contact() -> None:
+    """Contacts."""
+
+
+@contact.command(name="show")
+@click.argument("external_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
+    """A contact's profile, consents with their history, suppressions and pressure barometer."""
+    from engine.consent import consent_history, consent_states, contact_suppressions
+    from engine.store.models import Pressure
+
+    now = utcnow()
+    with _database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
+        row = _find_contact(conn, external_id)
+        pressure = conn.execute(
+            select(Pressure).where(Pressure.contact_id == row.id).order_by(Pressure.channel)
+        ).all()
+        details: dict[str, Any] = {
+            "contact": {
+                "id": row.id,
+                "external_id": row.external_id,
+                "email": row.email,
+                "phone": row.phone,
+                "timezone": row.timezone,
+                "locale": row.locale,
+                "score": row.score,
+                "tags": list(row.tags or []),
+                "opted_out": bool(row.opted_out),
+                "attributes": dict(row.attributes or {}),
+                "created_at": row.created_at.isoformat(),
+                "updated_at": row.updated_at.isoformat(),
+            },
+            "consents": consent_states(conn, row.id, now),
+            "history": consent_history(conn, row.id),
+            "suppressions": contact_suppressions(conn, row),
+            "pressure": [
+                {
+                    "channel": p.channel,
+                    "score": p.score,
+                    "state": p.state,
+                    "updated_at": p.updated_at.isoformat(),
+                    "signals": list(p.signals or []),
+                }
+                for p in pressure
+            ],
+        }
+    if as_json:
+        click.echo(json.dumps(details, indent=2, ensure_ascii=False, default=str))
+        return
+    _echo_contact(details)
+
+
+def _echo_contact(details: dict[str, Any]) -> None:
+    c = details["contact"]
+    click.echo(f"contact {c['external_id']} (id {c['id']})")
+    for name in ("email", "phone", "timezone", "locale", "score", "tags", "opted_out"):
+        value = c[name]
+        click.echo(f"  {name:<10} {', '.join(value) if isinstance(value, list) else value}")
+    if c["attributes"]:
+        click.echo(f"  {'attributes':<10} {json.dumps(c['attributes'], ensure_ascii=False)}")
+    click.echo("consents")
+    if not details["consents"]:
+        click.echo("  none (unknown everywhere: the policy's default per channel applies)")
+    for s in details["consents"]:
+        click.echo(
+            f"  {s['channel']}/{s['topic']:<14} {s['state']:<10} since {_when(s['since'])}"
+            f"  expires {_when(s['expires_at'])}"
+        )
+    click.echo("consent history")
+    _echo_history(details["history"])
+    click.echo("suppressions")
+    if not details["suppressions"]:
+        click.echo("  none")
+    for s in details["suppressions"]:
+        click.echo(
+            f"  {s['channel']:<8} {s['address']:<32} {s['reason']:<15} "
+            f"{s['source']:<10} {_when(s['at'])}"
+        )
+    click.echo("pressure")
+    if not details["pressure"]:
+        click.echo("  no reading yet (equilibrium)")
+    for p in details["pressure"]:
+        click.echo(
+            f"  {p['channel']:<8} {p['state']:<12} score {p['score']:.2f}  "
+            f"updated {_when(p['updated_at'])}"
+        )
+        for signal in p["signals"]:
+            click.echo(f"      {json.dumps(signal, ensure_ascii=False, default=str)}")
+
+
 # ---------------------------------------------------------------- watching
 
 
@@ -486,7 +736,9 @@ def worker(ctx: click.Context, once: bool) -> None:
 
     settings = _settings(ctx)
     engine = _ready_engine(settings)
-    service = Service(engine, settings, blocking=not once)
+    from engine.policy.loading import full_gate_factory
+
+    service = Service(engine, settings, blocking=not once, gate_factory=full_gate_factory(settings))
     if once:
         report = service.worker.run_once()
         click.echo(
@@ -519,6 +771,13 @@ def worker(ctx: click.Context, once: bool) -> None:
 @click.option("--days", type=int, default=30, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Policy file (default: policy.yaml beside the scenarios).",
+)
+@click.option("--no-policy", is_flag=True, help="Only the opt-out flag and addresses are checked.")
+@click.option(
     "--resolution",
     default="1m",
     show_default=True,
@@ -535,6 +794,8 @@ def simulate(
     start: str,
     days: int,
     seed: int,
+    policy_file: Path | None,
+    no_policy: bool,
     resolution: str,
     as_json: bool,
 ) -> None:
@@ -542,11 +803,10 @@ def simulate(
     from engine.simulate import format_report, generate_contacts, generate_events
     from engine.simulate import simulate as run
     from engine.spec.durations import parse_duration
+    from engine.spec.lint import scenario_files
     from engine.spec.loader import load_scenario_file
 
-    files: list[Path] = []
-    for p in paths:
-        files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p])
+    files = scenario_files(paths)
     scenarios = [load_scenario_file(f) for f in files]
     begin = parse_instant(start, "--start") if start else datetime.now(UTC).replace(microsecond=0)
     if contacts_file:
@@ -563,6 +823,10 @@ def simulate(
             raise ValueError("the resolution must be at least 1s, e.g. 1m or 10m")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--resolution") from None
+    from engine.policy.loader import load_policy_file
+
+    first = paths[0] if paths[0].is_dir() else paths[0].parent
+    policy = None if no_policy else load_policy_file(policy_file or first / "policy.yaml")
     report = run(
         files,
         contacts,
@@ -571,6 +835,7 @@ def simulate(
         days,
         settings=_settings(ctx).evolve(database_url=""),
         resolution=step,
+        policy=policy,
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 

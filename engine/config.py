@@ -56,6 +56,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Key for the JSON API (header X-Api-Key); empty: one is generated at "
         "start-up and printed once.",
     ),
+    Setting(
+        "SECRET_KEY",
+        "",
+        "Secret for signed links and sessions; empty: generated once and kept in "
+        "DATA_DIR/secret_key.",
+    ),
     Setting("LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
 )
 
@@ -75,6 +81,7 @@ class Settings:
     host: str
     port: int
     api_key: str
+    secret_key: str
     log_level: str
 
     @property

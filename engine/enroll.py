@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
+from engine.policy.model import PressureConfig
 from engine.runtime.state import ACTIVE, ContactView, EventView, History
 from engine.spec.model import Scenario
 from engine.store.models import Enrollment, Event, JournalEntry
@@ -106,6 +107,7 @@ def enroll(
     candidates: Sequence[Candidate],
     now: datetime,
     deferred: set[int] | None = None,
+    pressure: PressureConfig | None = None,
 ) -> dict[str, int]:
     """Apply audience and entry rules, insert the enrollments that pass; counts by outcome."""
     counts: dict[str, int] = defaultdict(int)
@@ -113,6 +115,10 @@ def enroll(
         return counts
     contact_ids = {c.contact_id for c in candidates}
     contacts = contact_views(conn, contact_ids)
+    if any(c.scenario.reads_policy() for c in candidates):
+        from engine.pressure import load_policy_views
+
+        load_policy_views(conn, contacts, now, pressure)
     audience_events: set[str] = set()
     for c in candidates:
         if c.scenario.audience is not None:

@@ -160,6 +160,20 @@ def _flag(value: Any, field_name: str) -> bool:
     raise RowInvalid(field_name, f"'{_shown(value)}' is not true or false")
 
 
+CONSENT_STATES = ("opted_in", "opted_out")
+
+
+def _consent_column(key: str, value: Any) -> tuple[str, str, str]:
+    """`consent:<channel>:<topic>` = opted_in | opted_out (topic `*`: the whole channel)."""
+    parts = key.split(":")
+    state = str(value).strip().lower()
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise RowInvalid(key, "a consent column is named consent:<channel>:<topic>")
+    if state not in CONSENT_STATES:
+        raise RowInvalid(key, f"'{value}' is not a consent; use {' or '.join(CONSENT_STATES)}")
+    return parts[1], parts[2], state
+
+
 def clean_contact(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate one contact row (CSV cells or JSON); raise RowInvalid naming the field."""
     external_id = _key(raw, ("external_id", "id"), "external_id")
@@ -167,8 +181,12 @@ def clean_contact(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise RowInvalid("external_id", "required (the id your systems use for this contact)")
     out: dict[str, Any] = {"external_id": external_id}
     attributes: dict[str, Any] = {}
+    consents: list[tuple[str, str, str]] = []
     for key, value in raw.items():
         if key in ("external_id", "id") or value is None or value == "":
+            continue
+        if isinstance(key, str) and key.startswith("consent:"):
+            consents.append(_consent_column(key, value))
             continue
         if key == "email":
             email = str(value).strip()
@@ -205,6 +223,8 @@ def clean_contact(raw: Mapping[str, Any]) -> dict[str, Any]:
     check_json(attributes, "attributes")
     check_json(out.get("tags", []), "tags")
     out["attributes"] = attributes
+    if consents:
+        out["consents"] = consents
     return out
 
 
@@ -279,6 +299,7 @@ def upsert_contacts(conn: Connection, rows: list[dict[str, Any]], now: datetime)
         return 0, 0
     merged: dict[str, dict[str, Any]] = {}
     for row in rows:  # later rows for the same contact win, attributes merge
+        row = {k: v for k, v in row.items() if k != "consents"}  # see record_imported_consents
         prev = merged.get(row["external_id"])
         if prev:
             row = {**prev, **row, "attributes": {**prev["attributes"], **row["attributes"]}}
@@ -398,3 +419,22 @@ def import_rows(
         report.created += first
         report.updated += second
     return report
+
+
+def record_imported_consents(
+    conn: Connection, rows: list[dict[str, Any]], now: datetime, policy: Any = None
+) -> int:
+    """Record the `consent:<channel>:<topic>` columns of imported contacts (source: import)."""
+    from engine.consent import record_consent
+
+    wanted = [row for row in rows if row.get("consents")]
+    if not wanted:
+        return 0
+    ids = contact_ids(conn, (row["external_id"] for row in wanted), now)
+    count = 0
+    for row in wanted:
+        for channel, topic, state in row["consents"]:
+            record_consent(conn, ids[row["external_id"]], channel, topic, state, "import", now,
+                           policy=policy)  # fmt: skip
+            count += 1
+    return count

@@ -26,6 +26,8 @@ from sqlalchemy.engine import Connection, Engine, Row
 from engine.config import Settings
 from engine.enroll import Candidate, contact_views, enroll, histories
 from engine.policy.base import Gate, OptOutGate
+from engine.policy.model import Policy
+from engine.pressure import load_policy_views, record_sends
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.interpreter import Interpreter, JournalRecord, Transition
 from engine.runtime.state import FAILED, ContactView, EnrollmentState, EventView, History
@@ -137,6 +139,8 @@ class Worker:
         self._next_fire: dict[int, datetime] = {}  # version id → next schedule firing
         self._next_scan: dict[int, datetime] = {}  # version id → next anniversary scan
         self._fanout_pending = True  # until a pass finds none (a firing may predate this worker)
+        # The workspace policy, when the gate enforces one (the barometer follows it).
+        self.policy: Policy | None = getattr(gate_factory, "policy", None)
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
@@ -153,6 +157,7 @@ class Worker:
                     now,
                     timedelta(hours=self.settings.trigger_max_age_hours),
                     scenario_of=lambda version_id: self.cache.get(conn, version_id),
+                    policy=self.policy,
                 )
             report.merge(counts)
             if not counts.get("events") or counts.get("deferred_events"):
@@ -288,6 +293,10 @@ class Worker:
     ) -> list[tuple[Row[Any], Transition]]:
         with self.engine.begin() as conn:
             contacts = contact_views(conn, (r.contact_id for r in rows))
+            if self.policy is not None and any(
+                self.cache.get(conn, r.version_id).reads_policy() for r in rows
+            ):
+                load_policy_views(conn, contacts, now, self.policy.pressure)
             gate = self.gate_factory(conn, contacts, now)
             names: set[str] = set()
             for version_id in {r.version_id for r in rows}:
@@ -297,7 +306,10 @@ class Worker:
                 conn, [r.trigger_event_id for r in rows if r.trigger_event_id]
             )
             transitions: list[tuple[Row[Any], Transition]] = []
-            for row in rows:
+            # Arbitration: when journeys compete for a contact's last slot in this batch, the
+            # higher scenario priority asks the gate first (then the longest waiting).
+            ordered = sorted(rows, key=lambda r: -self.cache.get(conn, r.version_id).priority)
+            for row in ordered:
                 state = _state(row, triggers.get(row.trigger_event_id))
                 contact = contacts.get(row.contact_id)
                 if contact is None:  # erased since it entered: end it rather than retry forever
@@ -377,6 +389,16 @@ class Worker:
         if saved < len(updates):
             return saved
         bulk.insert_sends(conn, sends)
+        policy = self.policy
+        if policy is not None:
+            marketing = [
+                (tr.state.contact_id, eff.request.channel, now)
+                for _, tr in transitions
+                for eff in tr.sends
+                if eff.request.kind == "marketing"
+            ]
+            if marketing:
+                record_sends(conn, marketing, now, policy)
         bulk.insert_journal(conn, journal)
         for contact_id in touched:
             view = contacts[contact_id]

@@ -19,7 +19,15 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from engine.config import Settings, load_settings
-from engine.ingest import clean_contact, clean_event, record_events, upsert_contacts
+from engine.ingest import (
+    clean_contact,
+    clean_event,
+    record_events,
+    record_imported_consents,
+    upsert_contacts,
+)
+from engine.policy.loading import full_gate_factory
+from engine.policy.model import Policy
 from engine.runner import GateFactory, Worker
 from engine.runtime.clock import VirtualClock
 from engine.spec.loader import load_bundle, scenario_bundle
@@ -101,7 +109,12 @@ def generate_contacts(count: int, seed: int = 7) -> list[dict[str, Any]]:
                 "birthday": birthday.isoformat(),
                 "country": rng.choice(("FR", "FR", "FR", "BE", "CA")),
                 "score": rng.randrange(0, 60),
-                "opted_out": "true" if rng.random() < 0.05 else "",
+                "opted_out": "true" if rng.random() < 0.02 else "",
+                # Consent as a real base has it: most opted in by email, fewer by SMS, some never
+                # asked (unknown), a few opted out of promotions.
+                "consent:email:*": "opted_in" if rng.random() < 0.85 else "",
+                "consent:email:promotions": "opted_out" if rng.random() < 0.05 else "",
+                "consent:sms:*": "opted_in" if rng.random() < 0.6 else "",
             }
         )
     return out
@@ -171,13 +184,15 @@ def simulate(
     gate_factory: GateFactory | None = None,
     inspect: Callable[[Engine], None] | None = None,
     resolution: timedelta = RESOLUTION,
+    policy: Policy | None = None,
 ) -> SimulationReport:
     """Run the scenarios in `paths` for the given contacts and events; return the report.
 
     `inspect`, when given, is called with the SQLAlchemy engine after the run and before the
     throw-away database is dropped, so tests can read the sends, journal and enrollments tables.
     `resolution` is the smallest step of the virtual clock: events and due times closer than
-    that are handled in one pass (coarser is faster for large populations).
+    that are handled in one pass (coarser is faster for large populations). With a `policy`
+    (and no explicit `gate_factory`), every send goes through the full policy gate.
     """
     base = settings or load_settings(env={})
     with tempfile.TemporaryDirectory(prefix="parcours-sim-") as tmp:
@@ -186,7 +201,7 @@ def simulate(
         try:
             upgrade(engine)
             report = _run(
-                engine, paths, contacts, events, start, days, base, gate_factory, resolution
+                engine, paths, contacts, events, start, days, base, gate_factory, resolution, policy
             )
             if inspect is not None:
                 inspect(engine)
@@ -205,6 +220,7 @@ def _run(
     base: Settings,
     gate_factory: GateFactory | None,
     resolution: timedelta,
+    policy: Policy | None,
 ) -> SimulationReport:
     from sqlalchemy.orm import Session
 
@@ -216,10 +232,14 @@ def _run(
             publish_bundle(session, bundle, str(path), by="simulate", now=start)
             scenarios.append(load_bundle(bundle))
     with engine.begin() as conn:
-        upsert_contacts(conn, [clean_contact(c) for c in contacts], start)
+        cleaned = [clean_contact(c) for c in contacts]
+        upsert_contacts(conn, cleaned, start)
+        record_imported_consents(conn, cleaned, start, policy)
     pending = sorted((clean_event(e, start) for e in events), key=lambda e: e["occurred_at"])
     settings = base.evolve(anniversary_every_seconds=86_400, anniversary_lookahead_hours=48)
     clock = VirtualClock(start)
+    if gate_factory is None and policy is not None:
+        gate_factory = full_gate_factory(settings, policy)
     worker = Worker(engine, settings, clock, gate_factory=gate_factory, worker_id="simulation")
     now, cursor = start, 0
     while now <= end:

@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
 from engine.enroll import Candidate, contact_views, enroll
+from engine.policy.model import Policy
+from engine.pressure import record_signals
 from engine.runtime.state import ATTRIBUTABLE
 from engine.runtime.timing import next_anniversary, zone_for
 from engine.spec.conditions import matches_all
@@ -54,6 +56,7 @@ def process_events(
     max_age: timedelta = timedelta(hours=24),
     limit: int = 1000,
     scenario_of: Callable[[int], Scenario] | None = None,
+    policy: Policy | None = None,
 ) -> dict[str, int]:
     """Enroll contacts from new events and wake the enrollments that listen to them.
 
@@ -116,7 +119,9 @@ def process_events(
             .values(due_at=now)
         ).rowcount
     deferred: set[int] = set()
-    counts = dict(enroll(conn, candidates, now, deferred))
+    counts = dict(
+        enroll(conn, candidates, now, deferred, policy.pressure if policy is not None else None)
+    )
     goal_names = {sc.goal.event for _, sc in live if sc.goal is not None}
     goal_events = [e for e in events if e.name in goal_names]
     if scenario_of is not None and goal_events:
@@ -126,6 +131,13 @@ def process_events(
     done = [i for i in ids if i not in deferred]
     if done:
         conn.execute(delete(EventInbox).where(EventInbox.event_id.in_(done)))
+    if policy is not None and policy.pressure.signals:
+        # Engagement and complaints move the barometer; a deferred event counts when it is done.
+        finished = set(done)
+        signals = [(e.contact_id, e.name, e.properties, e.occurred_at) for e in events
+                   if e.id in finished and e.name in policy.pressure.signals]  # fmt: skip
+        if signals:
+            record_signals(conn, signals, now, policy)
     counts["events"] = len(done)
     counts["deferred_events"] = len(deferred)
     counts["woken"] = woken

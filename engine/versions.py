@@ -94,7 +94,9 @@ def publish_dir(
 ) -> tuple[list[PublishResult], list[Problem]]:
     """Publish every valid scenario of a folder; invalid files are reported and left out."""
     results, problems = [], []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+    from engine.spec.lint import scenario_files
+
+    for path in scenario_files([folder]):
         try:
             bundle = scenario_bundle(path)
             results.append(publish_bundle(session, bundle, str(path), by=by))

@@ -6,7 +6,7 @@ Policies return decisions; they never send and never raise to say no.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from engine.runtime.state import ContactView
@@ -25,6 +25,10 @@ class SendRequest:
     topic: str | None
     kind: str  # marketing | transactional
     priority: int
+    on_blocked: str | None = None  # the step's declared outcome; None: the policy's default
+    defer_max: timedelta | None = None
+    fallback: str | None = None
+    blocked_since: datetime | None = None  # first deferral of this send, for defer_max
 
 
 @dataclass(frozen=True)

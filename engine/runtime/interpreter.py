@@ -105,6 +105,20 @@ def _event_view(event: EventView | None) -> dict[str, Any]:
     return view
 
 
+def adapt_parts(parts: Mapping[str, str], channel: str) -> dict[str, str]:
+    """A message written for one channel, reshaped for a fallback channel's parts."""
+    text = parts.get("text") or parts.get("body") or parts.get("subject") or ""
+    title = parts.get("subject") or parts.get("title") or ""
+    if channel in ("push", "onsite"):
+        return {"title": title, "body": parts.get("body") or text}
+    if channel == "email":
+        out = {"subject": title or text[:80], "text": text}
+        if "html" in parts:
+            out["html"] = parts["html"]
+        return out
+    return {"text": text}
+
+
 def bucket(*parts: object) -> int:
     """A stable number in [0, 10000) for a split: same enrollment and step, same branch."""
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
@@ -387,6 +401,9 @@ class Interpreter:
         key = send_key(tr.state, step.id)
         channel = step.channel
         tried: set[str] = set()
+        blocked_key = f"blocked:{step.id}"
+        since_text = tr.state.vars.get(blocked_key)
+        blocked_since = datetime.fromisoformat(since_text) if since_text else None
         while True:
             tried.add(channel)
             request = SendRequest(
@@ -399,6 +416,10 @@ class Interpreter:
                 topic=step.topic or self.scenario.topic,
                 kind=self.scenario.kind,
                 priority=self.scenario.priority,
+                on_blocked=step.on_blocked,
+                defer_max=step.defer_max,
+                fallback=step.fallback,
+                blocked_since=blocked_since,
             )
             decision = self.gate.decide(request, ctx.contact, ctx.now)
             if decision.action == "fallback" and decision.channel and decision.channel not in tried:
@@ -413,10 +434,14 @@ class Interpreter:
                 channel = decision.channel
                 continue
             break
+        if decision.action != "defer" and blocked_key in tr.state.vars:
+            tr.state.vars = {k: v for k, v in tr.state.vars.items() if k != blocked_key}
         if decision.action == "allow":
             template = self._template_for(step)
             try:
                 parts = template.render(self._context(ctx)) if template else {}
+                if channel != step.channel:
+                    parts = adapt_parts(parts, channel)
             except RenderError as exc:
                 tr.journal.append(
                     JournalRecord("error", step.id, "render_failed", {"error": str(exc)})
@@ -441,6 +466,8 @@ class Interpreter:
             )
         )
         if decision.action == "defer" and decision.until is not None:
+            if blocked_key not in tr.state.vars:  # remember the first deferral for defer_max
+                tr.state.vars = {**tr.state.vars, blocked_key: ctx.now.isoformat()}
             self._park(tr, decision.until)
             return _STAY
         if decision.action == "exit":

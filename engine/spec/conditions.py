@@ -11,6 +11,8 @@ Written in YAML as one of::
      count: {op: OP, value: N} | sum: {property: P, op: OP, value: N}
      | recency: {op: OP, value: 30d}}
     {expr: "contact.score > 10"}                  # sandboxed Jinja2 expression
+    {consent: {channel: email, topic: promotions, state: opted_in}}   # state default opted_in
+    {pressure: {state: over, channel: email}}     # the barometer; channel default "*" (overall)
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from typing import Any, Protocol
 
 from marshmallow import ValidationError
 
+from channels.registry import channel_names
 from engine.spec.durations import parse_duration
 from engine.spec.problems import did_you_mean
 
 PROFILE_FIELDS = ("external_id", "email", "phone", "timezone", "locale", "score", "tags")
+CONSENT_STATES = ("opted_in", "opted_out", "pending", "expired", "unknown")
+PRESSURE_STATES = ("under", "equilibrium", "over")
+OVERALL = "*"  # the barometer across every channel; as a consent topic, every topic
 
 
 class ContactLike(Protocol):
@@ -45,6 +51,10 @@ class ContactLike(Protocol):
     def tags(self) -> Sequence[str]: ...
     @property
     def attributes(self) -> Mapping[str, Any]: ...
+    @property
+    def consents(self) -> Mapping[tuple[str, str], str]: ...
+    @property
+    def pressure(self) -> Mapping[str, str]: ...
 
 
 class EventLike(Protocol):
@@ -281,6 +291,38 @@ class Expression(Condition):
         return bool(self.compiled(**ctx.expression_vars()))
 
 
+def consent_state(consents: Mapping[tuple[str, str], str], channel: str, topic: str) -> str:
+    """A topic's consent on a channel, read like the policy gate reads it (engine.consent)."""
+    # A channel-wide ("*") opt-out wins; else the topic's own record; else the channel-wide one.
+    every = consents.get((channel, OVERALL))
+    if every == "opted_out":
+        return "opted_out"
+    return consents.get((channel, topic)) or every or "unknown"
+
+
+@dataclass(frozen=True)
+class ConsentTest(Condition):
+    """The contact's consent for a topic on a channel is in `state`."""
+
+    channel: str
+    topic: str
+    state: str = "opted_in"
+
+    def evaluate(self, ctx: EvalContext) -> bool:
+        return consent_state(ctx.contact.consents, self.channel, self.topic) == self.state
+
+
+@dataclass(frozen=True)
+class PressureTest(Condition):
+    """The barometer of a channel ("*": overall) is in `state`; no reading counts as equilibrium."""
+
+    state: str
+    channel: str = OVERALL
+
+    def evaluate(self, ctx: EvalContext) -> bool:
+        return ctx.contact.pressure.get(self.channel, "equilibrium") == self.state
+
+
 def event_names(cond: Condition) -> set[str]:
     """Event names a condition reads from the history."""
     if isinstance(cond, All | Any_):
@@ -292,10 +334,21 @@ def event_names(cond: Condition) -> set[str]:
     return set()
 
 
+def reads_policy(cond: Condition) -> bool:
+    """Whether a condition reads consent or pressure (its contacts need load_policy_views)."""
+    if isinstance(cond, All | Any_):
+        return any(reads_policy(c) for c in cond.items)
+    if isinstance(cond, Not):
+        return reads_policy(cond.item)
+    return isinstance(cond, ConsentTest | PressureTest)
+
+
 # ---------------------------------------------------------------- parsing
 
-_FORMS = ("all", "any", "not", "attribute", "tag", "event", "expr")
+_FORMS = ("all", "any", "not", "attribute", "tag", "event", "expr", "consent", "pressure")
 _EVENT_KEYS = {"event", "where", "within", "since", "count", "sum", "recency"}
+_CONSENT_KEYS = {"channel", "topic", "state"}
+_PRESSURE_KEYS = {"state", "channel"}
 
 
 def _fail(path: list[str | int], message: str) -> ValidationError:
@@ -365,8 +418,7 @@ def parse_condition(raw: Any, path: list[str | int], compile_expr: ExpressionCom
         hint = did_you_mean(first, _FORMS)
         raise _fail(
             [*path, first],
-            "Unknown condition; use one of all, any, not, attribute, tag, event, expr."
-            + (f" {hint}" if hint else ""),
+            f"Unknown condition; use one of {', '.join(_FORMS)}." + (f" {hint}" if hint else ""),
         )
     if form in ("all", "any"):
         _check_keys(raw, {form}, path)
@@ -393,7 +445,65 @@ def parse_condition(raw: Any, path: list[str | int], compile_expr: ExpressionCom
         if not isinstance(source, str) or not source.strip():
             raise _fail([*path, "expr"], 'Expected an expression, e.g. "contact.score > 10".')
         return Expression(source, compile_expr(source, [*path, "expr"]))
+    if form == "consent":
+        return _parse_consent_test(raw, path)
+    if form == "pressure":
+        return _parse_pressure_test(raw, path)
     return _parse_event_test(raw, path)
+
+
+_EXAMPLES = {
+    "consent": "{channel: email, topic: promotions, state: opted_in}",
+    "pressure": "{state: over, channel: email}",
+}
+
+
+def _policy_body(
+    raw: Mapping[str, Any], form: str, keys: set[str], path: list[str | int]
+) -> Mapping[str, Any]:
+    _check_keys(raw, {form}, path)
+    body = raw[form]
+    if not isinstance(body, Mapping):
+        raise _fail([*path, form], f"Expected a mapping such as {_EXAMPLES[form]}.")
+    _check_keys(body, keys, [*path, form])
+    return body
+
+
+def _choice(value: Any, choices: Sequence[str], what: str, path: list[str | int]) -> str:
+    if isinstance(value, str) and value in choices:
+        return value
+    hint = did_you_mean(str(value), choices)
+    # With a hint, the hint alone; the full list otherwise (the problem's hint either way).
+    rest = f". {hint}" if hint else f"; use one of {', '.join(choices)}."
+    raise _fail(path, f"Unknown {what} '{value}'{rest}")
+
+
+def _parse_consent_test(raw: Mapping[str, Any], path: list[str | int]) -> ConsentTest:
+    here: list[str | int] = [*path, "consent"]
+    body = _policy_body(raw, "consent", _CONSENT_KEYS, path)
+    for key, example in (("channel", "email"), ("topic", "promotions")):
+        if key not in body:
+            raise _fail([*here, key], f"A consent test needs the {key}, e.g. {key}: {example}.")
+    channel = _choice(body["channel"], channel_names(), "channel", [*here, "channel"])
+    topic = body["topic"]
+    if not isinstance(topic, str) or not topic.strip():
+        raise _fail([*here, "topic"], "Expected a topic name, e.g. promotions (or * for all).")
+    state = body.get("state", "opted_in")
+    state = _choice(state, CONSENT_STATES, "consent state", [*here, "state"])
+    return ConsentTest(channel, topic, state)
+
+
+def _parse_pressure_test(raw: Mapping[str, Any], path: list[str | int]) -> PressureTest:
+    here: list[str | int] = [*path, "pressure"]
+    body = _policy_body(raw, "pressure", _PRESSURE_KEYS, path)
+    if "state" not in body:
+        raise _fail([*here, "state"], "A pressure test needs a state: under, equilibrium or over.")
+    state = _choice(body["state"], PRESSURE_STATES, "pressure state", [*here, "state"])
+    channel = body.get("channel", OVERALL)
+    if channel in ("all", "overall", "any", "marketing"):  # else 'all' would suggest 'call'
+        raise _fail([*here, "channel"], f"Unknown channel '{channel}'. did you mean '{OVERALL}'?")
+    channel = _choice(channel, (OVERALL, *channel_names()), "channel", [*here, "channel"])
+    return PressureTest(state, channel)
 
 
 def _parse_event_test(raw: Mapping[str, Any], path: list[str | int]) -> EventTest:

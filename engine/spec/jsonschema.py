@@ -170,6 +170,7 @@ def condition_forms() -> dict[str, JSON]:
     """One object schema per condition form (see engine.spec.conditions), keyed by form."""
     ref, op = _ref("condition"), {"enum": list(conditions.ALL_OPERATORS)}
     measure: JSON = {"op": op, "value": {}}
+    name: JSON = {"type": "string", "minLength": 1}
     props: dict[str, JSON] = {
         "all": {"all": {"type": "array", "minItems": 1, "items": ref}},
         "any": {"any": {"type": "array", "minItems": 1, "items": ref}},
@@ -186,6 +187,22 @@ def condition_forms() -> dict[str, JSON]:
             "recency": _closed(measure),
         },
         "expr": {"expr": {"type": "string", "minLength": 1}},
+        "consent": {
+            "consent": _closed(
+                {
+                    "channel": name,
+                    "topic": name,
+                    "state": {"enum": list(conditions.CONSENT_STATES)},
+                },
+                ["channel", "topic"],
+            )
+        },
+        "pressure": {
+            "pressure": _closed(
+                {"state": {"enum": list(conditions.PRESSURE_STATES)}, "channel": name},
+                ["state"],
+            )
+        },
     }
     return {form: _closed(p, [form]) for form, p in props.items()}
 

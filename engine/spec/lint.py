@@ -16,17 +16,28 @@ _COLORS = {"error": "\x1b[31m", "warning": "\x1b[33m"}
 _RESET = "\x1b[0m"
 
 
+POLICY_FILE = "policy.yaml"  # the workspace policy sits beside the scenarios; it is not one
+
+
 def scenario_files(paths: Iterable[Path]) -> list[Path]:
-    """The files to lint: a directory means its *.yaml/*.yml files (not its templates folder)."""
+    """Scenario files: a directory means its *.yaml/*.yml files (not templates/, not the policy)."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             files += sorted(
-                p for p in path.iterdir() if p.suffix in SCENARIO_SUFFIXES and p.is_file()
+                p
+                for p in path.iterdir()
+                if p.suffix in SCENARIO_SUFFIXES and p.is_file() and p.name != POLICY_FILE
             )
-        else:
+        elif path.name != POLICY_FILE:
             files.append(path)
     return list(dict.fromkeys(files))
+
+
+def policy_files(paths: Iterable[Path]) -> list[Path]:
+    """The policy files among `paths` (named, or inside a named directory)."""
+    found = [p / POLICY_FILE if p.is_dir() else p for p in paths]
+    return [p for p in found if p.name == POLICY_FILE and p.is_file()]
 
 
 def _lint_file(path: Path) -> tuple[LintResult | None, list[Problem]]:
@@ -54,6 +65,10 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
     """Every problem of every scenario under `paths`, plus duplicate ids and unknown scenarios."""
     problems: list[Problem] = []
     results: list[tuple[Path, LintResult]] = []
+    for policy in policy_files(paths):
+        from engine.policy.loader import lint_policy_text
+
+        problems += lint_policy_text(policy.read_text(encoding="utf-8"), str(policy))[1]
     for file in scenario_files(paths):
         result, found = _lint_file(file)
         problems += found

@@ -149,6 +149,10 @@ class SendStep(Step):
     content: Mapping[str, str] = field(default_factory=dict)
     topic: str | None = None
     next: str | None = None
+    # What happens when the policy blocks this send (None: the policy file's default outcome).
+    on_blocked: str | None = None  # skip | defer | fallback | exit
+    defer_max: timedelta | None = None
+    fallback: str | None = None  # channel to try instead (needs a template part for it)
 
 
 @dataclass(frozen=True)
@@ -273,6 +277,18 @@ class Scenario:
             names.add(self.goal.event)
         names.update(s.event for s in self.steps.values() if isinstance(s, WaitEventStep))
         return frozenset(names)
+
+    def reads_policy(self) -> bool:
+        """True when a condition reads consent or pressure (so the worker loads them)."""
+        from engine.spec.conditions import reads_policy
+
+        conditions = [self.audience] if self.audience is not None else []
+        for s in self.steps.values():
+            if isinstance(s, ConditionStep) and s.condition is not None:
+                conditions.append(s.condition)
+            elif isinstance(s, SwitchStep):
+                conditions.extend(case.condition for case in s.cases)
+        return any(reads_policy(c) for c in conditions)
 
     def history_events(self) -> frozenset[str]:
         """Event names that conditions read from the history, plus the listened ones."""

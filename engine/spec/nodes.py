@@ -197,6 +197,13 @@ class SendSchema(StepSchema):
     topic = fields.String(
         load_default=None, metadata={"help": "Consent topic; defaults to the scenario's."}
     )
+    on_blocked = fields.String(
+        load_default=None,
+        validate=validate.OneOf(["skip", "defer", "fallback", "exit"]),
+        metadata={"help": "When the policy blocks it: skip, defer, fallback or exit."},
+    )
+    defer_max = Duration(load_default=None, metadata={"help": "Longest deferral, e.g. 2d."})
+    fallback = fields.String(load_default=None, metadata={"help": "Channel to try instead."})
     next = _next()
 
     @validates_schema

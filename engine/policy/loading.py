@@ -1,0 +1,108 @@
+"""Loading what the gate needs for a batch, under a per-contact lock, in one query per kind."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
+
+from engine.config import Settings
+from engine.policy.gate import ContactPolicy, PastSend, PolicyGate, lookback
+from engine.policy.loader import load_policy_file
+from engine.policy.model import Policy
+from engine.runtime.state import ContactView
+from engine.store.models import Send
+
+LOCK_SQL = text(
+    "SELECT count(pg_advisory_xact_lock(id)) FROM (SELECT unnest(:ids) AS id ORDER BY 1) s"
+)
+
+
+LOCK_SQL = text(
+    "SELECT count(pg_advisory_xact_lock(id)) "
+    "FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id ORDER BY 1) AS locked"
+)
+
+
+def lock_contacts(conn: Connection, contact_ids: list[int]) -> None:
+    """Serialise policy decisions per contact until commit, so two workers never both take the
+    last slot. PostgreSQL: transaction-level advisory locks in id order (no deadlocks); SQLite:
+    the write transaction (BEGIN IMMEDIATE) already excludes every other writer."""
+    if conn.dialect.name == "postgresql" and contact_ids:
+        conn.execute(LOCK_SQL, {"ids": sorted(set(contact_ids))})
+
+
+def past_sends(
+    conn: Connection, contact_ids: list[int], since: datetime
+) -> dict[int, list[PastSend]]:
+    rows = conn.execute(
+        select(Send.contact_id, Send.created_at, Send.channel, Send.scenario_id, Send.kind).where(
+            Send.contact_id.in_(contact_ids), Send.created_at >= since
+        )
+    )
+    out: dict[int, list[PastSend]] = defaultdict(list)
+    for r in rows:
+        out[r.contact_id].append(PastSend(r.created_at, r.channel, r.scenario_id, r.kind))
+    return out
+
+
+def build_gate(
+    conn: Connection, policy: Policy, default_zone: str, contacts: dict[int, ContactView],
+    now: datetime,
+) -> PolicyGate:  # fmt: skip
+    """Lock the batch's contacts, then load their sends, consents, suppressions and barometers."""
+    from engine.consent import (
+        consent_snapshot,
+        effective_consent,
+        is_suppressed,
+        suppressed_addresses,
+    )
+    from engine.pressure import caps_factor, load_barometers
+
+    ids = sorted(contacts)
+    lock_contacts(conn, ids)
+    sends = past_sends(conn, ids, now - lookback(policy))
+    snapshot = consent_snapshot(conn, ids)
+    suppressed = suppressed_addresses(conn, contacts)
+    barometers = load_barometers(conn, ids, now, policy.pressure)
+    data: dict[int, ContactPolicy] = {}
+    for cid, contact in contacts.items():
+        mine = snapshot.get(cid, {})
+        barometer = barometers.get(cid)
+
+        def consent(channel: str, topic: str, mine: Any = mine) -> tuple[bool, str]:
+            return effective_consent(mine, channel, topic, now, policy)
+
+        def suppression(channel: str, contact: ContactView = contact) -> str | None:
+            return is_suppressed(suppressed, channel, contact)
+
+        def factor(channel: str, barometer: Any = barometer) -> tuple[float, float]:
+            return caps_factor(barometer, channel, policy.pressure) if barometer else (1.0, 0.0)
+
+        def state(channel: str, barometer: Any = barometer) -> str:
+            if barometer is None:
+                return "equilibrium"
+            row = barometer.rows.get(channel) or barometer.rows.get("*")
+            return row.state if row else "equilibrium"
+
+        data[cid] = ContactPolicy(sends.get(cid, []), consent, suppression, factor, state)
+    return PolicyGate(policy, default_zone, data)
+
+
+def policy_path(settings: Settings) -> Path:
+    return settings.scenarios_dir / "policy.yaml"
+
+
+def full_gate_factory(settings: Settings, policy: Policy | None = None) -> Any:
+    """The runner's gate factory with the workspace policy (read once)."""
+    chosen = policy or load_policy_file(policy_path(settings))
+
+    def factory(conn: Connection, contacts: dict[int, ContactView], now: datetime) -> PolicyGate:
+        return build_gate(conn, chosen, settings.timezone, contacts, now)
+
+    factory.policy = chosen  # type: ignore[attr-defined]
+    return factory
