@@ -162,9 +162,7 @@ def _check_ip(ip: str | None) -> str | None:
         raise _fail(f"'{ip[:80]}' is not an IP address", "ip") from None
 
 
-def check_consent(
-    channel: str, topic: str, state: str, source: str, policy: Policy | None
-) -> None:
+def check_consent(channel: str, topic: str, state: str, source: str, policy: Policy | None) -> None:
     """Refuse an unknown channel, topic, state or source, or a source that contradicts the state.
 
     Topics are checked against the policy's list when there is a policy to check them against.
