@@ -1,5 +1,9 @@
 """Contact-steps per second for a 3-step journey (condition → send to outbox → wait).
 
+With --gate both, the engine runs twice more: with the placeholder gate (opt-out flag and
+address) and with the full policy gate of scenarios/policy.yaml (consent, suppression, quiet
+hours, caps, spacing, pressure, and the barometer updated for every send).
+
 For each database, the same population is advanced twice from the same starting state:
   engine  — the real Worker (claim with lease, interpreter, gate, fenced writes, ledger, journal);
   floor   — raw DB-API doing the same writes per batch (claim UPDATE … RETURNING, enrollment
@@ -102,6 +106,14 @@ def seed(url: str, contacts: int) -> int:
                 ),
                 [{"v": version_id, "c": i, "due": NOW - timedelta(seconds=i % 3600)} for i in ids],
             )
+            # Marketing email needs consent: everyone opted in (the full gate reads these).
+            conn.execute(
+                text(
+                    "INSERT INTO consent_states (contact_id, channel, topic, state, since, "
+                    "record_id) VALUES (:c, 'email', '*', 'opted_in', :at, 0)"
+                ),
+                [{"c": i, "at": created} for i in ids],
+            )
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))
@@ -115,9 +127,13 @@ def run_engine(url: str, batch: int, gate: str) -> tuple[float, int]:
     settings = load_settings(env={}).evolve(batch_size=batch)
     gate_factory = None
     if gate == "full":
-        from engine.policy.gate import full_gate_factory
+        from engine.policy.loader import load_policy_file
+        from engine.policy.loading import full_gate_factory
 
-        gate_factory = full_gate_factory(settings)
+        policy = load_policy_file(
+            Path(__file__).resolve().parent.parent / "scenarios" / "policy.yaml"
+        )
+        gate_factory = full_gate_factory(settings, policy)
     worker = Worker(engine, settings, gate_factory=gate_factory, worker_id="bench")
     steps = 0
     started = time.perf_counter()

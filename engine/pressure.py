@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from channels.registry import channel_info, channel_names
@@ -229,41 +228,35 @@ def save_barometers(conn: Connection, barometers: Iterable[Barometer], now: date
     # Each row is written as of its own instant (`now` if it has none): callers decay_to(now)
     # first to store the states as of now.
     barometers = list(barometers)
+    from engine.store.bulk import BulkWriter
+
+    writer = BulkWriter(conn.dialect.name)
+    at, js = writer.converters()
     rows = [
-        {
-            "contact_id": b.contact_id,
-            "channel": channel,
-            "score": b.rows[channel].score,
-            "state": b.rows[channel].state,
-            "updated_at": b.rows[channel].at or now,
-            "signals": b.rows[channel].signals,
-        }
+        (b.contact_id, channel, b.rows[channel].score, b.rows[channel].state,
+         at(b.rows[channel].at or now), js(b.rows[channel].signals))
         for b in barometers
         for channel in sorted(b.touched)
-    ]
+    ]  # fmt: skip
     if not rows:
         return 0
-    insert: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(Pressure)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["contact_id", "channel"],
-        set_={c: stmt.excluded[c] for c in ("score", "state", "updated_at", "signals")},
-    )
-    conn.execute(stmt, rows)
+    # Driver level: this runs for every batch that sends (see engine/store/bulk.py).
+    writer.upsert_pressure(conn, rows)
     for b in barometers:
         b.touched.clear()
     return len(rows)
 
 
 def record_sends(
-    conn: Connection, sends: Sequence[SendItem], now: datetime, policy: Policy
-) -> dict[int, Barometer]:
+    conn: Connection, sends: Sequence[SendItem], now: datetime, policy: Policy,
+    loaded: dict[int, Barometer] | None = None,
+) -> dict[int, Barometer]:  # fmt: skip
     """Add each send's channel weight to its contact's overall and channel rows, as one batch."""
     items = [
         (cid, channel, send_weight(policy, channel), SEND, channel, at)
         for cid, channel, at in sends
     ]
-    return _record(conn, items, now, policy.pressure)
+    return _record(conn, items, now, policy.pressure, loaded)
 
 
 def record_signals(
@@ -283,16 +276,24 @@ _Item = tuple[int, str | None, float, str, str, datetime]
 
 
 def _record(
-    conn: Connection, items: Sequence[_Item], now: datetime, cfg: PressureConfig
-) -> dict[int, Barometer]:
-    """Load, add, save: the barometers changed (a zero contribution changes nothing)."""
+    conn: Connection, items: Sequence[_Item], now: datetime, cfg: PressureConfig,
+    loaded: dict[int, Barometer] | None = None,
+) -> dict[int, Barometer]:  # fmt: skip
+    """Load, add, save: the barometers changed (a zero contribution changes nothing).
+
+    `loaded`: barometers this transaction already read under the contacts' advisory locks (the
+    gate's), reused instead of read again.
+    """
     kept = [i for i in items if i[2] != 0.0 and math.isfinite(i[2])]
     if not kept:
         return {}
     ids = sorted({i[0] for i in kept})
-    if conn.dialect.name == "postgresql":
-        _claim(conn, ids, now, cfg)
-    barometers = load_barometers(conn, ids, now, cfg, lock=True)
+    if loaded is not None and all(cid in loaded for cid in ids):
+        barometers = {cid: loaded[cid] for cid in ids}
+    else:
+        if conn.dialect.name == "postgresql":
+            _claim(conn, ids, now, cfg)
+        barometers = load_barometers(conn, ids, now, cfg, lock=True)
     # Oldest first keeps the signal lists in order without sorting; a future instant (clock skew)
     # counts as now, so it cannot push a row ahead of the next batch.
     for cid, channel, delta, kind, name, at in sorted(kept, key=lambda i: i[5]):

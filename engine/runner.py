@@ -141,6 +141,7 @@ class Worker:
         self._fanout_pending = True  # until a pass finds none (a firing may predate this worker)
         # The workspace policy, when the gate enforces one (the barometer follows it).
         self.policy: Policy | None = getattr(gate_factory, "policy", None)
+        self._gate: Gate | None = None  # the current batch's gate
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
@@ -297,7 +298,7 @@ class Worker:
                 self.cache.get(conn, r.version_id).reads_policy() for r in rows
             ):
                 load_policy_views(conn, contacts, now, self.policy.pressure)
-            gate = self.gate_factory(conn, contacts, now)
+            gate = self._gate = self.gate_factory(conn, contacts, now)
             names: set[str] = set()
             for version_id in {r.version_id for r in rows}:
                 names |= self.cache.get(conn, version_id).history_events()
@@ -398,7 +399,8 @@ class Worker:
                 if eff.request.kind == "marketing"
             ]
             if marketing:
-                record_sends(conn, marketing, now, policy)
+                loaded = getattr(self._gate, "barometers", None)
+                record_sends(conn, marketing, now, policy, loaded)
         bulk.insert_journal(conn, journal)
         for contact_id in touched:
             view = contacts[contact_id]

@@ -137,6 +137,10 @@ def process_events(
         signals = [(e.contact_id, e.name, e.properties, e.occurred_at) for e in events
                    if e.id in finished and e.name in policy.pressure.signals]  # fmt: skip
         if signals:
+            # Same per-contact lock as the gate's batches, which reuse the barometers they read.
+            from engine.policy.loading import lock_contacts
+
+            lock_contacts(conn, [c for c, *_ in signals])
             record_signals(conn, signals, now, policy)
     counts["events"] = len(done)
     counts["deferred_events"] = len(deferred)

@@ -100,6 +100,8 @@ class PolicyGate:
         self.default_zone = default_zone
         self.contacts = contacts
         self._weights: dict[str, float] = {}
+        self._periods: dict[tuple[str, str, datetime], tuple[datetime, datetime | None]] = {}
+        self.barometers: dict[int, Any] | None = None  # loaded with the batch, when tracked
 
     # ------------------------------------------------------------------ decision
     def decide(self, request: SendRequest, contact: ContactView, now: datetime) -> Decision:
@@ -173,7 +175,14 @@ class PolicyGate:
             return None
         factor, extra = data.caps_factor(request.channel) if data.caps_factor else (1.0, 0.0)
         limit = cap.max * factor + extra
-        start, lifts = _period(cap, zone, now)
+        if cap.window is not None:
+            start, lifts = now - cap.window, None
+        else:  # calendar periods are the same for every contact of a zone in this batch
+            key = (cap.calendar or "day", zone.key, now)
+            period = self._periods.get(key)
+            if period is None:
+                period = self._periods[key] = _period(cap, zone, now)
+            start, lifts = period
         counted = [
             s for s in data.sends
             if s.at > start and (across or s.channel in cap.channels)

@@ -90,7 +90,9 @@ def build_gate(
             return row.state if row else "equilibrium"
 
         data[cid] = ContactPolicy(sends.get(cid, []), consent, suppression, factor, state)
-    return PolicyGate(policy, default_zone, data)
+    gate = PolicyGate(policy, default_zone, data)
+    gate.barometers = barometers  # the runner records this batch's sends on them
+    return gate
 
 
 def policy_path(settings: Settings) -> Path:

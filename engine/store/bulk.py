@@ -55,7 +55,7 @@ JOURNAL_COLUMNS = (
     "reason",
     "data",
 )
-_JSON = {"vars", "payload", "data"}
+_JSON = {"vars", "payload", "data", "signals"}
 _TIMES = {"step_entered_at", "deadline", "due_at", "ended_at", "created_at", "sent_at", "at"}
 
 
@@ -117,10 +117,22 @@ class BulkWriter:
             f"INSERT INTO sends ({', '.join(SEND_COLUMNS)}) "
             f"VALUES ({', '.join(slot(c) for c in SEND_COLUMNS)}) {conflict}"
         )
+        pressure = ("contact_id", "channel", "score", "state", "updated_at", "signals")
+        self._pressure = (
+            f"INSERT INTO pressure ({', '.join(pressure)}) "
+            f"VALUES ({', '.join(slot(c) for c in pressure)}) "
+            "ON CONFLICT (contact_id, channel) DO UPDATE SET score = excluded.score, "
+            "state = excluded.state, updated_at = excluded.updated_at, signals = excluded.signals"
+        )
         self._journal = (
             f"INSERT INTO journal ({', '.join(JOURNAL_COLUMNS)}) "
             f"VALUES ({', '.join(slot(c) for c in JOURNAL_COLUMNS)})"
         )
+
+    def upsert_pressure(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Barometer rows (contact_id, channel, score, state, updated_at, signals), converted."""
+        if rows:
+            conn.exec_driver_sql(self._pressure, list(rows))
 
     def converters(self) -> tuple[Callable[[datetime | None], Any], Callable[[Any], Any]]:
         """(instant, json): turn values into the driver's form. Use a fresh pair per batch: the
