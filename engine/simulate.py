@@ -115,6 +115,8 @@ def generate_contacts(count: int, seed: int = 7) -> list[dict[str, Any]]:
                 "consent:email:*": "opted_in" if rng.random() < 0.85 else "",
                 "consent:email:promotions": "opted_out" if rng.random() < 0.05 else "",
                 "consent:sms:*": "opted_in" if rng.random() < 0.6 else "",
+                # A few addresses that bounced hard before: on the suppression list.
+                "suppressed": "email:hard_bounce" if rng.random() < 0.01 else "",
             }
         )
     return out
@@ -232,9 +234,12 @@ def _run(
             publish_bundle(session, bundle, str(path), by="simulate", now=start)
             scenarios.append(load_bundle(bundle))
     with engine.begin() as conn:
-        cleaned = [clean_contact(c) for c in contacts]
+        cleaned = [
+            clean_contact({k: v for k, v in c.items() if k != "suppressed"}) for c in contacts
+        ]
         upsert_contacts(conn, cleaned, start)
         record_imported_consents(conn, cleaned, start, policy)
+        _suppress_listed(conn, contacts, start)
     pending = sorted((clean_event(e, start) for e in events), key=lambda e: e["occurred_at"])
     settings = base.evolve(anniversary_every_seconds=86_400, anniversary_lookahead_hours=48)
     clock = VirtualClock(start)
@@ -272,6 +277,20 @@ def _run(
         now = max(following, now + resolution)
         clock.set(now)
     return _report(engine, scenarios, len(contacts), start, end)
+
+
+def _suppress_listed(conn: Any, contacts: Sequence[Mapping[str, Any]], now: datetime) -> None:
+    """Contacts given with `suppressed: <channel>:<reason>` go on the suppression list."""
+    from engine.consent import suppress
+
+    for c in contacts:
+        marker = str(c.get("suppressed") or "")
+        if not marker or c.get("email") is None:
+            continue
+        channel, _, reason = marker.partition(":")
+        address = c["email"] if channel == "email" else c.get("phone")
+        if address:
+            suppress(conn, channel, str(address), reason or "operator", "import", now)
 
 
 def _report(

@@ -84,10 +84,14 @@ def build_gate(
             return caps_factor(barometer, channel, policy.pressure) if barometer else (1.0, 0.0)
 
         def state(channel: str, barometer: Any = barometer) -> str:
+            # Over-pressured overall, or on this channel, is over-pressured for this send.
             if barometer is None:
                 return "equilibrium"
-            row = barometer.rows.get(channel) or barometer.rows.get("*")
-            return row.state if row else "equilibrium"
+            rows = [barometer.rows.get("*"), barometer.rows.get(channel)]
+            states = [row.state for row in rows if row is not None]
+            if "over" in states:
+                return "over"
+            return states[-1] if states else "equilibrium"
 
         data[cid] = ContactPolicy(sends.get(cid, []), consent, suppression, factor, state)
     gate = PolicyGate(policy, default_zone, data)

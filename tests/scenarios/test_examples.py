@@ -273,7 +273,13 @@ SIGNUP_AT = utc(2025, 3, 3, 10, 0)
 @pytest.fixture(scope="module")
 def welcome_run() -> Outcome:
     people = [
-        {"external_id": "opener", "first_name": "Ana", "email": "ana@example.com", "score": 0},
+        {
+            "external_id": "opener",
+            "first_name": "Ana",
+            "email": "ana@example.com",
+            "score": 0,
+            "phone": "+33612345678",
+        },
         {"external_id": "cold", "first_name": "Bob", "email": "bob@example.com", "score": 10},
         {"external_id": "warm", "first_name": "Cid", "email": "cid@example.com", "score": 55},
         {"external_id": "early", "first_name": "Dan", "email": "dan@example.com", "score": 0},
@@ -295,12 +301,15 @@ def steps_sent(outcome: Outcome, who: str) -> list[tuple[str, datetime]]:
 
 
 def test_welcome_opener_gets_tips_points_tag_and_offer(welcome_run: Outcome) -> None:
+    # the welcome code goes by SMS an hour later (without a policy, no spacing holds it back)
     assert steps_sent(welcome_run, "opener") == [
         ("welcome", SIGNUP_AT),
-        ("tips", SIGNUP_AT + 2 * DAY),
-        ("offer", SIGNUP_AT + 7 * DAY),
+        ("welcome-code", SIGNUP_AT + HOUR),
+        ("tips", SIGNUP_AT + 2 * DAY + HOUR),
+        ("offer", SIGNUP_AT + 7 * DAY + HOUR),
     ]
-    welcome, tips, offer = (s.payload["parts"] for s in welcome_run.sends_to("opener"))
+    welcome, code, tips, offer = (s.payload["parts"] for s in welcome_run.sends_to("opener"))
+    assert code["text"].startswith("Ana, votre code de bienvenue : BIENVENUE10.")
     assert welcome["subject"] == "Bienvenue Ana !"
     assert tips["subject"] == "3 idées pour bien commencer, Ana"
     assert "Avec le code BIENVENUE10, profitez de 10 %" in offer["text"]
@@ -316,16 +325,18 @@ def test_welcome_non_openers_get_the_nudge_and_the_offer_only_when_warm(
 ) -> None:
     assert steps_sent(welcome_run, "cold") == [
         ("welcome", SIGNUP_AT),
-        ("nudge", SIGNUP_AT + 2 * DAY),
+        ("nudge", SIGNUP_AT + 2 * DAY + HOUR),
     ]
+    # no phone: the code SMS is skipped with its reason, and the journey goes on
+    assert ("welcome-code", "address:phone_missing") in welcome_run.reasons("cold", "decision")
     assert welcome_run.sends_to("cold", "nudge")[0].payload["parts"]["subject"] == (
         "Bob, on ne s'est pas encore présentés"
     )
     assert ("warm-enough", "else") in welcome_run.reasons("cold", "step")
     assert steps_sent(welcome_run, "warm") == [
         ("welcome", SIGNUP_AT),
-        ("nudge", SIGNUP_AT + 2 * DAY),
-        ("offer", SIGNUP_AT + 7 * DAY),
+        ("nudge", SIGNUP_AT + 2 * DAY + HOUR),
+        ("offer", SIGNUP_AT + 7 * DAY + HOUR),
     ]
     # an open before the sign-up is not an open of the welcome email
     assert [step for step, _ in steps_sent(welcome_run, "early")] == ["welcome", "nudge"]
