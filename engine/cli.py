@@ -585,14 +585,16 @@ def contact() -> None:
 def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
     """A contact's profile, consents with their history, suppressions and pressure barometer."""
     from engine.consent import consent_history, consent_states, contact_suppressions
-    from engine.store.models import Pressure
+    from engine.policy.loader import load_policy_file
+    from engine.policy.loading import policy_path
+    from engine.pressure import explain, load_barometers
 
     now = utcnow()
     with _database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
         row = _find_contact(conn, external_id)
-        pressure = conn.execute(
-            select(Pressure).where(Pressure.contact_id == row.id).order_by(Pressure.channel)
-        ).all()
+        # The barometer as of now (scores decay), explained with the workspace thresholds.
+        policy = load_policy_file(policy_path(_settings(ctx.find_root())))
+        barometer = load_barometers(conn, [row.id], now, policy.pressure)[row.id]
         details: dict[str, Any] = {
             "contact": {
                 "id": row.id,
@@ -611,16 +613,7 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
             "consents": consent_states(conn, row.id, now),
             "history": consent_history(conn, row.id),
             "suppressions": contact_suppressions(conn, row),
-            "pressure": [
-                {
-                    "channel": p.channel,
-                    "score": p.score,
-                    "state": p.state,
-                    "updated_at": p.updated_at.isoformat(),
-                    "signals": list(p.signals or []),
-                }
-                for p in pressure
-            ],
+            "pressure": explain(barometer, policy.pressure),
         }
     if as_json:
         click.echo(json.dumps(details, indent=2, ensure_ascii=False, default=str))
@@ -654,15 +647,16 @@ def _echo_contact(details: dict[str, Any]) -> None:
             f"  {s['channel']:<8} {s['address']:<32} {s['reason']:<15} "
             f"{s['source']:<10} {_when(s['at'])}"
         )
-    click.echo("pressure")
-    if not details["pressure"]:
-        click.echo("  no reading yet (equilibrium)")
-    for p in details["pressure"]:
-        click.echo(
-            f"  {p['channel']:<8} {p['state']:<12} score {p['score']:.2f}  "
-            f"updated {_when(p['updated_at'])}"
-        )
-        for signal in p["signals"]:
+    pressure = details["pressure"]
+    t = pressure["thresholds"]
+    click.echo(f"pressure (under < {t['under']}, over > {t['over']}, half-life {t['half_life']})")
+    rows = {"overall": pressure["overall"], **pressure["channels"]}
+    for name, p in rows.items():
+        caps = p["caps"]
+        effect = "blocks marketing" if p["blocks_marketing"] else (
+            f"caps x{caps['factor']} +{caps['extra']}")  # fmt: skip
+        click.echo(f"  {name:<8} {p['state']:<12} score {p['score']:.2f}  ({effect})")
+        for signal in p["signals"][:10]:
             click.echo(f"      {json.dumps(signal, ensure_ascii=False, default=str)}")
 
 

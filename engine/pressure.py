@@ -129,10 +129,11 @@ def _remember(signals: list[dict[str, Any]], entry: dict[str, Any]) -> None:
 def caps_factor(barometer: Barometer, channel: str, cfg: PressureConfig) -> tuple[float, float]:
     """(multiplier, extra) for cap maxima from the channel's row, else the overall one."""
     # over → (over_factor, 0); under → (1, under_extra); equilibrium → (1, 0)
-    return _caps(state_of(barometer.reading(channel).score, cfg), cfg)
+    return caps_for_state(state_of(barometer.reading(channel).score, cfg), cfg)
 
 
-def _caps(state: str, cfg: PressureConfig) -> tuple[float, float]:
+def caps_for_state(state: str, cfg: PressureConfig) -> tuple[float, float]:
+    """(factor, extra) applied to cap maxima for a barometer state."""
     if state == OVER:
         return cfg.over_factor, 0.0
     if state == UNDER:
@@ -182,7 +183,7 @@ def explain(barometer: Barometer, cfg: PressureConfig) -> dict[str, Any]:
 
 def _explain_row(row: Reading, cfg: PressureConfig) -> dict[str, Any]:
     state = state_of(row.score, cfg)
-    factor, extra = _caps(state, cfg)
+    factor, extra = caps_for_state(state, cfg)
     return {
         "score": round(row.score, 3),
         "state": state,

@@ -61,7 +61,7 @@ def build_gate(
         is_suppressed,
         suppressed_addresses,
     )
-    from engine.pressure import caps_factor, load_barometers
+    from engine.pressure import caps_for_state, load_barometers
 
     ids = sorted(contacts)
     lock_contacts(conn, ids)
@@ -80,9 +80,6 @@ def build_gate(
         def suppression(channel: str, contact: ContactView = contact) -> str | None:
             return is_suppressed(suppressed, channel, contact)
 
-        def factor(channel: str, barometer: Any = barometer) -> tuple[float, float]:
-            return caps_factor(barometer, channel, policy.pressure) if barometer else (1.0, 0.0)
-
         def state(channel: str, barometer: Any = barometer) -> str:
             # Over-pressured overall, or on this channel, is over-pressured for this send.
             if barometer is None:
@@ -92,6 +89,10 @@ def build_gate(
             if "over" in states:
                 return "over"
             return states[-1] if states else "equilibrium"
+
+        def factor(channel: str, state: Any = state) -> tuple[float, float]:
+            # The same reading as the block: over-pressure overall or on the channel tightens.
+            return caps_for_state(state(channel), policy.pressure)
 
         data[cid] = ContactPolicy(sends.get(cid, []), consent, suppression, factor, state)
     gate = PolicyGate(policy, default_zone, data)
