@@ -239,6 +239,11 @@ def record_consent(
     elif state == OPTED_IN and policy.consent_expiry is not None:
         expires_at = now + policy.consent_expiry
     _contact_row(conn, contact_id)
+    # The gate decides under this lock: a consent written now waits for a batch deciding about
+    # this contact to commit, and the next batch reads it (no send after an opt-out).
+    from engine.policy.loading import lock_contacts
+
+    lock_contacts(conn, [contact_id])
     record_id = int(
         conn.execute(
             insert(ConsentRecord)
@@ -619,6 +624,11 @@ def suppress(
     if not source or len(source) > MAX_SOURCE:
         raise _fail(f"a suppression source is 1 to {MAX_SOURCE} characters", "source")
     value, named = normalize_address(channel, address)
+    owner = contact_id if contact_id is not None else named
+    if owner is not None:  # same per-contact lock as the gate (see record_consent)
+        from engine.policy.loading import lock_contacts
+
+        lock_contacts(conn, [owner])
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = (
         dialect.insert(Suppression)
