@@ -21,12 +21,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from channels.registry import channel_info, channel_names
-from engine.consent import derived_state
+from engine.consent import consent_snapshot, derived_state
 from engine.policy.model import Policy, PressureConfig
 from engine.runtime.state import ContactView
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
 from engine.spec.durations import format_duration
-from engine.store.models import ConsentState, Pressure
+from engine.store.models import Pressure
 
 UNDER, EQUILIBRIUM, OVER = PRESSURE_STATES
 SEND, EVENT = "send", "event"
@@ -350,15 +350,6 @@ def load_policy_views(
     if cfg is not None:
         for view in contacts.values():
             view.pressure.setdefault(OVERALL, state_of(0.0, cfg))
-    consents = conn.execute(
-        select(
-            ConsentState.contact_id,
-            ConsentState.channel,
-            ConsentState.topic,
-            ConsentState.state,
-            ConsentState.expires_at,
-        ).where(ConsentState.contact_id.in_(ids))
-    )
-    for c in consents:
-        state = derived_state(c.state, c.expires_at, now)
-        contacts[c.contact_id].consents[(c.channel, c.topic)] = state
+    for cid, states in consent_snapshot(conn, ids).items():  # the gate's own reading
+        for (channel, topic), (state, expires_at) in states.items():
+            contacts[cid].consents[(channel, topic)] = derived_state(state, expires_at, now)
