@@ -42,6 +42,7 @@ from engine.ingest import (
     check_json,
     clean_contact,
     clean_event,
+    contact_profile,
     parse_instant,
     record_events,
     upsert_contacts,
@@ -194,22 +195,6 @@ def post_events() -> tuple[dict[str, int], int]:
 # --- contacts --------------------------------------------------------------------------------
 
 
-def _profile(row: Any) -> dict[str, Any]:
-    return {
-        "external_id": row.external_id,
-        "email": row.email,
-        "phone": row.phone,
-        "timezone": row.timezone,
-        "locale": row.locale,
-        "score": row.score,
-        "tags": list(row.tags or []),
-        "opted_out": bool(row.opted_out),
-        "attributes": dict(row.attributes or {}),
-        "created_at": _iso(row.created_at),
-        "updated_at": _iso(row.updated_at),
-    }
-
-
 def _find_contact(conn: Connection, external_id: str) -> Any:
     return conn.execute(select(Contact).where(Contact.external_id == external_id)).first()
 
@@ -240,7 +225,7 @@ def put_contact(external_id: str) -> dict[str, Any]:
     with parcours.engine.begin() as conn:
         created, _ = upsert_contacts(conn, [row], now)
         contact = _find_contact(conn, external_id)
-    return {"contact": _profile(contact), "created": created == 1}
+    return {"contact": contact_profile(contact), "created": created == 1}
 
 
 @api.get("/contacts/<external_id>")
@@ -266,7 +251,7 @@ def get_contact(external_id: str) -> dict[str, Any]:
             .limit(RECENT_EVENTS)
         ).all()
     return {
-        "contact": _profile(contact),
+        "contact": contact_profile(contact),
         "enrollments": [
             {
                 "scenario": e.scenario_id,

@@ -585,6 +585,7 @@ def contact() -> None:
 def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
     """A contact's profile, consents with their history, suppressions and pressure barometer."""
     from engine.consent import consent_history, consent_states, contact_suppressions
+    from engine.ingest import contact_profile
     from engine.policy.loader import load_policy_file
     from engine.policy.loading import policy_path
     from engine.pressure import explain, load_barometers
@@ -596,20 +597,7 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
         policy = load_policy_file(policy_path(_settings(ctx.find_root())))
         barometer = load_barometers(conn, [row.id], now, policy.pressure)[row.id]
         details: dict[str, Any] = {
-            "contact": {
-                "id": row.id,
-                "external_id": row.external_id,
-                "email": row.email,
-                "phone": row.phone,
-                "timezone": row.timezone,
-                "locale": row.locale,
-                "score": row.score,
-                "tags": list(row.tags or []),
-                "opted_out": bool(row.opted_out),
-                "attributes": dict(row.attributes or {}),
-                "created_at": row.created_at.isoformat(),
-                "updated_at": row.updated_at.isoformat(),
-            },
+            "contact": {"id": row.id, **contact_profile(row)},
             "consents": consent_states(conn, row.id, now),
             "history": consent_history(conn, row.id),
             "suppressions": contact_suppressions(conn, row),

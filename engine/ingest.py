@@ -439,3 +439,20 @@ def record_imported_consents(
                            policy=policy)  # fmt: skip
             count += 1
     return count
+
+
+def contact_profile(row: Any) -> dict[str, Any]:
+    """A contact row as JSON-ready data (API answers, `parcours contact show`)."""
+    return {
+        "external_id": row.external_id,
+        "email": row.email,
+        "phone": row.phone,
+        "timezone": row.timezone,
+        "locale": row.locale,
+        "score": row.score,
+        "tags": list(row.tags or []),
+        "opted_out": bool(row.opted_out),
+        "attributes": dict(row.attributes or {}),
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+    }
