@@ -1,4 +1,4 @@
-"""The Parcours web application: the JSON API, a read-only status page and the public pages."""
+"""The Parcours web application: the designer (signed-in pages), the JSON API and the public pages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
@@ -115,13 +115,31 @@ def _on_unexpected(exc: Exception) -> Any:
     )
 
 
+# The designer loads only its own files: no inline script, no third-party origin (everything
+# is vendored, so it also works offline).
+DESIGNER_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+PUBLIC_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+
+
+def parcours() -> Parcours:
+    """The application's shared state, inside a request."""
+    state: Parcours = current_app.extensions["parcours"]
+    return state
+
+
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     if response.mimetype == "text/html":
-        response.headers.setdefault(
-            "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"
-        )
+        public = (request.endpoint or "").startswith("public.")
+        response.headers.setdefault("Content-Security-Policy", PUBLIC_CSP if public else DESIGNER_CSP)
         response.headers.setdefault("X-Frame-Options", "DENY")
+    if request.endpoint != "static":
+        response.headers.setdefault("Cache-Control", "no-store")
     return response
 
 
@@ -190,17 +208,32 @@ def create_app(
         public_url=f"http://{settings.host}:{settings.port}",
     )
 
+    from designer import auth, i18n
     from designer.api import api
+    from designer.editor import editor
+    from designer.insights import insights
     from designer.public import public
+    from designer.scenarios import scenarios
 
+    i18n.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(api)
     app.register_blueprint(public)
+    app.register_blueprint(scenarios)
+    app.register_blueprint(editor)
+    app.register_blueprint(insights)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)
     app.after_request(_security_headers)
 
     @app.get("/")
+    def home() -> Any:
+        """The designer starts on the list of journeys."""
+        return redirect(url_for("scenarios.index"))
+
+    @app.get("/status")
+    @auth.requires("viewer")
     def status() -> str:
         """The worker's status, read only."""
         return render_template("status.html", **status_counts(app.extensions["parcours"]))

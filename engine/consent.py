@@ -28,6 +28,7 @@ from engine.errors import IngestError, NotFound
 from engine.ingest import EMAIL, MAX_EMAIL_LENGTH, PHONE, RowInvalid, check_json
 from engine.links import InvalidLink, sign, verify
 from engine.policy.model import Policy
+from engine.store.db import id_in
 from engine.store.models import ConsentRecord, ConsentState, Contact, Send, Suppression
 
 ALL = "*"  # topic: every topic of the channel; suppression channel: every channel
@@ -302,7 +303,7 @@ def consent_snapshot(conn: Connection, contact_ids: Iterable[int]) -> dict[int, 
             ConsentState.topic,
             ConsentState.state,
             ConsentState.expires_at,
-        ).where(ConsentState.contact_id.in_(ids))
+        ).where(id_in(ConsentState.contact_id, ids, conn.dialect.name))
     )
     for cid, channel, topic, state, expires_at in rows:
         snapshot[cid][(channel, topic)] = (state, expires_at)

@@ -26,6 +26,7 @@ from engine.policy.model import Policy, PressureConfig
 from engine.runtime.state import ContactView
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
 from engine.spec.durations import format_duration
+from engine.store.db import id_in
 from engine.store.models import Pressure
 
 UNDER, EQUILIBRIUM, OVER = PRESSURE_STATES
@@ -213,7 +214,7 @@ def load_barometers(
         return out
     stmt = select(
         Pressure.contact_id, Pressure.channel, Pressure.score, Pressure.updated_at, Pressure.signals
-    ).where(Pressure.contact_id.in_(ids))
+    ).where(id_in(Pressure.contact_id, ids, conn.dialect.name))
     if lock and conn.dialect.name == "postgresql":
         stmt = stmt.order_by(Pressure.contact_id, Pressure.channel).with_for_update()
     for r in conn.execute(stmt):
@@ -340,7 +341,7 @@ def load_policy_views(
             Pressure.score,
             Pressure.updated_at,
             Pressure.state,
-        ).where(Pressure.contact_id.in_(ids))
+        ).where(id_in(Pressure.contact_id, ids, conn.dialect.name))
     )
     for r in rows:
         state = r.state

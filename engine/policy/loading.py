@@ -15,12 +15,8 @@ from engine.policy.gate import ContactPolicy, PastSend, PolicyGate, lookback
 from engine.policy.loader import load_policy_file
 from engine.policy.model import Policy
 from engine.runtime.state import ContactView
+from engine.store.db import id_in
 from engine.store.models import Send
-
-LOCK_SQL = text(
-    "SELECT count(pg_advisory_xact_lock(id)) FROM (SELECT unnest(:ids) AS id ORDER BY 1) s"
-)
-
 
 LOCK_SQL = text(
     "SELECT count(pg_advisory_xact_lock(id)) "
@@ -41,7 +37,7 @@ def past_sends(
 ) -> dict[int, list[PastSend]]:
     rows = conn.execute(
         select(Send.contact_id, Send.created_at, Send.channel, Send.scenario_id, Send.kind).where(
-            Send.contact_id.in_(contact_ids), Send.created_at >= since
+            id_in(Send.contact_id, contact_ids, conn.dialect.name), Send.created_at >= since
         )
     )
     out: dict[int, list[PastSend]] = defaultdict(list)

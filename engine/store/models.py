@@ -336,3 +336,39 @@ class Pressure(Base):
     )
     updated_at: Mapped[datetime]
     signals: Mapped[list[Any]] = mapped_column(JSONType, default=list, server_default="[]")
+
+
+USER_ROLES = ("admin", "marketer", "viewer")
+
+
+class User(Base):
+    """A person who signs in to the designer; the password is stored as a salted hash only."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    language: Mapped[str | None] = mapped_column(String(8))
+    # Set for a generated password: the next sign-in must choose a new one.
+    must_change_password: Mapped[bool] = mapped_column(default=False, server_default=false())
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """Who changed, published, paused or resumed what, and when; append-only."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "target_kind", "target_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))  # save, publish, pause, resume, login...
+    target_kind: Mapped[str] = mapped_column(String(32))  # scenario, user, policy, session
+    target_id: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")

@@ -1,0 +1,374 @@
+"""Sign-in, roles, CSRF and the audit log of the designer.
+
+Roles, from least to most: viewer (reads everything), marketer (edits, simulates, publishes,
+pauses), admin (also users and settings). Every designer route declares the least role it needs
+with `@requires(role)`; a test walks the URL map to check that none is left open.
+
+CSRF: every state-changing request outside the API (which uses an API key, never cookies) and
+the public pages must carry the session's token, in the form field `csrf_token` or the
+`X-CSRF-Token` header.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from designer.i18n import gettext as _
+from engine.store.models import USER_ROLES, AuditEntry, User
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RANK = {role: i for i, role in enumerate(("viewer", "marketer", "admin"))}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Endpoints that change nothing for a signed-in user or authenticate by other means.
+CSRF_EXEMPT_PREFIXES = ("api.", "public.")
+MIN_PASSWORD = 10
+LOCKOUT_FAILURES = 8
+LOCKOUT_SECONDS = 300
+
+auth = Blueprint("auth", __name__)
+
+
+class _Failures:
+    """Failed sign-ins per username, in memory: a burst locks the name for a while."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, list[float]] = {}
+
+    def locked(self, username: str) -> bool:
+        with self._lock:
+            recent = [t for t in self._seen.get(username, []) if time.monotonic() - t < LOCKOUT_SECONDS]
+            self._seen[username] = recent
+            return len(recent) >= LOCKOUT_FAILURES
+
+    def add(self, username: str) -> None:
+        with self._lock:
+            self._seen.setdefault(username, []).append(time.monotonic())
+
+    def clear(self, username: str) -> None:
+        with self._lock:
+            self._seen.pop(username, None)
+
+
+def _failures() -> _Failures:
+    found: _Failures = current_app.extensions["parcours_login_failures"]
+    return found
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password)
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password is refused, or None."""
+    if len(password) < MIN_PASSWORD:
+        return _("A password needs at least %(n)d characters.", n=MIN_PASSWORD)
+    return None
+
+
+def create_user(
+    engine: Engine,
+    username: str,
+    role: str,
+    password: str | None = None,
+    name: str | None = None,
+    language: str | None = None,
+) -> tuple[User, str]:
+    """Create a user; with no password, a one-time password is generated (and returned)."""
+    if role not in USER_ROLES:
+        raise ValueError(f"unknown role '{role}': use one of {', '.join(USER_ROLES)}")
+    generated = password is None
+    password = password or secrets.token_urlsafe(12)
+    with Session(engine, expire_on_commit=False) as db, db.begin():
+        if db.scalar(select(User.id).where(User.username == username)) is not None:
+            raise ValueError(f"user '{username}' already exists")
+        user = User(
+            username=username,
+            role=role,
+            name=name,
+            language=language,
+            password_hash=hash_password(password),
+            must_change_password=generated,
+        )
+        db.add(user)
+    return user, password
+
+
+def ensure_first_admin(engine: Engine) -> str | None:
+    """With no user at all, create `admin` with a one-time password and return it."""
+    with Session(engine) as db:
+        if db.scalar(select(User.id).limit(1)) is not None:
+            return None
+    _user, password = create_user(engine, "admin", "admin")
+    return password
+
+
+def audit(
+    db: Session, action: str, kind: str, target: str | None, **details: Any
+) -> None:  # fmt: skip
+    """Append to the audit log, in the caller's transaction, as the signed-in user."""
+    user = getattr(g, "user", None)
+    db.add(
+        AuditEntry(
+            username=user.username if user is not None else "system",
+            action=action,
+            target_kind=kind,
+            target_id=target,
+            details=details,
+        )
+    )
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def _wants_json() -> bool:
+    return request.is_json or request.accept_mimetypes.best == "application/json"
+
+
+def _check_csrf() -> Any:
+    if request.method in SAFE_METHODS:
+        return None
+    endpoint = request.endpoint or ""
+    if endpoint.startswith(CSRF_EXEMPT_PREFIXES) or endpoint == "static":
+        return None
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token") or ""
+    expected = session.get("csrf")
+    if isinstance(expected, str) and hmac.compare_digest(sent, expected):
+        return None
+    if _wants_json():
+        body = {"error": {"code": "csrf", "message": _("Session expired: reload the page.")}}
+        return jsonify(body), 400
+    abort(400, _("The form expired or came from another site: reload the page and try again."))
+
+
+def _load_user() -> None:
+    g.user = None
+    user_id = session.get("user_id")
+    if user_id is None:
+        return
+    from designer import parcours
+
+    with Session(parcours().engine) as db:
+        user = db.get(User, user_id)
+        if user is None or user.disabled or session.get("pw") != user.password_hash[-12:]:
+            session.clear()  # deleted, disabled, or password changed elsewhere: sign out
+            return
+        db.expunge(user)
+    g.user = user
+
+
+def requires(role: str) -> Callable[[F], F]:
+    """The least role a view needs; signed-out users go to the sign-in page (JSON: 401)."""
+    if role not in RANK:
+        raise ValueError(role)
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            user = g.get("user")
+            if user is None:
+                if _wants_json():
+                    body = {"error": {"code": "login", "message": _("Please sign in again.")}}
+                    return jsonify(body), 401
+                return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            if user.must_change_password and request.endpoint != "auth.password":
+                return redirect(url_for("auth.password"))
+            if RANK[user.role] < RANK[role]:
+                if _wants_json():
+                    body = {"error": {"code": "forbidden", "message": _("Your role cannot do this.")}}
+                    return jsonify(body), 403
+                abort(403, _("Your role (%(role)s) cannot do this.", role=_(user.role)))
+            return view(*args, **kwargs)
+
+        wrapped.required_role = role  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+def can(role: str) -> bool:
+    """In templates: may the signed-in user do what `role` may?"""
+    user = g.get("user")
+    return user is not None and RANK[user.role] >= RANK[role]
+
+
+def _safe_next(target: str | None) -> str:
+    # only a path on this site: never an absolute URL or //host (open redirect)
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("scenarios.index")
+    parts = urlsplit(target)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+@auth.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Sign in with a username and password."""
+    from designer import parcours
+
+    error = None
+    username = ""
+    if request.method == "POST":
+        username = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        if _failures().locked(username):
+            error = _("Too many failed attempts: wait a few minutes.")
+        else:
+            with Session(parcours().engine) as db, db.begin():
+                user = db.scalar(select(User).where(User.username == username))
+                ok = (
+                    user is not None
+                    and not user.disabled
+                    and check_password_hash(user.password_hash, password)
+                )
+                if ok and user is not None:
+                    _failures().clear(username)
+                    user.last_login_at = datetime.now(UTC)
+                    session.clear()
+                    session["user_id"] = user.id
+                    session["pw"] = user.password_hash[-12:]
+                    if user.language:
+                        session["lang"] = user.language
+                    session.permanent = True
+                    g.user = user
+                    audit(db, "login", "session", user.username)
+                    return redirect(_safe_next(request.args.get("next")))
+            _failures().add(username)
+            error = _("Unknown username or wrong password.")
+    return render_template("login.html", error=error, username=username), (401 if error else 200)
+
+
+@auth.post("/logout")
+@requires("viewer")
+def logout() -> Any:
+    """Sign out."""
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+@auth.route("/account/password", methods=["GET", "POST"])
+@requires("viewer")
+def password() -> Any:
+    """Choose a new password (required after a generated one)."""
+    from designer import parcours
+
+    error = None
+    if request.method == "POST":
+        current = request.form.get("current", "")
+        new = request.form.get("new", "")
+        with Session(parcours().engine) as db, db.begin():
+            user = db.get(User, g.user.id)
+            assert user is not None
+            if not check_password_hash(user.password_hash, current):
+                error = _("The current password is wrong.")
+            elif new != request.form.get("confirm", ""):
+                error = _("The two new passwords differ.")
+            else:
+                error = password_problem(new)
+            if error is None:
+                user.password_hash = hash_password(new)
+                user.must_change_password = False
+                session["pw"] = user.password_hash[-12:]
+                audit(db, "password", "user", user.username)
+        if error is None:
+            flash(_("Password changed."), "ok")
+            return redirect(url_for("scenarios.index"))
+    return render_template("password.html", error=error), (400 if error else 200)
+
+
+@auth.route("/users", methods=["GET", "POST"])
+@requires("admin")
+def users() -> Any:
+    """List users; create one with a one-time password."""
+    from designer import parcours
+
+    engine = parcours().engine
+    created = None
+    error = None
+    if request.method == "POST":
+        username = request.form.get("username", "").strip()
+        role = request.form.get("role", "viewer")
+        if not username or not username.replace("-", "").replace(".", "").isalnum():
+            error = _("A username is letters, digits, dots and dashes.")
+        else:
+            try:
+                _user, created = create_user(engine, username, role, name=request.form.get("name"))
+            except ValueError as exc:
+                error = str(exc)
+            else:
+                with Session(engine) as db, db.begin():
+                    audit(db, "create", "user", username, role=role)
+    with Session(engine) as db:
+        everyone = db.scalars(select(User).order_by(User.username)).all()
+    return render_template(
+        "users.html", users=everyone, created=created, error=error, roles=USER_ROLES
+    ), (400 if error else 200)
+
+
+@auth.post("/users/<int:user_id>")
+@requires("admin")
+def update_user(user_id: int) -> Any:
+    """Change a user's role, or disable / enable the account."""
+    from designer import parcours
+
+    with Session(parcours().engine) as db, db.begin():
+        user = db.get(User, user_id)
+        if user is None:
+            abort(404)
+        role = request.form.get("role")
+        if role in USER_ROLES and role != user.role:
+            if user.id == g.user.id:
+                abort(400, _("You cannot change your own role."))
+            user.role = role
+            audit(db, "role", "user", user.username, role=role)
+        if "disabled" in request.form:
+            disabled = request.form["disabled"] == "1"
+            if user.id == g.user.id and disabled:
+                abort(400, _("You cannot disable your own account."))
+            user.disabled = disabled
+            audit(db, "disable" if disabled else "enable", "user", user.username)
+    return redirect(url_for("auth.users"))
+
+
+def init_app(app: Flask) -> None:
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 12 * 3600)
+    app.extensions["parcours_login_failures"] = _Failures()
+    app.before_request(_load_user)
+    app.before_request(_check_csrf)
+    app.jinja_env.globals.update(csrf_token=csrf_token, can=can)
+    app.register_blueprint(auth)

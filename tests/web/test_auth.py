@@ -1,0 +1,98 @@
+"""Sign-in, roles, CSRF and the audit of sign-ins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from designer import Parcours
+from designer.auth import ensure_first_admin
+from engine.store.models import AuditEntry, User
+from tests.web.conftest import PASSWORD, csrf_of
+
+
+def test_signed_out_pages_redirect_to_login_and_json_gets_401(designer_app: Flask) -> None:
+    client = designer_app.test_client()
+    page = client.get("/scenarios")
+    assert page.status_code == 302
+    assert page.headers["Location"].startswith("/login?next=/scenarios")
+    api = client.get("/scenarios", headers={"Accept": "application/json"})
+    assert api.status_code == 401
+    assert api.get_json()["error"]["code"] == "login"
+
+
+def test_wrong_password_is_refused_and_a_burst_locks_the_name(designer_app: Flask) -> None:
+    client = designer_app.test_client()
+    token = csrf_of(client)
+    for _ in range(8):
+        r = client.post("/login", data={"username": "viewer", "password": "x", "csrf_token": token})
+        assert r.status_code == 401
+        assert "wrong password" in r.get_data(as_text=True)
+    right = {"username": "viewer", "password": PASSWORD, "csrf_token": token}
+    locked = client.post("/login", data=right)
+    assert locked.status_code == 401
+    assert "Too many failed attempts" in locked.get_data(as_text=True)
+
+
+def test_login_without_csrf_token_is_refused(designer_app: Flask) -> None:
+    client = designer_app.test_client()
+    r = client.post("/login", data={"username": "admin", "password": PASSWORD})
+    assert r.status_code == 400
+
+
+def test_next_never_leaves_the_site(designer_app: Flask) -> None:
+    client = designer_app.test_client()
+    token = csrf_of(client)
+    data = {"username": "admin", "password": PASSWORD, "csrf_token": token}
+    r = client.post("/login?next=//evil.example/x", data=data)
+    assert r.headers["Location"] == "/scenarios"
+
+
+def test_sign_in_is_audited(login: Callable[[str], FlaskClient], state: Parcours) -> None:
+    login("marketer")
+    with Session(state.engine) as db:
+        entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "login")).one()
+    assert (entry.username, entry.target_kind) == ("marketer", "session")
+
+
+def test_viewer_cannot_reach_admin_pages(login: Callable[[str], FlaskClient]) -> None:
+    assert login("viewer").get("/users").status_code == 403
+    assert login("marketer").get("/users").status_code == 403
+    assert login("admin").get("/users").status_code == 200
+
+
+def test_first_admin_gets_a_one_time_password_that_must_be_changed(
+    designer_app: Flask, state: Parcours
+) -> None:
+    with Session(state.engine) as db, db.begin():
+        for user in db.scalars(select(User)):
+            db.delete(user)
+    password = ensure_first_admin(state.engine)
+    assert password and ensure_first_admin(state.engine) is None
+    client = designer_app.test_client()
+    token = csrf_of(client)
+    client.post("/login", data={"username": "admin", "password": password, "csrf_token": token})
+    assert client.get("/scenarios").headers["Location"] == "/account/password"
+    token = csrf_of(client)
+    short = {"current": password, "new": "short", "confirm": "short", "csrf_token": token}
+    assert client.post("/account/password", data=short).status_code == 400
+    good = {"current": password, "new": PASSWORD, "confirm": PASSWORD, "csrf_token": token}
+    assert client.post("/account/password", data=good).status_code == 302
+    assert client.get("/scenarios").status_code == 200
+
+
+def test_admin_creates_a_user_with_a_one_time_password(
+    login: Callable[[str], FlaskClient],
+) -> None:
+    admin = login("admin")
+    r = admin.post(
+        "/users", data={"username": "anne", "role": "marketer", "csrf_token": admin.csrf}
+    )
+    assert r.status_code == 200
+    assert 'data-testid="one-time-password"' in r.get_data(as_text=True)
+    missing_token = admin.post("/users", data={"username": "bob", "role": "viewer"})
+    assert missing_token.status_code == 400
