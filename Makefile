@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+CHROMIUM ?= /usr/bin/chromium
+
 .PHONY: run test lint bench
 
 $(BIN)/parcours: pyproject.toml
@@ -21,7 +23,13 @@ lint: $(BIN)/parcours
 	$(BIN)/mypy
 	$(BIN)/parcours lint scenarios
 
-test: lint
+# The designer's browser tests drive Debian's Chromium (Playwright cannot download browsers).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "browser tests need Chromium: sudo apt-get install -y chromium" >&2; fi
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/parcours

@@ -1,4 +1,4 @@
-"""The Parcours web application: the designer (signed-in pages), the JSON API and the public pages."""
+"""The Parcours web application: the designer (signed in), the JSON API and the public pages."""
 
 from __future__ import annotations
 
@@ -136,7 +136,9 @@ def _security_headers(response: Response) -> Response:
     response.headers.setdefault("Referrer-Policy", "same-origin")
     if response.mimetype == "text/html":
         public = (request.endpoint or "").startswith("public.")
-        response.headers.setdefault("Content-Security-Policy", PUBLIC_CSP if public else DESIGNER_CSP)
+        response.headers.setdefault(
+            "Content-Security-Policy", PUBLIC_CSP if public else DESIGNER_CSP
+        )
         response.headers.setdefault("X-Frame-Options", "DENY")
     if request.endpoint != "static":
         response.headers.setdefault("Cache-Control", "no-store")
@@ -197,6 +199,8 @@ def create_app(
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    # Key order carries meaning in a scenario document (the first step starts): keep it.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config is not None:
         app.config.from_mapping(test_config)
     if not app.config.get("SECRET_KEY"):
@@ -214,6 +218,7 @@ def create_app(
     from designer.insights import insights
     from designer.public import public
     from designer.scenarios import scenarios
+    from designer.simulation import simulation
 
     i18n.init_app(app)
     auth.init_app(app)
@@ -222,6 +227,7 @@ def create_app(
     app.register_blueprint(scenarios)
     app.register_blueprint(editor)
     app.register_blueprint(insights)
+    app.register_blueprint(simulation)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
-    current_app,
     abort,
+    current_app,
     flash,
     g,
     jsonify,
@@ -65,7 +65,9 @@ class _Failures:
 
     def locked(self, username: str) -> bool:
         with self._lock:
-            recent = [t for t in self._seen.get(username, []) if time.monotonic() - t < LOCKOUT_SECONDS]
+            recent = [
+                t for t in self._seen.get(username, []) if time.monotonic() - t < LOCKOUT_SECONDS
+            ]
             self._seen[username] = recent
             return len(recent) >= LOCKOUT_FAILURES
 
@@ -209,7 +211,9 @@ def requires(role: str) -> Callable[[F], F]:
                 return redirect(url_for("auth.password"))
             if RANK[user.role] < RANK[role]:
                 if _wants_json():
-                    body = {"error": {"code": "forbidden", "message": _("Your role cannot do this.")}}
+                    body = {
+                        "error": {"code": "forbidden", "message": _("Your role cannot do this.")}
+                    }
                     return jsonify(body), 403
                 abort(403, _("Your role (%(role)s) cannot do this.", role=_(user.role)))
             return view(*args, **kwargs)

@@ -41,8 +41,14 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
             )
         if problems:
             click.echo(format_problems(problems), err=True)
+    from designer.auth import ensure_first_admin
     from engine.policy.loading import full_gate_factory
 
+    first = ensure_first_admin(engine)
+    if first:
+        click.echo(
+            f"First sign-in: user 'admin', one-time password {first} (you will choose your own)."
+        )
     gate_factory = full_gate_factory(settings)  # a broken policy.yaml stops here, with its lines
     service = Service(engine, settings, gate_factory=gate_factory)
     app = create_app(settings)
@@ -58,6 +64,70 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
         )
     finally:
         service.shutdown()
+
+
+@cli.group()
+def users() -> None:
+    """Designer accounts: admin, marketer or viewer."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "marketer", "viewer"]),
+    default="marketer",
+    show_default=True,
+)
+@click.option("--name", default=None, help="Full name shown in the designer.")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (else generated)."
+)
+@click.pass_context
+def users_create(
+    ctx: click.Context, username: str, role: str, name: str | None, password_stdin: bool
+) -> None:
+    """Create a designer account; without --password-stdin a one-time password is printed."""
+    from designer.auth import create_user, password_problem
+    from engine.store.db import make_engine, upgrade
+
+    settings: Settings = ctx.obj
+    password = None
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\n")
+        problem = password_problem(password)
+        if problem:
+            raise click.UsageError(problem)
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    try:
+        _user, chosen = create_user(engine, username, role, password, name=name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        engine.dispose()
+    click.echo(f"user {username} ({role}) created")
+    if password is None:
+        click.echo(f"one-time password (to change at first sign-in): {chosen}")
+
+
+@users.command("list")
+@click.pass_context
+def users_list(ctx: click.Context) -> None:
+    """List designer accounts."""
+    from sqlalchemy import select
+
+    from engine.store.db import make_engine, upgrade
+    from engine.store.models import User
+
+    settings: Settings = ctx.obj
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    with Session(engine) as db:
+        for user in db.scalars(select(User).order_by(User.username)):
+            state = " (disabled)" if user.disabled else ""
+            click.echo(f"{user.username}\t{user.role}{state}")
+    engine.dispose()
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """English and French for the designer.
 
-Messages are written in English in the code and templates (`_("...")`); `translations/fr.json`
-and `translations/fr.<area>.json` (one per designer area) map each to French. A test extracts every message and fails if one has no French entry, so
+Messages are written in English in the code and templates, wrapped in the underscore
+function; `translations/fr.json` and `translations/fr.<area>.json` (one per designer area) map
+each to French. A test extracts every message and fails if one has no French entry, so
 nothing half-translated ships. The language comes from `?lang=`, then the session (a signed-in
 user's choice), then the browser's Accept-Language; English is the fallback.
 """
@@ -16,6 +17,18 @@ from typing import Any
 from flask import Flask, g, has_request_context, request, session
 
 LANGUAGES = ("en", "fr")
+
+
+def dynamic_messages() -> list[str]:
+    """Words translated from data (`_(row.status)`): the extraction test checks these too."""
+    from engine.spec.model import OBJECTIVES
+    from engine.store.models import SCENARIO_STATUSES, USER_ROLES
+
+    actions = ("login", "save", "create", "publish", "pause", "resume", "password", "role")
+    kinds = ("scenario", "user", "session", "policy", "disable", "enable")
+    return [*SCENARIO_STATUSES, *USER_ROLES, *OBJECTIVES, *actions, *kinds]
+
+
 HERE = Path(__file__).parent / "translations"
 
 

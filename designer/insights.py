@@ -1,23 +1,547 @@
-"""Contacts and the pressure dashboard (placeholder until they land)."""
+"""Contacts (search and the 360° page) and the pressure dashboard: read-only pages for every role.
+
+The contact page explains consent and the barometer with the engine's own functions (those that
+`parcours contact show` prints), so the designer and the command line never disagree. The
+dashboard asks the database for aggregates only (GROUP BY), in SQL that SQLite and PostgreSQL both
+run; Python merely folds at most a few hundred buckets.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, render_template, request
+from sqlalchemy import ColumnElement, and_, bindparam, case, extract, func, or_, select, true
+from sqlalchemy.engine import Connection
 
+from channels.registry import channel_names
+from designer import parcours
 from designer.auth import requires
+from designer.i18n import current_language
+from designer.i18n import gettext as _
+from engine import consent as ledger
+from engine.ingest import contact_profile
+from engine.policy.base import ADDRESS_FIELDS
+from engine.policy.model import MARKETING, CapRule, Policy, PressureConfig
+from engine.pressure import explain, load_barometers, state_of
+from engine.runtime.timing import zone_for
+from engine.spec.conditions import OVERALL, PRESSURE_STATES
+from engine.store.db import SQLITE_BEGIN, id_in
+from engine.store.models import (
+    Contact,
+    Enrollment,
+    Event,
+    JournalEntry,
+    Pressure,
+    ScenarioRecord,
+    ScenarioVersion,
+    Send,
+    UTCDateTime,
+)
 
 insights = Blueprint("insights", __name__)
+
+PAGE = 50  # contacts per page
+TIMELINE = 200  # timeline items per page
+DAYS = 30  # the dashboard's period
+BUCKET = {"sqlite": "%Y-%m-%d %H", "postgresql": "YYYY-MM-DD HH24"}
+
+
+@contextmanager
+def _reader() -> Iterator[Connection]:
+    with parcours().engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
+        yield conn
+
+
+# ---------------------------------------------------------------- words
+
+
+def state_label(state: str) -> str:
+    labels = {"under": _("Under-pressure"), "equilibrium": _("Equilibrium"),
+              "over": _("Over-pressure")}  # fmt: skip
+    return labels.get(state, state)
+
+
+def channel_label(channel: str | None) -> str:
+    labels = {OVERALL: _("All channels"), "email": _("Email"), "sms": _("SMS"), "push": _("Push"),
+              "onsite": _("On-site"), "mail": _("Paper mail"), "call": _("Call centre"),
+              "webhook": _("Webhook"), "marketing": _("Marketing")}  # fmt: skip
+    return labels.get(channel or "", channel or "—")
+
+
+def consent_label(state: str) -> str:
+    labels = {"opted_in": _("Opted in"), "opted_out": _("Opted out"), "pending": _("Pending"),
+              "expired": _("Expired"), "unknown": _("Unknown"),
+              "opt_out_mode": _("Allowed by default")}  # fmt: skip
+    return labels.get(state, state)
+
+
+def reason_label(reason: str | None) -> str:
+    """A journal reason (a rule id such as ``cap:email-week``) in words."""
+    if not reason:
+        return ""
+    kind, _sep, rest = reason.partition(":")
+    expired = rest.endswith(":expired")
+    rest = rest.removesuffix(":expired")
+    if kind == "consent":
+        topic, _sep, state = rest.rpartition(":")
+        topics = parcours().policy().topics
+        topic = _("every topic") if topic in ("all", OVERALL) else topics.get(topic, topic)
+        text = _("Consent (%(topic)s): %(state)s", topic=topic, state=consent_label(state))
+    elif kind in ("cap", "quiet", "spacing", "suppression", "address"):
+        words = {"cap": _("Frequency cap %(rule)s"), "quiet": _("Quiet hours %(rule)s"),
+                 "spacing": _("Spacing between sends (%(rule)s)"),
+                 "suppression": _("Suppressed address (%(rule)s)"),
+                 "address": _("Missing address (%(rule)s)")}  # fmt: skip
+        text = words[kind] % {"rule": rest}
+    elif reason == "pressure:over":
+        text = _("Over-pressure")
+    else:
+        return reason
+    return _("%(reason)s, waited too long", reason=text) if expired else text
+
+
+def journal_label(kind: str) -> str:
+    labels = {"entered": _("Entered the journey"), "skipped_entry": _("Entry refused"),
+              "step": _("Step"), "woken": _("Woken"), "decision": _("Send held back"),
+              "error": _("Error"), "completed": _("Journey finished"),
+              "converted": _("Goal reached"), "exited": _("Left the journey"),
+              "failed": _("Journey failed"), "send": _("Send")}  # fmt: skip
+    return labels.get(kind, kind)
+
+
+def status_label(status: str) -> str:
+    labels = {"active": _("In progress"), "completed": _("Finished"),
+              "converted": _("Goal reached"), "exited": _("Left"), "failed": _("Failed"),
+              "queued": _("Queued"), "sent": _("Sent"), "delivered": _("Delivered"),
+              "bounced": _("Bounced"), "ambiguous": _("Uncertain")}  # fmt: skip
+    return labels.get(status, status)
+
+
+def number(value: float, digits: int = 0) -> str:
+    text = f"{value:,.{digits}f}"
+    if current_language() == "fr":
+        return text.replace(",", "\u202f").replace(".", ",")
+    return text
+
+
+def percent(share: float) -> str:
+    """A share (0.25) as a percentage, with the language's spacing: 25.0% or 25,0 %."""
+    return number(100 * share, 1) + ("\u202f%" if current_language() == "fr" else "%")
+
+
+def span(delta: timedelta) -> str:
+    """A duration in words: 7 days, 12 hours, 30 minutes."""
+    seconds = int(delta.total_seconds())
+    if seconds % 86400 == 0:
+        return _("%(n)s days", n=seconds // 86400) if seconds != 86400 else _("1 day")
+    if seconds % 3600 == 0:
+        return _("%(n)s hours", n=seconds // 3600)
+    return _("%(n)s minutes", n=number(seconds / 60))
+
+
+def _zone() -> Any:
+    return zone_for(None, parcours().settings.timezone)
+
+
+def when(instant: datetime | str | None) -> str:
+    """An instant in the workspace's time zone, to the minute."""
+    if instant is None:
+        return "—"
+    if isinstance(instant, str):
+        instant = datetime.fromisoformat(instant)
+    return instant.astimezone(_zone()).strftime("%Y-%m-%d %H:%M")
+
+
+def ago(instant: datetime | None) -> str:
+    if instant is None:
+        return "—"
+    seconds = (parcours().clock.now() - instant).total_seconds()
+    if seconds < 60:
+        return _("just now")
+    if seconds < 3600:
+        return _("%(n)s min ago", n=int(seconds // 60))
+    if seconds < 86400:
+        return _("%(n)s h ago", n=int(seconds // 3600))
+    return _("%(n)s d ago", n=int(seconds // 86400))
+
+
+@insights.context_processor
+def _helpers() -> dict[str, Any]:
+    return {"state_label": state_label, "channel_label": channel_label, "when": when, "ago": ago,
+            "consent_label": consent_label, "reason_label": reason_label, "number": number,
+            "journal_label": journal_label, "status_label": status_label, "span": span,
+            "percent": percent}  # fmt: skip
+
+
+# ---------------------------------------------------------------- contacts
+
+
+def _in(column: Any, ids: list[int], conn: Connection) -> ColumnElement[bool]:
+    return id_in(column, ids, conn.dialect.name)
+
+
+def _like(text: str) -> str:
+    return re.sub(r"([\\%_])", r"\\\1", text) + "%"
+
+
+def matching(q: str) -> ColumnElement[bool]:
+    """External id (exact or prefix), email (prefix, any case) or phone (prefix, also typed as a
+    national number with its leading 0)."""
+    found = [
+        Contact.external_id == q,
+        Contact.external_id.like(_like(q), escape="\\"),
+        func.lower(Contact.email).like(_like(q.lower()), escape="\\"),
+    ]
+    digits = re.sub(r"[\s.()-]", "", q)
+    if re.fullmatch(r"\+?\d{3,}", digits):
+        found.append(Contact.phone.like(_like(digits), escape="\\"))
+        if digits.startswith("0"):  # national form: after a country code of 1 to 3 digits
+            found += [Contact.phone.like(f"+{'_' * n}{digits[1:]}%") for n in (1, 2, 3)]
+    return or_(*found)
 
 
 @insights.get("/contacts")
 @requires("viewer")
 def contacts() -> Any:
-    return "contacts"
+    """Search by external id, email or phone; without a query, the latest updated contacts."""
+    q = request.args.get("q", "").strip()[:320]
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    state = parcours()
+    now = state.clock.now()
+    where = matching(q) if q else true()
+    with _reader() as conn:
+        total = conn.execute(select(func.count()).select_from(Contact).where(where)).scalar_one()
+        rows = conn.execute(
+            select(Contact)
+            .where(where)
+            .order_by(Contact.updated_at.desc(), Contact.id.desc())
+            .limit(PAGE)
+            .offset((page - 1) * PAGE)
+        ).all()
+        ids = [r.id for r in rows]
+        barometers = load_barometers(conn, ids, now, state.policy().pressure)
+        active: dict[int, int] = {
+            cid: n
+            for cid, n in conn.execute(
+                select(Enrollment.contact_id, func.count())
+                .where(_in(Enrollment.contact_id, ids, conn), Enrollment.status == "active")
+                .group_by(Enrollment.contact_id)
+            )
+        }
+        latest = (
+            select(Event.contact_id, func.max(Event.occurred_at).label("at"))
+            .where(_in(Event.contact_id, ids, conn))
+            .group_by(Event.contact_id)
+            .subquery()
+        )
+        last = {
+            r.contact_id: r
+            for r in conn.execute(
+                select(Event.contact_id, Event.name, Event.occurred_at).join(
+                    latest,
+                    (Event.contact_id == latest.c.contact_id) & (Event.occurred_at == latest.c.at),
+                )
+            )
+        }
+    people = [
+        {"row": r, "state": barometers[r.id].reading().state, "active": active.get(r.id, 0),
+         "last": last.get(r.id)}
+        for r in rows
+    ]  # fmt: skip
+    pages = max(1, math.ceil(total / PAGE))
+    return render_template("contacts.html", q=q, people=people, total=total, page=page, pages=pages)
+
+
+def _cursor(text: str | None) -> tuple[datetime, int, int] | None:
+    """The timeline position `iso~rank~id` to continue from (older items only)."""
+    try:
+        at, rank, ident = (text or "").split("~")
+        found = datetime.fromisoformat(at)
+        return (found if found.tzinfo else found.replace(tzinfo=UTC)), int(rank), int(ident)
+    except ValueError:
+        return None
+
+
+def _older(at: Any, ident: Any, rank: int, cursor: tuple[datetime, int, int] | None) -> Any:
+    """Items strictly before `cursor` in (at, rank, id) order, for a source of rank `rank`."""
+    if cursor is None:
+        return true()
+    t, r, i = cursor
+    if rank != r:
+        return at <= t if rank < r else at < t
+    return or_(at < t, and_(at == t, ident < i))
+
+
+def timeline(
+    conn: Connection, contact_id: int, journeys: list[int], cursor: tuple[datetime, int, int] | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Events, journal entries and messages of the contact, newest first, one page of them."""
+    # Journal entries are found through the contact's enrollments (an indexed column); a send's
+    # own journal entry is left out, as the message itself is on the timeline.
+    sources: list[tuple[str, Any, Any, Any]] = [
+        ("event", Event, Event.occurred_at, Event.contact_id == contact_id),
+        ("journal", JournalEntry, JournalEntry.at,
+         _in(JournalEntry.enrollment_id, journeys, conn) & (JournalEntry.kind != "send")),
+        ("message", Send, Send.created_at, Send.contact_id == contact_id),
+    ]  # fmt: skip
+    items: list[dict[str, Any]] = []
+    for rank, (kind, model, at, where) in enumerate(sources):
+        if kind == "journal" and not journeys:
+            continue
+        query = (
+            select(model)
+            .where(where, _older(at, model.id, rank, cursor))
+            .order_by(at.desc(), model.id.desc())
+            .limit(TIMELINE + 1)
+        )
+        for r in conn.execute(query):
+            item = {**r._asdict(), "type": kind, "key": (getattr(r, at.key), rank, r.id)}
+            if kind == "message":
+                parts = (r.payload or {}).get("parts") or {}
+                found = (
+                    str(parts[k]) for k in ("subject", "title", "text", "body") if parts.get(k)
+                )
+                item["headline"] = next(found, "")[:140]
+            items.append(item)
+    items.sort(key=lambda item: item["key"], reverse=True)
+    page, more = items[:TIMELINE], len(items) > TIMELINE
+    for item in page:
+        item["at"] = item["key"][0]
+    if not more:
+        return page, None
+    at_, rank_, ident = page[-1]["key"]
+    return page, f"{at_.astimezone(UTC).isoformat()}~{rank_}~{ident}"
+
+
+def reachability(conn: Connection, contact: Any, policy: Policy, now: datetime) -> dict[str, Any]:
+    """Whether marketing may reach the contact, per channel and topic, read as the gate reads it:
+    global opt-out, then missing address, suppression, and consent."""
+    snapshot = ledger.consent_snapshot(conn, [contact.id])[contact.id]
+    suppressed = ledger.suppressed_addresses(conn, [contact])
+    known = channel_names()
+    used = set(policy.consent_defaults) | {channel for channel, _topic in snapshot}
+    channels = sorted(used, key=lambda c: (known.index(c) if c in known else len(known), c))
+    rows: list[dict[str, Any]] = []
+    for channel in channels:
+        field = ADDRESS_FIELDS.get(channel)
+        cells: list[dict[str, Any]] = []
+        for topic in policy.topics:
+            if contact.opted_out:
+                allowed, rule = False, "consent:all:opted_out"
+            elif field and not getattr(contact, field):
+                allowed, rule = False, f"address:{field}_missing"
+            elif blocked := ledger.is_suppressed(suppressed, channel, contact):
+                allowed, rule = False, blocked
+            else:
+                allowed, rule = ledger.effective_consent(snapshot, channel, topic, now, policy)
+            cells.append({"allowed": allowed, "rule": rule, "state": rule.rpartition(":")[2]})
+        rows.append({"channel": channel, "cells": cells})
+    open_ = sum(any(cell["allowed"] for cell in r["cells"]) for r in rows)
+    return {"topics": dict(policy.topics), "rows": rows, "open": open_}
+
+
+def gauge(row: dict[str, Any], cfg: PressureConfig) -> dict[str, float]:
+    """Where the score and the two thresholds sit on a 0-100 scale, for the barometer's bar."""
+    low = min(-1.0, row["score"] - 0.5, cfg.under - 1.0)
+    high = max(cfg.over * 1.5, row["score"] + 0.5)
+
+    def at(value: float) -> float:
+        return round(100 * float(value - low) / float(high - low), 1)
+
+    return {"score": at(row["score"]), "under": at(cfg.under), "over": at(cfg.over)}
+
+
+@insights.get("/contacts/<path:external_id>")
+@requires("viewer")
+def contact(external_id: str) -> Any:
+    """One contact: profile, consent and its evidence, barometer, journeys, timeline."""
+    state = parcours()
+    now, policy = state.clock.now(), state.policy()
+    with _reader() as conn:
+        row = conn.execute(select(Contact).where(Contact.external_id == external_id)).first()
+        if row is None:
+            return render_template("contact.html", missing=external_id), 404
+        barometer = load_barometers(conn, [row.id], now, policy.pressure)[row.id]
+        pressure = explain(barometer, policy.pressure)
+        journeys = conn.execute(
+            select(Enrollment, ScenarioRecord.name, ScenarioVersion.number)
+            .join(ScenarioRecord, ScenarioRecord.id == Enrollment.scenario_id, isouter=True)
+            .join(ScenarioVersion, ScenarioVersion.id == Enrollment.version_id, isouter=True)
+            .where(Enrollment.contact_id == row.id)
+            .order_by(Enrollment.entered_at.desc(), Enrollment.id.desc())
+        ).all()
+        cursor = _cursor(request.args.get("before"))
+        items, older = timeline(conn, row.id, [j.id for j in journeys], cursor)
+        details = {
+            "profile": contact_profile(row),
+            "consents": ledger.consent_states(conn, row.id, now),
+            "history": list(reversed(ledger.consent_history(conn, row.id))),  # newest first
+            "suppressions": ledger.contact_suppressions(conn, row),
+            "reach": reachability(conn, row, policy, now),
+        }
+    names = {j.scenario_id: j.name or j.scenario_id for j in journeys}
+    barometer_rows = [(OVERALL, pressure["overall"]), *pressure["channels"].items()]
+    gauges = {channel: gauge(r, policy.pressure) for channel, r in barometer_rows}
+    return render_template(
+        "contact.html", missing=None, contact=row, pressure=pressure, gauges=gauges,
+        barometer_rows=barometer_rows, journeys=journeys, names=names, items=items, older=older,
+        paged=cursor is not None, cfg_half_life=policy.pressure.half_life, **details,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- pressure dashboard
+
+
+def _age_seconds(conn: Connection, now: datetime) -> Any:
+    """Seconds from each barometer row's last update to `now`, in the connection's dialect."""
+    at = bindparam("now", now, type_=UTCDateTime())
+    if conn.dialect.name == "postgresql":
+        return extract("epoch", at - Pressure.updated_at)
+    return (func.julianday(at) - func.julianday(Pressure.updated_at)) * 86400.0
+
+
+def _exp2(conn: Connection, value: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.power(2.0, value)
+    # SQLite's math functions are a compile-time option: bring the one the engine uses.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.create_function("parcours_exp2", 1, math.exp2, deterministic=True)
+    return func.parcours_exp2(value)
+
+
+def barometer_counts(conn: Connection, now: datetime, cfg: PressureConfig) -> dict[str, Any]:
+    """Contacts per barometer state and channel as of `now`, the scores decayed as the engine
+    decays them (`engine.pressure.decayed`, `state_of`), counted by the database."""
+    age = _age_seconds(conn, now)
+    halves = age / cfg.half_life.total_seconds()
+    score = case((age <= 0, Pressure.score), else_=Pressure.score * _exp2(conn, -halves))
+    state = case((score < cfg.under, "under"), (score > cfg.over, "over"), else_="equilibrium")
+    rows = select(Pressure.channel, state.label("state")).subquery()
+    counts: dict[str, dict[str, int]] = {OVERALL: dict.fromkeys(PRESSURE_STATES, 0)}
+    for channel, name, n in conn.execute(
+        select(rows.c.channel, rows.c.state, func.count()).group_by(rows.c.channel, rows.c.state)
+    ):
+        counts.setdefault(channel, dict.fromkeys(PRESSURE_STATES, 0))[name] = int(n)
+    # A contact without a reading has a score of 0 (load_policy_views reads it so).
+    contacts = conn.execute(select(func.count()).select_from(Contact)).scalar_one()
+    counts[OVERALL][state_of(0.0, cfg)] += max(0, contacts - sum(counts[OVERALL].values()))
+    known = channel_names()
+    order = sorted(counts, key=lambda c: (c != OVERALL, known.index(c) if c in known else 99, c))
+    return {"channels": order, "counts": {c: counts[c] for c in order}}
+
+
+def _hour(conn: Connection, column: Any) -> Any:
+    """The UTC hour of a timestamp as text `YYYY-MM-DD HH`, in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), BUCKET["postgresql"])
+    return func.strftime(BUCKET["sqlite"], column)
+
+
+def daily_caps(policy: Policy, reachable: int) -> list[dict[str, Any]]:
+    """Each cap as a daily ceiling for the whole base: per contact per day, times the contacts."""
+    out = []
+    for cap in policy.caps:
+        per_day, period = _per_day(cap)
+        if per_day is None:
+            continue
+        out.append({"id": cap.id, "channels": list(cap.channels), "max": cap.max,
+                    "period": period, "per_contact": per_day, "ceiling": per_day * reachable,
+                    "weighted": cap.weighted})  # fmt: skip
+    return out
+
+
+def _per_day(cap: CapRule) -> tuple[float | None, str]:
+    if cap.calendar == "day":
+        return cap.max, _("calendar day")
+    if cap.calendar == "week":
+        return cap.max / 7, _("calendar week")
+    if cap.window:
+        return cap.max * 86400 / cap.window.total_seconds(), span(cap.window)
+    return None, ""
+
+
+def dashboard(conn: Connection, now: datetime, policy: Policy) -> dict[str, Any]:
+    """Everything the pressure page draws, from aggregate queries."""
+    zone = _zone()
+    today = now.astimezone(zone).date()
+    days = [today - timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
+    start = datetime.combine(days[0], datetime.min.time(), zone).astimezone(UTC)
+    midnight = datetime.combine(today, datetime.min.time(), zone).astimezone(UTC)
+    hour = _hour(conn, Send.created_at)
+    sends: dict[str, list[int]] = {}
+    for bucket, channel, n in conn.execute(
+        select(hour, Send.channel, func.count())
+        .where(Send.created_at >= start, Send.created_at <= now, Send.kind == "marketing")
+        .group_by(hour, Send.channel)
+    ):
+        # Hours fold into the workspace's local days (exact for zones a whole hour from UTC).
+        day = datetime.strptime(bucket, "%Y-%m-%d %H").replace(tzinfo=UTC).astimezone(zone).date()
+        if days[0] <= day <= today:
+            sends.setdefault(channel, [0] * DAYS)[(day - days[0]).days] += int(n)
+    reasons = conn.execute(
+        select(JournalEntry.reason, func.count().label("n"))
+        .where(JournalEntry.kind == "decision", JournalEntry.at >= start, JournalEntry.at <= now)
+        .group_by(JournalEntry.reason)
+        .order_by(func.count().desc(), JournalEntry.reason)
+        .limit(10)
+    ).all()
+    blocked_today = conn.execute(
+        select(func.count())
+        .select_from(JournalEntry)
+        .where(JournalEntry.kind == "decision", JournalEntry.at >= midnight, JournalEntry.at <= now)
+    ).scalar_one()
+    reachable = conn.execute(
+        select(func.count()).select_from(Contact).where(Contact.opted_out.is_(False))
+    ).scalar_one()
+    barometer = barometer_counts(conn, now, policy.pressure)
+    known = channel_names()
+    channels = sorted(sends, key=lambda c: (known.index(c) if c in known else 99, c))
+    caps = daily_caps(policy, reachable)
+    for cap in caps:  # the busiest day's share of the ceiling
+        covered = [
+            s for c, s in sends.items() if MARKETING in cap["channels"] or c in cap["channels"]
+        ]
+        busiest = max((sum(day) for day in zip(*covered, strict=True)), default=0)
+        cap["peak"] = round(busiest / cap["ceiling"], 4) if cap["ceiling"] else 0.0
+    sent_today = sum(series[-1] for series in sends.values())
+    tried = sent_today + blocked_today
+    return {
+        "lang": current_language(),
+        "zone": str(zone),
+        "barometer": {**barometer, "states": list(PRESSURE_STATES)},
+        "sends": {"days": [d.isoformat() for d in days], "channels": channels,
+                  "series": {c: sends[c] for c in channels}, "reachable": reachable,
+                  "totals": [sum(day) for day in zip(*sends.values(), strict=True)] or [0] * DAYS,
+                  "caps": caps},
+        "reasons": [{"reason": r or "", "label": reason_label(r), "count": int(n)}
+                    for r, n in reasons],
+        "stats": {"over_now": barometer["counts"][OVERALL]["over"], "sends_today": sent_today,
+                  "blocked_today": int(blocked_today),
+                  "share_blocked": round(blocked_today / tried, 4) if tried else 0.0},
+        "labels": {
+            "channels": {c: channel_label(c)
+                         for c in [*barometer["channels"], *channels, "marketing"]},
+            "states": {s: state_label(s) for s in PRESSURE_STATES},
+            "contacts": _("Contacts"), "sends": _("Marketing sends"), "blocked": _("Held back"),
+            "ceiling": _("Daily ceiling %(cap)s"),
+        },
+    }  # fmt: skip
 
 
 @insights.get("/pressure")
 @requires("viewer")
 def pressure() -> Any:
-    return "pressure"
+    """Barometer states, sends per day against the caps, why sends were held back."""
+    state = parcours()
+    policy = state.policy()
+    with _reader() as conn:
+        data = dashboard(conn, state.clock.now(), policy)
+    return render_template("pressure.html", data=data, cfg=policy.pressure)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from designer import Parcours, create_app
+from designer.auth import create_user
 from engine.config import load_settings
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Enrollment, Event, EventInbox, JournalEntry
@@ -486,7 +488,13 @@ def test_status_page_is_html_and_escaped(client: FlaskClient, parcours: Parcours
     publish(parcours.engine)
     client.put("/api/contacts/c-1", json={"email": "secret@example.org"}, headers=AUTH)
     client.post("/api/scenarios/manual-demo/enroll", json={"contacts": ["c-1"]}, headers=AUTH)
-    response = client.get("/")
+    assert client.get("/status").status_code == 302  # signed out: to the sign-in page
+    create_user(parcours.engine, "ops", "viewer", password="correct horse battery")
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/login").text)
+    assert token
+    credentials = {"username": "ops", "password": "correct horse battery"}
+    client.post("/login", data={**credentials, "csrf_token": token.group(1)})
+    response = client.get("/status")
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     page = response.get_data(as_text=True)

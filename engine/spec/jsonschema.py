@@ -127,6 +127,8 @@ def field_schema(field: fields.Field[Any]) -> JSON:
         out = {"anyOf": [out, {"type": "null"}]}
     if field.metadata.get("help"):
         out["description"] = field.metadata["help"]
+    if field.metadata.get("edge"):
+        out["x-edge"] = True  # a link to another step: the designer draws it as an exit
     default = field.load_default
     if default is not missing and not callable(default) and _default(default) is not missing:
         out["default"] = _default(default)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
 from ruamel.yaml import YAML, events
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.representer import RoundTripRepresenter
-from ruamel.yaml.scalarstring import ScalarString
+from ruamel.yaml.scalarstring import LiteralScalarString, PlainScalarString, ScalarString
 
 from engine.errors import ScenarioInvalid
 from engine.spec.problems import Problem
@@ -113,3 +115,98 @@ def set_in(doc: CommentedMap, path: Path, value: Any) -> None:
     if isinstance(old, ScalarString) and isinstance(value, str):
         value = type(old)(value)  # 'quoted' stays 'quoted'
     parent[last] = value
+
+
+# ------------------------------------------------------------------ merging edited data
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Equal as YAML values: ``1`` is not ``true``, and a date ruamel built equals its text."""
+    if isinstance(old, date) and isinstance(new, str):
+        return old.isoformat() == new
+    if isinstance(old, bool) != isinstance(new, bool) or isinstance(old, str) != isinstance(
+        new, str
+    ):
+        return False
+    return bool(old == new)
+
+
+def _fresh(value: Any) -> Any:
+    """A new value in the house layout: short lists in flow style, multi-line text as a block."""
+    if isinstance(value, Mapping):
+        out = CommentedMap()
+        for key, item in value.items():
+            out[key] = _fresh(item)
+        return out
+    if isinstance(value, list | tuple):
+        seq = CommentedSeq(_fresh(item) for item in value)
+        if all(not isinstance(item, Mapping | list | tuple) for item in value):
+            seq.fa.set_flow_style()  # [mon, fri], positions [120, 80]
+        return seq
+    if isinstance(value, str) and "\n" in value.rstrip("\n"):
+        return LiteralScalarString(value)
+    return value
+
+
+def _merged(old: Any, new: Any) -> Any:
+    """`new` written over `old`: `old` itself when equal or merged in place, else a new value."""
+    if isinstance(old, CommentedMap) and isinstance(new, Mapping):
+        _merge_map(old, new)
+        return old
+    if isinstance(old, CommentedSeq) and isinstance(new, list | tuple):
+        if len(old) != len(new):
+            seq = _fresh(new)
+            if isinstance(seq, CommentedSeq) and old.fa.flow_style() and old:
+                seq.fa.set_flow_style()  # written inline by its author: stays inline
+            return seq
+        for i, item in enumerate(new):
+            merged = _merged(old[i], item)
+            if merged is not old[i]:
+                old[i] = merged
+        return old
+    if isinstance(old, CommentedMap | CommentedSeq) or isinstance(new, Mapping | list | tuple):
+        return _fresh(new)
+    if _same(old, new):
+        return old
+    if isinstance(old, ScalarString) and old and isinstance(new, str):
+        return type(old)(new)  # 'quoted' stays 'quoted', a | block stays a block
+    if isinstance(old, ScalarString) and isinstance(new, str):
+        return PlainScalarString(new)  # '' was quoted only because it is empty
+    return _fresh(new)
+
+
+def _merge_map(target: CommentedMap, data: Mapping[str, Any]) -> None:
+    for key in [k for k in target if k not in data]:
+        del target[key]
+    previous: Any = None
+    for key, value in data.items():
+        if key in target:
+            merged = _merged(target[key], value)
+            if merged is not target[key]:
+                target[key] = merged
+        else:
+            # after the key that precedes it in `data`: a renamed step keeps its place
+            pos = list(target).index(previous) + 1 if previous in target else 0
+            if not target and isinstance(value, Mapping | list | tuple):
+                target.fa.set_block_style()  # `steps: {}` grows into a block
+            target.insert(pos, key, _fresh(value))
+        previous = key
+
+
+def merge(doc: CommentedMap, data: Mapping[str, Any]) -> None:
+    """Write plain `data` over a round-trip document, changing as little text as possible.
+
+    Equal values are left alone (quotes and comments kept); changed scalars are replaced in
+    their old style; new keys go after the key that precedes them in `data`; missing keys are
+    deleted; lists are merged item by item when the length is the same, else replaced.
+    """
+    _merge_map(doc, data)
+
+
+def apply_text(base_text: str, data: Mapping[str, Any]) -> str:
+    """`base_text` with `data` merged in (see `merge`); ScenarioInvalid if it does not parse."""
+    from engine.spec.yamlio import load_roundtrip  # yamlio imports this module
+
+    doc = load_roundtrip(base_text)
+    merge(doc, data)
+    return dump(doc)

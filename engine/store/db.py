@@ -8,7 +8,7 @@ it upgrades a read lock; PostgreSQL (scale) goes through psycopg 3.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import BigInteger, ColumnElement, any_, bindparam, create_engine, event
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 import migrations
@@ -37,7 +37,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def id_in(column: ColumnElement[int], ids: list[int], dialect: str) -> ColumnElement[bool]:
+def id_in(
+    column: ColumnElement[int] | InstrumentedAttribute[int], ids: Sequence[int], dialect: str
+) -> ColumnElement[bool]:
     """`column IN ids`. On PostgreSQL, one array parameter (``= ANY(%s)``): the statement text
     stays the same whatever the batch size, so the driver caches it and the planner uses the
     index instead of costing a 500-value IN list."""

@@ -57,9 +57,7 @@ def upgrade() -> None:
         sa.Column("details", JSONType, server_default="{}", nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
     )
-    op.create_index(
-        "ix_audit_log_target_kind_target_id", "audit_log", ["target_kind", "target_id"]
-    )
+    op.create_index("ix_audit_log_target_kind_target_id", "audit_log", ["target_kind", "target_id"])
 
 
 def downgrade() -> None:

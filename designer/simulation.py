@@ -1,0 +1,535 @@
+"""Simulate before publishing: the saved draft of a scenario, run by the real worker on a virtual
+clock over a throw-away database (`engine.simulate`), from the designer.
+
+A run happens in a child process, so that it can be stopped at the time limit (a thread cannot
+be); one run at a time per process, since a run keeps a CPU core busy for up to a few minutes.
+A sample of real contacts is read from the database and copied into the throw-away one: the
+real database is only read, and the answer holds counts only, never a contact.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
+
+from designer import ApiError, parcours
+from designer.auth import requires
+from designer.editor import node_types
+from designer.editor import strings as canvas_strings
+from designer.i18n import current_language
+from designer.i18n import gettext as _
+from designer.workspace import Workspace
+from engine.config import Settings
+from engine.errors import NotFound, ParcoursError
+from engine.policy.model import Policy
+from engine.spec.model import Scenario
+from engine.spec.nodes import NODE_TYPES
+from engine.store.db import SQLITE_BEGIN
+from engine.store.models import ConsentState, Contact, Enrollment, Event, JournalEntry, Suppression
+
+logger = logging.getLogger(__name__)
+
+simulation = Blueprint("simulation", __name__)
+
+MAX_CONTACTS = 20_000
+MAX_DAYS = 90
+MAX_SEED = 2**31 - 1
+TIME_LIMIT = 240.0  # seconds; `SIMULATION_TIME_LIMIT` in the app config overrides it
+HISTORY = timedelta(days=400)  # real events copied with a sample, for recency conditions
+MAX_HISTORY_EVENTS = 100_000
+CHUNK = 500  # ids per IN (...) query
+DEFAULTS: dict[str, Any] = dict(
+    population="generated", contacts=1000, sample="random", days=14, policy=True, seed=7
+)
+# One run at a time in this process; a second request is answered 409 rather than queued.
+RUNNING = threading.Lock()
+
+
+class ScenarioProblems(ApiError):
+    """The saved file has errors: the answer lists them, as the editor shows them."""
+
+    def __init__(self, problems: list[Any]) -> None:
+        message = _("The scenario has problems: fix them in the editor, then simulate.")
+        super().__init__(422, "scenario_invalid", message)
+        self.problems = [p.to_dict() for p in problems]
+
+
+@dataclass(frozen=True)
+class Options:
+    population: str  # generated | sample
+    contacts: int
+    sample: str  # random | recent (sample only)
+    days: int
+    policy: bool
+    seed: int
+    start: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "start": self.start.isoformat()}
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the child process needs: everything picklable, nothing tied to the request."""
+
+    path: Path
+    settings: Settings
+    policy: Policy | None
+    options: Options
+    contacts: list[dict[str, Any]] | None  # None: generate `options.contacts`
+    history: list[dict[str, Any]]
+
+    @property
+    def resolution(self) -> timedelta:
+        # Coarser steps for large populations: same decisions, a few minutes of timing lost.
+        size = self.options.contacts
+        return timedelta(minutes=1 if size <= 2_000 else 10 if size <= 10_000 else 30)
+
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = body.get(name, DEFAULTS.get(name))
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "invalid", _("Enter a whole number."), name)
+    if not low <= value <= high:
+        message = _("Enter a number from %(low)s to %(high)s.", low=shown(low), high=shown(high))
+        raise ApiError(400, "out_of_range", message, name)
+    return value
+
+
+def shown(number: int) -> str:
+    """A number as the page's language writes it (20,000 / 20 000)."""
+    text = f"{number:,}"
+    return text.replace(",", "\u202f") if current_language() == "fr" else text
+
+
+def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    value = body.get(name, DEFAULTS[name])
+    if value not in allowed:
+        raise ApiError(400, "invalid", _("Choose one of: %(c)s.", c=", ".join(allowed)), name)
+    return str(value)
+
+
+def _start(raw: Any, settings: Settings, now: datetime) -> datetime:
+    """ISO 8601; a time without offset is in the workspace zone. Default: the current hour."""
+    if raw in (None, ""):
+        return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    try:
+        start = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "invalid", _("Enter a date and time."), "start") from None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=ZoneInfo(settings.timezone))
+    return start.astimezone(UTC)
+
+
+def parse_options(body: Any, settings: Settings, now: datetime) -> Options:
+    """The form's values, checked against the limits; ApiError names the field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", _("Send the options as a JSON object."))
+    policy = body.get("policy", DEFAULTS["policy"])
+    if not isinstance(policy, bool):
+        raise ApiError(400, "invalid", _("Choose yes or no."), "policy")
+    return Options(
+        population=_choice(body, "population", ("generated", "sample")),
+        contacts=_integer(body, "contacts", 1, MAX_CONTACTS),
+        sample=_choice(body, "sample", ("random", "recent")),
+        days=_integer(body, "days", 1, MAX_DAYS),
+        policy=policy,
+        seed=_integer(body, "seed", 0, MAX_SEED),
+        start=_start(body.get("start"), settings, now),
+    )
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for i in range(0, len(ids), CHUNK):
+        yield ids[i : i + CHUNK]
+
+
+def sample_contacts(
+    engine: Engine, options: Options
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Contacts of the real database (with their consents, suppressions and recent events) as
+    import rows for the throw-away one. Only reads."""
+    with engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
+        if options.sample == "recent":
+            query = select(Contact.id).order_by(Contact.created_at.desc(), Contact.id.desc())
+            ids = list(conn.execute(query.limit(options.contacts)).scalars())
+        else:
+            every = list(conn.execute(select(Contact.id).order_by(Contact.id)).scalars())
+            ids = random.Random(options.seed).sample(every, min(options.contacts, len(every)))
+        ids.sort()
+        rows: dict[int, dict[str, Any]] = {}
+        for part in _chunks(ids):
+            rows.update(_contact_rows(conn, part, options.start))
+        history = _history(conn, rows, options.start)
+    return list(rows.values()), history
+
+
+def _contact_rows(conn: Connection, ids: list[int], start: datetime) -> dict[int, dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    for c in conn.execute(select(Contact).where(Contact.id.in_(ids))):
+        rows[c.id] = {
+            "external_id": c.external_id,
+            "email": c.email,
+            "phone": c.phone,
+            "timezone": c.timezone,
+            "locale": c.locale,
+            "score": c.score,
+            "tags": list(c.tags or []),
+            "opted_out": bool(c.opted_out),
+            "attributes": dict(c.attributes or {}),
+        }
+    consents = select(ConsentState).where(ConsentState.contact_id.in_(ids))
+    for s in conn.execute(consents):
+        live = s.expires_at is None or s.expires_at > start
+        if s.contact_id in rows and live and s.state in ("opted_in", "opted_out"):
+            rows[s.contact_id][f"consent:{s.channel}:{s.topic}"] = s.state
+    suppressed = select(Suppression).where(Suppression.contact_id.in_(ids)).order_by(Suppression.id)
+    for channel, reason, owner in conn.execute(
+        suppressed.with_only_columns(
+            Suppression.channel, Suppression.reason, Suppression.contact_id
+        )
+    ):
+        row = rows.get(owner or 0)
+        if row is not None and channel in ("email", "sms", "call") and "suppressed" not in row:
+            row["suppressed"] = f"{'email' if channel == 'email' else 'sms'}:{reason}"
+    return rows
+
+
+def _history(
+    conn: Connection, rows: dict[int, dict[str, Any]], start: datetime
+) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for part in _chunks(sorted(rows)):
+        query = (
+            select(Event.contact_id, Event.name, Event.properties, Event.occurred_at)
+            .where(Event.contact_id.in_(part))
+            .where(Event.occurred_at >= start - HISTORY, Event.occurred_at < start)
+            .order_by(Event.occurred_at.desc())
+            .limit(MAX_HISTORY_EVENTS - len(events))
+        )
+        for e in conn.execute(query):
+            contact = rows[e.contact_id]["external_id"]
+            properties = dict(e.properties or {})
+            events.append(
+                {"contact": contact, "name": e.name, "properties": properties,
+                 "occurred_at": e.occurred_at}
+            )  # fmt: skip
+        if len(events) >= MAX_HISTORY_EVENTS:
+            break
+    return events
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run one simulation (in the child process); the report plus per-step and policy details."""
+    from engine.simulate import generate_contacts, generate_events, simulate
+    from engine.spec.loader import load_scenario_file
+
+    options = job.options
+    scenario = load_scenario_file(job.path)
+    contacts = job.contacts
+    if contacts is None:
+        contacts = generate_contacts(options.contacts, options.seed)
+    events = generate_events([scenario], contacts, options.start, options.days, options.seed)
+    if job.contacts is not None:  # real contacts keep their own past, not a generated one
+        events = [e for e in events if e["occurred_at"] >= options.start] + job.history
+    details: dict[str, Any] = {}
+    report = simulate(
+        [job.path],
+        contacts,
+        events,
+        options.start,
+        options.days,
+        settings=job.settings,
+        resolution=job.resolution,
+        policy=job.policy,
+        inspect=lambda engine: details.update(_details(engine)),
+    )
+    return {"report": report.to_dict(), **details}
+
+
+def _details(engine: Engine) -> dict[str, Any]:
+    """What the report does not split: where enrollments stand, what each policy rule did."""
+    at: dict[str, Counter[str]] = defaultdict(Counter)
+    policy: dict[str, Counter[str]] = defaultdict(Counter)
+    with engine.connect() as conn:
+        for step, status in conn.execute(select(Enrollment.step_id, Enrollment.status)):
+            at[step or ""]["waiting" if status == "active" else "ended"] += 1
+        query = select(JournalEntry.reason, JournalEntry.data)
+        for reason, data in conn.execute(query.where(JournalEntry.kind == "decision")):
+            action = (data or {}).get("action", "skip")
+            verb = {"defer": "delayed", "fallback": "rerouted"}.get(action, "removed")
+            policy[reason or "unknown"][verb] += 1
+    return {
+        "at_step": {step: dict(n) for step, n in at.items()},
+        "policy": {reason: dict(n) for reason, n in policy.items()},
+    }
+
+
+def _child(job: Job, pipe: Any) -> None:
+    try:
+        pipe.send(("ok", run_job(job)))
+    except ParcoursError as exc:
+        pipe.send(("error", str(exc)))
+    except Exception as exc:  # the parent answers JSON; the trace stays in this process's log
+        logger.exception("simulation failed")
+        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        pipe.close()
+
+
+def run_with_limit(job: Job, limit: float) -> dict[str, Any]:
+    """Run `job` in a child process; stop it at `limit` seconds."""
+    context = multiprocessing.get_context("spawn")  # no inherited threads, locks or connections
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(job, send), name="parcours-simulation")
+    child.start()
+    send.close()  # the child holds the only writer: its exit wakes the poll below
+    try:
+        if not receive.poll(limit):
+            message = _(
+                "Stopped after %(s)d seconds: simulate fewer contacts or days.", s=int(limit)
+            )
+            raise ApiError(504, "timeout", message)
+        try:
+            status, value = receive.recv()
+        except EOFError:
+            status, value = "error", f"the simulation stopped (exit code {child.exitcode})"
+        if status != "ok":
+            raise ApiError(500, "failed", _("The simulation failed: %(e)s", e=value))
+        result: dict[str, Any] = value
+        return result
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+
+
+def _type_label(step_type: str) -> str:
+    node = NODE_TYPES.get(step_type)
+    if node is None:
+        return step_type
+    return node.label_fr if current_language() == "fr" else node.label
+
+
+def _step_order(scenario: Scenario) -> list[str]:
+    """Steps as a reader follows them: each after every step leading to it (loops aside), ties
+    in file order; steps the start never reaches come last."""
+    steps = scenario.steps
+    forward: dict[str, list[str]] = {s: [] for s in steps}
+    seen: set[str] = set()
+
+    def visit(step_id: str, path: set[str]) -> None:
+        seen.add(step_id)
+        for target in steps[step_id].targets():
+            if target in steps and target not in path:  # an edge back up the path is a loop
+                forward[step_id].append(target)
+                if target not in seen:
+                    visit(target, path | {target})
+
+    if scenario.start in steps:
+        visit(scenario.start, {scenario.start})
+    incoming = Counter(t for s in seen for t in forward[s])
+    rank = {s: i for i, s in enumerate(steps)}
+    ready = [scenario.start] if scenario.start in steps else []
+    order: list[str] = []
+    while ready:
+        step_id = min(ready, key=rank.__getitem__)
+        ready.remove(step_id)
+        order.append(step_id)
+        for target in forward[step_id]:
+            incoming[target] -= 1
+            if incoming[target] == 0:
+                ready.append(target)
+    return order + [s for s in steps if s not in order]
+
+
+def summary(scenario: Scenario, options: Options, result: dict[str, Any]) -> dict[str, Any]:
+    """The JSON answer: counts only, arranged for the page (steps in order, days filled in)."""
+    report, sid = result["report"], scenario.id
+    reached = report["steps"].get(sid, {})
+    at_step = result["at_step"]
+    steps = [
+        {
+            "id": step_id,
+            "type": scenario.steps[step_id].type,
+            "type_label": _type_label(scenario.steps[step_id].type),
+            "label": scenario.steps[step_id].label or step_id,
+            "reached": reached.get(step_id, 0),
+            "waiting": at_step.get(step_id, {}).get("waiting", 0),
+            "ended": at_step.get(step_id, {}).get("ended", 0),
+        }
+        for step_id in _step_order(scenario)
+    ]
+    first = options.start.date()
+    days = [(first + timedelta(days=i)).isoformat() for i in range(options.days + 1)]
+    sends = {
+        ch: [per_day.get(d, 0) for d in days] for ch, per_day in sorted(report["sends"].items())
+    }
+    policy = [
+        {"reason": reason, **{k: n.get(k, 0) for k in ("removed", "delayed", "rerouted")}}
+        for reason, n in sorted(result["policy"].items(), key=lambda kv: -sum(kv[1].values()))
+    ]
+    refused = report["refused_entries"].get(sid, {})
+    return {
+        "scenario": {"id": sid, "name": scenario.name},
+        "options": options.to_dict(),
+        "start": report["start"],
+        "end": report["end"],
+        "contacts": report["contacts"],
+        "totals": {
+            "entered": report["entries"].get(sid, 0),
+            "not_entered": sum(refused.values()),
+            "converted": report["converted"].get(sid, 0),
+            "waiting": report["waiting"].get(sid, 0),
+            "sent": sum(sum(counts) for counts in sends.values()),
+            "removed": sum(p["removed"] for p in policy),
+            "delayed": sum(p["delayed"] for p in policy),
+            "rerouted": sum(p["rerouted"] for p in policy),
+        },
+        "steps": steps,
+        "not_entered": refused,
+        "outcomes": report["outcomes"].get(sid, {}),
+        "sends": {"days": days, "channels": sends},
+        "decisions": report["decisions"],
+        "policy": policy,
+    }
+
+
+def _workspace() -> Workspace:
+    return Workspace(parcours().settings.scenarios_dir)
+
+
+def _error(exc: ApiError) -> tuple[Response, int]:
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message, "field": exc.field}
+    if isinstance(exc, ScenarioProblems):
+        body["problems"] = exc.problems
+    return jsonify({"error": body}), exc.status
+
+
+@simulation.get("/scenarios/<scenario_id>/simulate")
+@requires("viewer")
+def page(scenario_id: str) -> Any:
+    """The simulation form; a file with errors shows its problems instead."""
+    try:
+        found = _workspace().load(scenario_id)
+    except NotFound:
+        abort(404)
+    scenario = found.result.scenario
+    canvas = _canvas_assets()
+    config: dict[str, Any] = {}
+    if scenario is not None:
+        config = {
+            "url": url_for("simulation.run", scenario_id=scenario_id),
+            "doc": found.data,
+            "nodeTypes": node_types() if canvas["js"] else None,
+            "canvasStrings": canvas_strings(),
+        }
+    return render_template(
+        "simulate.html",
+        file=found,
+        scenario=scenario,
+        problems=[p for p in found.result.problems if p.severity == "error"],
+        canvas=canvas,
+        config=config,
+        defaults=DEFAULTS,
+        limits={"contacts": MAX_CONTACTS, "days": MAX_DAYS, "seed": MAX_SEED},
+        shown=shown,
+    )
+
+
+def _canvas_assets() -> dict[str, list[str]]:
+    """The editor's canvas files, when they are there (the page feature-detects the canvas)."""
+    static = Path(current_app.static_folder or "")
+    wanted = {
+        "css": ["vendor/drawflow/drawflow.min.css", "editor/editor.css"],
+        "js": ["vendor/drawflow/drawflow.min.js", "editor/canvas.js", "editor/editor.js"],
+    }
+    found = {kind: [n for n in names if (static / n).is_file()] for kind, names in wanted.items()}
+    complete = "editor/editor.js" in found["js"] and "editor/editor.css" in found["css"]
+    return found if complete else {"css": [], "js": []}
+
+
+@simulation.post("/scenarios/<scenario_id>/simulate")
+@requires("marketer")
+def run(scenario_id: str) -> Any:
+    """Run the saved file of the scenario; JSON in, JSON out, errors as JSON too."""
+    try:
+        return jsonify(_simulate(scenario_id))
+    except ApiError as exc:
+        return _error(exc)
+    except Exception:
+        logger.exception("simulation of %s failed", scenario_id)
+        message = _("Internal error; the server log has the details.")
+        return _error(ApiError(500, "internal_server_error", message))
+
+
+def _simulate(scenario_id: str) -> dict[str, Any]:
+    state = parcours()
+    options = parse_options(request.get_json(silent=True), state.settings, state.clock.now())
+    try:
+        found = _workspace().load(scenario_id)
+    except NotFound:
+        raise ApiError(404, "not_found", _("No scenario '%(id)s'.", id=scenario_id)) from None
+    scenario = found.result.scenario
+    if scenario is None:
+        errors = [p for p in found.result.problems if p.severity == "error"]
+        raise ScenarioProblems(errors)
+    policy = _policy() if options.policy else None
+    if not RUNNING.acquire(blocking=False):
+        message = _("A simulation is already running: try again when it ends.")
+        raise ApiError(409, "busy", message)
+    try:
+        began = time.monotonic()
+        contacts: list[dict[str, Any]] | None = None
+        history: list[dict[str, Any]] = []
+        if options.population == "sample":
+            contacts, history = sample_contacts(state.engine, options)
+            if not contacts:
+                message = _("There is no contact in the database yet: simulate generated ones.")
+                raise ApiError(400, "no_contacts", message, "population")
+        settings = state.settings.evolve(database_url="")
+        job = Job(found.path, settings, policy, options, contacts, history)
+        result = run_with_limit(
+            job, float(current_app.config.get("SIMULATION_TIME_LIMIT", TIME_LIMIT))
+        )
+    finally:
+        RUNNING.release()
+    answer = summary(scenario, options, result)
+    answer["elapsed"] = round(time.monotonic() - began, 2)
+    return answer
+
+
+def _policy() -> Policy:
+    try:
+        return parcours().policy()
+    except ParcoursError as exc:
+        message = _("The workspace policy (policy.yaml) has a problem: %(e)s", e=str(exc))
+        raise ApiError(422, "policy_invalid", message, "policy") from None
