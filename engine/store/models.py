@@ -91,7 +91,7 @@ class Contact(Base):
     score: Mapped[int] = mapped_column(default=0, server_default="0")
     opted_out: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
 
 class Event(Base):
@@ -225,6 +225,7 @@ class JournalEntry(Base):
         Index("ix_journal_enrollment_id", "enrollment_id"),
         Index("ix_journal_scenario_id_kind", "scenario_id", "kind"),
         Index("ix_journal_at", "at"),
+        Index("ix_journal_contact_id_at", "contact_id", "at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)

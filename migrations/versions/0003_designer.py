@@ -1,4 +1,4 @@
-"""Designer users and the audit log.
+"""Designer users and the audit log; indexes for the contact pages.
 
 Revision ID: 0003
 Revises: 0002
@@ -58,9 +58,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
     )
     op.create_index("ix_audit_log_target_kind_target_id", "audit_log", ["target_kind", "target_id"])
+    # A contact's timeline reads the journal by contact; the contact list sorts by last update.
+    op.create_index("ix_journal_contact_id_at", "journal", ["contact_id", "at"])
+    op.create_index("ix_contacts_updated_at", "contacts", ["updated_at"])
 
 
 def downgrade() -> None:
-    """Drop the designer tables."""
+    """Drop the designer tables and indexes."""
+    op.drop_index("ix_contacts_updated_at", "contacts")
+    op.drop_index("ix_journal_contact_id_at", "journal")
     op.drop_table("audit_log")
     op.drop_table("users")
