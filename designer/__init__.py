@@ -201,6 +201,7 @@ def create_app(
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     # Key order carries meaning in a scenario document (the first step starts): keep it.
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.jinja_env.policies["json.dumps_kwargs"] = {"sort_keys": False}  # the tojson filter
     if test_config is not None:
         app.config.from_mapping(test_config)
     if not app.config.get("SECRET_KEY"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -124,6 +126,11 @@ def test_live_view_counts_contacts_per_step(
         _sign_up(designer_app, f"c{i}")
     page = marketer.get("/scenarios/welcome-series").get_data(as_text=True)
     assert 'data-testid="total-active">3<' in page
+    block = re.search(r'id="canvas-data">(.*?)</script>', page, re.S)
+    assert block
+    canvas = json.loads(block.group(1))
+    assert next(iter(canvas["doc"]["steps"])) == "welcome"  # file order: the first step starts
+    assert canvas["counts"]["welcome"]["sent"] == 3
 
 
 def test_unknown_scenario_is_a_404_page(login: Login) -> None:
