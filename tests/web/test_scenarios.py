@@ -160,3 +160,34 @@ def test_every_designer_page_needs_a_sign_in(designer_app: Flask) -> None:
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             r = client.open(url, method=method, headers={"Accept": "text/html"})
             assert r.status_code in (302, 400), f"{method} {url} answered {r.status_code}"
+
+
+def _urls(app: Flask) -> list[tuple[str, str, str]]:
+    """(method, url, required role) of every designer route, with sample arguments."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        role = getattr(view, "required_role", None)
+        if role is None:
+            continue
+        url = rule.rule.replace("<scenario_id>", "welcome-series").replace("<int:user_id>", "1")
+        url = url.replace("<external_id>", "c1")
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            out.append((method, url, role))
+    return out
+
+
+def test_each_role_is_refused_what_it_may_not_do(designer_app: Flask, login: Login) -> None:
+    clients = {"viewer": login("viewer"), "marketer": login("marketer")}
+    checked = 0
+    for method, url, role in _urls(designer_app):
+        refused = {"marketer": ["viewer"], "admin": ["viewer", "marketer"]}.get(role, [])
+        for who in refused:
+            client = clients[who]
+            headers = {"X-CSRF-Token": client.csrf}  # type: ignore[attr-defined]
+            r = client.open(
+                url, method=method, headers=headers, json={} if method != "GET" else None
+            )
+            assert r.status_code == 403, f"{who} {method} {url} answered {r.status_code}"
+            checked += 1
+    assert checked >= 12  # every marketer and admin route, at least
