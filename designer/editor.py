@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from channels.registry import channel_info, channel_names
 from designer import parcours
 from designer.auth import audit, can, requires
-from designer.i18n import current_language
+from designer.editor_words import node_types as node_types  # re-exported for the live view
+from designer.editor_words import strings as strings
 from designer.i18n import gettext as _
 from designer.workspace import SCENARIO_ID, Conflict, Workspace
 from engine.enroll import contact_views
@@ -34,7 +35,6 @@ from engine.spec.conditions import ALL_OPERATORS, PROFILE_FIELDS
 from engine.spec.expressions import RenderError, compile_template
 from engine.spec.jsonschema import condition_forms, scenario_json_schema
 from engine.spec.loader import LintResult
-from engine.spec.nodes import NODE_TYPES
 from engine.spec.roundtrip import apply_text, dump, load
 from engine.spec.templates import TemplateLibrary, fill_payload, payload_strings
 from engine.store.models import Contact, Event
@@ -137,41 +137,6 @@ def _doc(result: LintResult) -> dict[str, Any] | None:
 # ------------------------------------------------------------------ page data
 
 
-def _edges(step_schema: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """Edge fields of a step type: top-level ones, and list fields whose items hold one."""
-    top, nested = [], {}
-    for name, prop in step_schema.get("properties", {}).items():
-        if prop.get("x-edge"):
-            top.append(name)
-        items = prop.get("items", {}).get("properties", {}) if prop.get("type") == "array" else {}
-        for inner, inner_prop in items.items():
-            if inner_prop.get("x-edge"):
-                nested[name] = inner
-    return top, nested
-
-
-def node_types() -> list[dict[str, Any]]:
-    """The palette and inspector data, from the node-type registry."""
-    defs = scenario_json_schema()["$defs"]
-    french = current_language() == "fr"
-    out = []
-    for node in NODE_TYPES.values():
-        schema = defs[f"step_{node.type}"]
-        edges, nested = _edges(schema)
-        out.append(
-            {
-                "type": node.type,
-                "label": node.label_fr if french else node.label,
-                "category": node.category,
-                "help": _(node.help),
-                "schema": schema,
-                "edges": edges,
-                "nested_edges": nested,
-            }
-        )
-    return out
-
-
 def _seen(limit: int = 500) -> tuple[list[str], list[str]]:
     """Event names and contact attribute keys seen in the database, for autocompletion."""
     with Session(parcours().engine) as db:
@@ -179,62 +144,6 @@ def _seen(limit: int = 500) -> tuple[list[str], list[str]]:
         samples = db.scalars(select(Contact.attributes).limit(200)).all()
     keys = {str(k) for attributes in samples if isinstance(attributes, dict) for k in attributes}
     return list(events), sorted(keys)[:limit]
-
-
-def strings() -> dict[str, str]:
-    """Every text the canvas script shows, in the current language."""
-    return {
-        "palette": _("Steps"),
-        "drag_hint": _("Drag a step from the palette"),
-        "drag_sub": _("Then connect its exits to build the journey."),
-        "start": _("Start"),
-        "end": _("end"),
-        "saved": _("Saved"),
-        "unsaved": _("Unsaved changes"),
-        "saving": _("Saving…"),
-        "conflict": _("Conflict: the file changed on disk — reload"),
-        "save_failed": _("Could not save"),
-        "blocked": _("Saved as a draft: publishing is blocked until the errors are fixed."),
-        "leave": _("You have unsaved changes."),
-        "problems": _("Problems"),
-        "no_problems": _("No problems"),
-        "step_id": _("Step id"),
-        "id_taken": _("This id is already used by another step."),
-        "id_invalid": _("Letters, digits, '-' and '_' only; start with a letter or digit."),
-        "delete_step": _("Delete step"),
-        "scenario": _("Scenario"),
-        "name": _("Name"),
-        "objective": _("Objective"),
-        "priority": _("Priority"),
-        "triggers": _("Triggers"),
-        "description": _("Description"),
-        "add": _("Add"),
-        "case": _("Case"),
-        "branch": _("Branch"),
-        "expression": _("Expression"),
-        "form": _("Form"),
-        "all": _("all of"),
-        "any": _("any of"),
-        "add_rule": _("Add rule"),
-        "add_group": _("Add group"),
-        "attribute": _("Attribute"),
-        "tag": _("Tag"),
-        "event": _("Event"),
-        "value": _("Value"),
-        "key": _("Key"),
-        "none": _("— none —"),
-        "other_form": _("The builder cannot edit this form; use the expression mode or YAML."),
-        "duration_hint": _("e.g. 30m, 1h, 2d, 1w"),
-        "time_hint": _("HH:MM, in the contact's time zone"),
-        "preview": _("Preview"),
-        "contact_id": _("Contact external id (empty: a sample contact)"),
-        "segment": _("segment"),
-        "segments": _("segments"),
-        "characters": _("characters"),
-        "yaml_invalid": _("The YAML has errors: the canvas shows the last valid version."),
-        "not_in_schema": _("Not editable here; use the YAML tab."),
-        "weekdays": _("mon tue wed thu fri sat sun"),
-    }
 
 
 def _bootstrap(scenario_id: str, text: str, result: LintResult, file_hash: str) -> dict[str, Any]:
@@ -389,6 +298,14 @@ def save(scenario_id: str) -> Response:
     body = _body()
     text, expected = _text_field(body, "yaml"), _text_field(body, "hash")
     result = ws.lint(text, ws.path_for(scenario_id))
+    unreadable = [p for p in result.problems if p.code.startswith("yaml.")]
+    if unreadable:
+        # A draft may have errors, but never text that no longer reads as a scenario file:
+        # the file on disk (maybe a committed, working version) is kept as it is.
+        first = unreadable[0]
+        message = _("Not saved: the YAML cannot be read (line %(line)s: %(problem)s).",
+                    line=first.line or "?", problem=first.message)  # fmt: skip
+        return json_error(422, first.code, message, "yaml")
     try:
         ws.write(scenario_id, text, expected)
     except Conflict:

@@ -21,12 +21,14 @@ LANGUAGES = ("en", "fr")
 
 def dynamic_messages() -> list[str]:
     """Words translated from data (`_(row.status)`): the extraction test checks these too."""
+    from designer.editor_words import registry_help
     from engine.spec.model import OBJECTIVES
     from engine.store.models import SCENARIO_STATUSES, USER_ROLES
 
     actions = ("login", "save", "create", "publish", "pause", "resume", "password", "role")
     kinds = ("scenario", "user", "session", "policy", "disable", "enable")
-    return [*SCENARIO_STATUSES, *USER_ROLES, *OBJECTIVES, *actions, *kinds]
+    # the node-type registry's help (step types and their fields), shown by the editor
+    return [*SCENARIO_STATUSES, *USER_ROLES, *OBJECTIVES, *actions, *kinds, *registry_help()]
 
 
 HERE = Path(__file__).parent / "translations"

@@ -2,21 +2,20 @@
 
 The contact page explains consent and the barometer with the engine's own functions (those that
 `parcours contact show` prints), so the designer and the command line never disagree. The
-dashboard asks the database for aggregates only (GROUP BY), in SQL that SQLite and PostgreSQL both
-run; Python merely folds at most a few hundred buckets.
+dashboard's figures come from `designer.pressure_board`; this module puts them into words.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, render_template, request
-from sqlalchemy import ColumnElement, and_, bindparam, case, extract, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.engine import Connection
 
 from channels.registry import channel_names
@@ -24,11 +23,12 @@ from designer import parcours
 from designer.auth import requires
 from designer.i18n import current_language
 from designer.i18n import gettext as _
+from designer.pressure_board import board
 from engine import consent as ledger
 from engine.ingest import contact_profile
 from engine.policy.base import ADDRESS_FIELDS
-from engine.policy.model import MARKETING, CapRule, Policy, PressureConfig
-from engine.pressure import explain, load_barometers, state_of
+from engine.policy.model import CapRule, Policy, PressureConfig
+from engine.pressure import explain, load_barometers
 from engine.runtime.timing import zone_for
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
 from engine.store.db import SQLITE_BEGIN, id_in
@@ -37,19 +37,15 @@ from engine.store.models import (
     Enrollment,
     Event,
     JournalEntry,
-    Pressure,
     ScenarioRecord,
     ScenarioVersion,
     Send,
-    UTCDateTime,
 )
 
 insights = Blueprint("insights", __name__)
 
 PAGE = 50  # contacts per page
 TIMELINE = 200  # timeline items per page
-DAYS = 30  # the dashboard's period
-BUCKET = {"sqlite": "%Y-%m-%d %H", "postgresql": "YYYY-MM-DD HH24"}
 
 
 @contextmanager
@@ -102,9 +98,23 @@ def reason_label(reason: str | None) -> str:
         text = words[kind] % {"rule": rest}
     elif reason == "pressure:over":
         text = _("Over-pressure")
+    elif reason in ENTRY_REFUSALS:
+        return entry_refusal_label(reason)
     else:
         return reason
     return _("%(reason)s, waited too long", reason=text) if expired else text
+
+
+ENTRY_REFUSALS = ("audience", "already_active", "reentry_never", "cooldown", "contact_missing")
+
+
+def entry_refusal_label(reason: str) -> str:
+    """Why a contact did not enter a journey (`engine.enroll`), in words."""
+    labels = {"audience": _("Not in the audience"), "already_active": _("Already in the journey"),
+              "reentry_never": _("Entered once already; the journey allows no re-entry"),
+              "cooldown": _("Entered too recently to enter again"),
+              "contact_missing": _("Unknown contact")}  # fmt: skip
+    return labels.get(reason, reason)
 
 
 def journal_label(kind: str) -> str:
@@ -280,21 +290,19 @@ def _older(at: Any, ident: Any, rank: int, cursor: tuple[datetime, int, int] | N
 
 
 def timeline(
-    conn: Connection, contact_id: int, journeys: list[int], cursor: tuple[datetime, int, int] | None
+    conn: Connection, contact_id: int, cursor: tuple[datetime, int, int] | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Events, journal entries and messages of the contact, newest first, one page of them."""
-    # Journal entries are found through the contact's enrollments (an indexed column); a send's
-    # own journal entry is left out, as the message itself is on the timeline.
+    # Journal entries are read by contact (indexed with the time), so that refused entries,
+    # which have no enrollment, show too; a send's own entry is left out, as the message is shown.
     sources: list[tuple[str, Any, Any, Any]] = [
         ("event", Event, Event.occurred_at, Event.contact_id == contact_id),
         ("journal", JournalEntry, JournalEntry.at,
-         _in(JournalEntry.enrollment_id, journeys, conn) & (JournalEntry.kind != "send")),
+         (JournalEntry.contact_id == contact_id) & (JournalEntry.kind != "send")),
         ("message", Send, Send.created_at, Send.contact_id == contact_id),
     ]  # fmt: skip
     items: list[dict[str, Any]] = []
     for rank, (kind, model, at, where) in enumerate(sources):
-        if kind == "journal" and not journeys:
-            continue
         query = (
             select(model)
             .where(where, _older(at, model.id, rank, cursor))
@@ -318,6 +326,19 @@ def timeline(
         return page, None
     at_, rank_, ident = page[-1]["key"]
     return page, f"{at_.astimezone(UTC).isoformat()}~{rank_}~{ident}"
+
+
+def _scenario_names(
+    conn: Connection, journeys: Sequence[Any], items: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Journey names by id, also for journeys the contact was refused from (no enrollment)."""
+    names = {j.scenario_id: j.name or j.scenario_id for j in journeys}
+    others = {it["scenario_id"] for it in items if it.get("scenario_id")} - set(names)
+    if others:
+        query = select(ScenarioRecord.id, ScenarioRecord.name)
+        for sid, name in conn.execute(query.where(ScenarioRecord.id.in_(sorted(others)))):
+            names[sid] = name or sid
+    return names
 
 
 def reachability(conn: Connection, contact: Any, policy: Policy, now: datetime) -> dict[str, Any]:
@@ -378,7 +399,8 @@ def contact(external_id: str) -> Any:
             .order_by(Enrollment.entered_at.desc(), Enrollment.id.desc())
         ).all()
         cursor = _cursor(request.args.get("before"))
-        items, older = timeline(conn, row.id, [j.id for j in journeys], cursor)
+        items, older = timeline(conn, row.id, cursor)
+        names = _scenario_names(conn, journeys, items)
         details = {
             "profile": contact_profile(row),
             "consents": ledger.consent_states(conn, row.id, now),
@@ -386,7 +408,6 @@ def contact(external_id: str) -> Any:
             "suppressions": ledger.contact_suppressions(conn, row),
             "reach": reachability(conn, row, policy, now),
         }
-    names = {j.scenario_id: j.name or j.scenario_id for j in journeys}
     barometer_rows = [(OVERALL, pressure["overall"]), *pressure["channels"].items()]
     gauges = {channel: gauge(r, policy.pressure) for channel, r in barometer_rows}
     return render_template(
@@ -399,136 +420,31 @@ def contact(external_id: str) -> Any:
 # ---------------------------------------------------------------- pressure dashboard
 
 
-def _age_seconds(conn: Connection, now: datetime) -> Any:
-    """Seconds from each barometer row's last update to `now`, in the connection's dialect."""
-    at = bindparam("now", now, type_=UTCDateTime())
-    if conn.dialect.name == "postgresql":
-        return extract("epoch", at - Pressure.updated_at)
-    return (func.julianday(at) - func.julianday(Pressure.updated_at)) * 86400.0
-
-
-def _exp2(conn: Connection, value: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.power(2.0, value)
-    # SQLite's math functions are a compile-time option: bring the one the engine uses.
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    driver.create_function("parcours_exp2", 1, math.exp2, deterministic=True)
-    return func.parcours_exp2(value)
-
-
-def barometer_counts(conn: Connection, now: datetime, cfg: PressureConfig) -> dict[str, Any]:
-    """Contacts per barometer state and channel as of `now`, the scores decayed as the engine
-    decays them (`engine.pressure.decayed`, `state_of`), counted by the database."""
-    age = _age_seconds(conn, now)
-    halves = age / cfg.half_life.total_seconds()
-    score = case((age <= 0, Pressure.score), else_=Pressure.score * _exp2(conn, -halves))
-    state = case((score < cfg.under, "under"), (score > cfg.over, "over"), else_="equilibrium")
-    rows = select(Pressure.channel, state.label("state")).subquery()
-    counts: dict[str, dict[str, int]] = {OVERALL: dict.fromkeys(PRESSURE_STATES, 0)}
-    for channel, name, n in conn.execute(
-        select(rows.c.channel, rows.c.state, func.count()).group_by(rows.c.channel, rows.c.state)
-    ):
-        counts.setdefault(channel, dict.fromkeys(PRESSURE_STATES, 0))[name] = int(n)
-    # A contact without a reading has a score of 0 (load_policy_views reads it so).
-    contacts = conn.execute(select(func.count()).select_from(Contact)).scalar_one()
-    counts[OVERALL][state_of(0.0, cfg)] += max(0, contacts - sum(counts[OVERALL].values()))
-    known = channel_names()
-    order = sorted(counts, key=lambda c: (c != OVERALL, known.index(c) if c in known else 99, c))
-    return {"channels": order, "counts": {c: counts[c] for c in order}}
-
-
-def _hour(conn: Connection, column: Any) -> Any:
-    """The UTC hour of a timestamp as text `YYYY-MM-DD HH`, in the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), BUCKET["postgresql"])
-    return func.strftime(BUCKET["sqlite"], column)
-
-
-def daily_caps(policy: Policy, reachable: int) -> list[dict[str, Any]]:
-    """Each cap as a daily ceiling for the whole base: per contact per day, times the contacts."""
-    out = []
-    for cap in policy.caps:
-        per_day, period = _per_day(cap)
-        if per_day is None:
-            continue
-        out.append({"id": cap.id, "channels": list(cap.channels), "max": cap.max,
-                    "period": period, "per_contact": per_day, "ceiling": per_day * reachable,
-                    "weighted": cap.weighted})  # fmt: skip
-    return out
-
-
-def _per_day(cap: CapRule) -> tuple[float | None, str]:
+def _period(cap: CapRule) -> str:
+    """The span a cap counts over, in words."""
     if cap.calendar == "day":
-        return cap.max, _("calendar day")
+        return _("calendar day")
     if cap.calendar == "week":
-        return cap.max / 7, _("calendar week")
-    if cap.window:
-        return cap.max * 86400 / cap.window.total_seconds(), span(cap.window)
-    return None, ""
+        return _("calendar week")
+    return span(cap.window) if cap.window else ""
 
 
 def dashboard(conn: Connection, now: datetime, policy: Policy) -> dict[str, Any]:
-    """Everything the pressure page draws, from aggregate queries."""
+    """Everything the pressure page draws: the board's figures, with their words."""
     zone = _zone()
-    today = now.astimezone(zone).date()
-    days = [today - timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
-    start = datetime.combine(days[0], datetime.min.time(), zone).astimezone(UTC)
-    midnight = datetime.combine(today, datetime.min.time(), zone).astimezone(UTC)
-    hour = _hour(conn, Send.created_at)
-    sends: dict[str, list[int]] = {}
-    for bucket, channel, n in conn.execute(
-        select(hour, Send.channel, func.count())
-        .where(Send.created_at >= start, Send.created_at <= now, Send.kind == "marketing")
-        .group_by(hour, Send.channel)
-    ):
-        # Hours fold into the workspace's local days (exact for zones a whole hour from UTC).
-        day = datetime.strptime(bucket, "%Y-%m-%d %H").replace(tzinfo=UTC).astimezone(zone).date()
-        if days[0] <= day <= today:
-            sends.setdefault(channel, [0] * DAYS)[(day - days[0]).days] += int(n)
-    reasons = conn.execute(
-        select(JournalEntry.reason, func.count().label("n"))
-        .where(JournalEntry.kind == "decision", JournalEntry.at >= start, JournalEntry.at <= now)
-        .group_by(JournalEntry.reason)
-        .order_by(func.count().desc(), JournalEntry.reason)
-        .limit(10)
-    ).all()
-    blocked_today = conn.execute(
-        select(func.count())
-        .select_from(JournalEntry)
-        .where(JournalEntry.kind == "decision", JournalEntry.at >= midnight, JournalEntry.at <= now)
-    ).scalar_one()
-    reachable = conn.execute(
-        select(func.count()).select_from(Contact).where(Contact.opted_out.is_(False))
-    ).scalar_one()
-    barometer = barometer_counts(conn, now, policy.pressure)
-    known = channel_names()
-    channels = sorted(sends, key=lambda c: (known.index(c) if c in known else 99, c))
-    caps = daily_caps(policy, reachable)
-    for cap in caps:  # the busiest day's share of the ceiling
-        covered = [
-            s for c, s in sends.items() if MARKETING in cap["channels"] or c in cap["channels"]
-        ]
-        busiest = max((sum(day) for day in zip(*covered, strict=True)), default=0)
-        cap["peak"] = round(busiest / cap["ceiling"], 4) if cap["ceiling"] else 0.0
-    sent_today = sum(series[-1] for series in sends.values())
-    tried = sent_today + blocked_today
+    data = board(conn, now, policy, zone)
+    periods = {cap.id: _period(cap) for cap in policy.caps}
+    for cap in data["sends"]["caps"]:
+        cap["period"] = periods[cap["id"]]
+    for row in data["reasons"]:
+        row["label"] = reason_label(row["reason"])
+    channels = [*data["barometer"]["channels"], *data["sends"]["channels"], "marketing"]
     return {
+        **data,
         "lang": current_language(),
         "zone": str(zone),
-        "barometer": {**barometer, "states": list(PRESSURE_STATES)},
-        "sends": {"days": [d.isoformat() for d in days], "channels": channels,
-                  "series": {c: sends[c] for c in channels}, "reachable": reachable,
-                  "totals": [sum(day) for day in zip(*sends.values(), strict=True)] or [0] * DAYS,
-                  "caps": caps},
-        "reasons": [{"reason": r or "", "label": reason_label(r), "count": int(n)}
-                    for r, n in reasons],
-        "stats": {"over_now": barometer["counts"][OVERALL]["over"], "sends_today": sent_today,
-                  "blocked_today": int(blocked_today),
-                  "share_blocked": round(blocked_today / tried, 4) if tried else 0.0},
         "labels": {
-            "channels": {c: channel_label(c)
-                         for c in [*barometer["channels"], *channels, "marketing"]},
+            "channels": {c: channel_label(c) for c in channels},
             "states": {s: state_label(s) for s in PRESSURE_STATES},
             "contacts": _("Contacts"), "sends": _("Marketing sends"), "blocked": _("Held back"),
             "ceiling": _("Daily ceiling %(cap)s"),

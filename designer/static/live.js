@@ -5,7 +5,7 @@
   var data = JSON.parse(document.getElementById("canvas-data").textContent);
   if (!el || !window.ParcoursCanvas || !data.doc || !data.doc.steps) { if (el) el.hidden = true; return; }
   var canvas = window.ParcoursCanvas.mount(el, {
-    doc: data.doc, nodeTypes: data.nodeTypes, readonly: true, strings: data.strings || {}
+    doc: data.doc, nodeTypes: data.nodeTypes, readonly: true, fit: true, strings: data.strings || {}
   });
   canvas.showCounts(data.counts || {});
 })();

@@ -180,7 +180,7 @@
     try {
       if (!canvas) {
         box.hidden = false;
-        canvas = window.ParcoursCanvas.mount(box, { doc: config.doc, nodeTypes: config.nodeTypes, readonly: true, strings: config.canvasStrings || {} });
+        canvas = window.ParcoursCanvas.mount(box, { doc: config.doc, nodeTypes: config.nodeTypes, readonly: true, fit: true, strings: config.canvasStrings || {} });
       }
       var counts = {};
       steps.forEach(function (s) {

@@ -79,6 +79,35 @@ def test_viewer_gets_a_read_only_canvas_and_french_labels(login: Login) -> None:
     assert data["strings"]["saved"] == "Enregistré"
 
 
+def test_every_field_has_a_label_and_its_help_in_both_languages(login: Login) -> None:
+    client = login("viewer")
+    english = bootstrap(client.get("/scenarios/welcome-series/edit?lang=en").get_data(as_text=True))
+    for node in english["nodeTypes"]:
+        for name, prop in node["schema"]["properties"].items():
+            if name == "type":
+                continue
+            items = prop.get("items", {}).get("properties", {})
+            for key in [name, *(f"{name}.{inner}" for inner in items)]:
+                assert key in node["fields"], (node["type"], key)
+                assert node["fields"][key]["label"] != key.rpartition(".")[2], (node["type"], key)
+    send = {t["type"]: t for t in english["nodeTypes"]}["send"]["fields"]
+    assert send["on_blocked"]["label"] == "When blocked"
+    assert send["defer_max"] == {"label": "Longest deferral", "help": "Longest deferral, e.g. 2d."}
+    french = bootstrap(client.get("/scenarios/welcome-series/edit?lang=fr").get_data(as_text=True))
+    types = {t["type"]: t for t in french["nodeTypes"]}
+    assert types["send"]["fields"]["on_blocked"]["label"] == "Si bloqué"
+    assert types["wait"]["fields"]["duration"]["label"] == "Durée"
+    assert types["wait"]["fields"]["duration"]["help"].startswith("Durée de l'attente")
+    assert types["split"]["fields"]["branches.weight"]["label"] == "Poids"
+    assert types["switch"]["fields"]["cases.next"]["help"].startswith("Étape suivante")
+
+
+def test_the_top_bar_links_to_the_journey_and_to_simulation(login: Login) -> None:
+    html = login("viewer").get("/scenarios/welcome-series/edit").get_data(as_text=True)
+    assert 'href="/scenarios/welcome-series" data-testid="to-journey"' in html
+    assert 'href="/scenarios/welcome-series/simulate" data-testid="to-simulate"' in html
+
+
 @pytest.mark.parametrize("scenario_id", ["..%2Fx", "nope", "..%2F..%2Fetc%2Fpasswd"])
 def test_unknown_or_traversing_ids_are_404(login: Login, scenario_id: str) -> None:
     client = login("marketer")

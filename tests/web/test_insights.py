@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -208,6 +208,36 @@ def test_timeline_pages_back_without_gaps(
         more = re.search(r'href="(/contacts/ana\?before=[^"]+)"', page)
         url = more.group(1).replace("&amp;", "&") if more else None
     assert len(seen) == 250 and len(set(seen)) == 250
+
+
+VIP_ONLY = (
+    FLASH_SALE.replace("id: flash-sale", "id: vip-preview")
+    .replace("name: Flash sale", "name: VIP preview")
+    .replace("steps:", "audience:\n  tag: vip\nsteps:")
+)
+
+
+def test_refused_entry_shows_on_the_timeline(
+    login: Callable[[str], FlaskClient], state: Parcours, clock: VirtualClock
+) -> None:
+    add_contacts(state.engine, {"external_id": "bob", "email": "bob@example.com"})
+    with Session(state.engine) as session, session.begin():
+        publish_bundle(session, {"yaml": VIP_ONLY, "templates": {}}, now=T0)
+    with state.engine.begin() as conn:
+        event = {"contact": "bob", "name": "browsed", "occurred_at": T0.isoformat()}
+        record_events(conn, [clean_event(event, T0)], T0)
+    worker = Worker(state.engine, state.settings, state.clock)
+    worker.run_once(T0)
+    with state.engine.connect() as conn:
+        refused = conn.execute(select(JournalEntry.kind, JournalEntry.enrollment_id)).all()
+    assert [tuple(r) for r in refused] == [("skipped_entry", None)]  # no enrollment to go by
+
+    viewer = login("viewer")
+    page = viewer.get("/contacts/bob").get_data(as_text=True)
+    assert "Entry refused" in page and "Not in the audience" in page
+    assert "VIP preview" in page  # the journey, by name, though the contact never entered it
+    french = viewer.get("/contacts/bob?lang=fr").get_data(as_text=True)
+    assert "Entrée refusée" in french and "Hors de l&#39;audience" in french
 
 
 # ---------------------------------------------------------------- the dashboard

@@ -191,3 +191,21 @@ def test_each_role_is_refused_what_it_may_not_do(designer_app: Flask, login: Log
             assert r.status_code == 403, f"{who} {method} {url} answered {r.status_code}"
             checked += 1
     assert checked >= 12  # every marketer and admin route, at least
+
+
+def test_unreadable_yaml_is_never_saved_over_the_file(login: Login, workspace: Path) -> None:
+    marketer = login("marketer")
+    path = workspace / "birthday.yaml"
+    before = path.read_text()
+    loaded = marketer.get("/scenarios/birthday/edit").get_data(as_text=True)
+    digest = re.search(r'"hash":\s*"([0-9a-f]+)"', loaded)
+    assert digest
+    r = marketer.post(
+        "/scenarios/birthday/save",
+        json={"yaml": before + "\n  broken: [\n", "hash": digest.group(1)},
+        headers={"X-CSRF-Token": marketer.csrf},  # type: ignore[attr-defined]
+    )
+    assert r.status_code == 422
+    assert r.get_json()["error"]["code"] == "yaml.syntax"
+    assert "line" in r.get_json()["error"]["message"]
+    assert path.read_text() == before

@@ -12,6 +12,7 @@
  *     doc,          // the parsed scenario (plain object: steps, layout, ...)
  *     nodeTypes,    // the registry as the editor page gets it (designer.editor.node_types())
  *     readonly,     // true: pan and zoom only, nodes cannot move or connect
+ *     fit,          // true: fit the drawing in the view once mounted
  *     strings,      // optional translated texts (designer.editor.strings())
  *     onSelect,     // optional function (stepId | null)
  *   });
@@ -494,6 +495,7 @@
     }
 
     draw();
+    if (options.fit) requestAnimationFrame(fit);  // after the page laid the element out
     return {
       drawflow: df,
       getDoc: function () { return clone(doc); },

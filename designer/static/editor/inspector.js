@@ -105,6 +105,14 @@
     this.s = ctx.boot.strings;
   }
 
+  // A field's label and help, translated by the server (the node type's `fields`), by its key:
+  // `duration`, or `cases.next` for a field of a list item; the raw name when unknown.
+  Builder.prototype.info = function (path) {
+    var key = path.filter(function (p) { return typeof p === "string"; }).join(".");
+    var fields = (this.ctx.nodeType && this.ctx.nodeType.fields) || {};
+    return fields[key] || { label: String(path[path.length - 1]), help: "" };
+  };
+
   // One field of `target` (an object edited in place); `path` is the undo key.
   Builder.prototype.field = function (parent, target, name, rawProp, path, changed) {
     var self = this, u = unwrap(rawProp), prop = u.prop, kind = kindOf(prop), value = target[name];
@@ -114,36 +122,36 @@
       else target[name] = v;
       changed(path.join("."));
     }
-    var help = prop.description || "";
+    var info = self.info(path), label = info.label, help = info.help || prop.description || "";
     if (kind === "edge") {
       var options = [["", "— " + self.s.end + " —"]].concat(self.ctx.stepIds.map(function (id) { return [id, id]; }));
-      return row(parent, name, help, select(options, value, function (v) { set(v || null); }), testid);
+      return row(parent, label, help, select(options, value, function (v) { set(v || null); }), testid);
     }
     if (kind === "enum") {
       var opts = (u.nullable ? [["", self.s.none]] : []).concat(prop.enum.map(function (v) { return [v, v]; }));
-      return row(parent, name, help, select(opts, value == null ? prop.default : value, function (v) { set(v); }), testid);
+      return row(parent, label, help, select(opts, value == null ? prop.default : value, function (v) { set(v); }), testid);
     }
     if (kind === "number") {
-      return row(parent, name, help, input(value == null ? "" : value, function (v) { set(v === "" ? null : Number(v)); }, { type: "number" }), testid);
+      return row(parent, label, help, input(value == null ? "" : value, function (v) { set(v === "" ? null : Number(v)); }, { type: "number" }), testid);
     }
     if (kind === "bool") {
       var c = el("input"); c.type = "checkbox"; c.checked = !!value;
       c.addEventListener("change", function () { set(c.checked); });
-      return row(parent, name, help, c, testid);
+      return row(parent, label, help, c, testid);
     }
     if (kind === "duration") {
-      return row(parent, name, (help ? help + " " : "") + "(" + self.s.duration_hint + ")",
+      return row(parent, label, help || self.s.duration_hint,  // the registry's help has an example
         input(value, function (v, i) {
           i.classList.toggle("in-bad", v !== "" && !/^\s*-?(\d+\s*[smhdw]\s*)+$|^\d+$/.test(v));
           set(/^\d+$/.test(v) ? Number(v) : v);
         }, { placeholder: "2d" }), testid);
     }
     if (kind === "time") {
-      return row(parent, name, self.s.time_hint, input(value, function (v) { set(v); }, { placeholder: "09:00" }), testid);
+      return row(parent, label, self.s.time_hint, input(value, function (v) { set(v); }, { placeholder: "09:00" }), testid);
     }
-    if (kind === "weekdays") return this.weekdays(parent, name, value, set, testid, help);
+    if (kind === "weekdays") return this.weekdays(parent, label, value, set, testid, help);
     if (kind === "strings") {
-      return row(parent, name, help, input(Array.isArray(value) ? value.join(", ") : "", function (v) {
+      return row(parent, label, help, input(Array.isArray(value) ? value.join(", ") : "", function (v) {
         var list = v.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
         set(list.length ? list : (prop.default !== undefined || u.nullable ? null : []));
       }, { placeholder: "a, b" }), testid);
@@ -158,15 +166,15 @@
     if (/^(channel|fallback)$/.test(name)) {
       var channels = (u.nullable ? [["", self.s.none]] : []).concat(self.ctx.boot.channels.map(function (c) { return [c.name, c.label]; }));
       if (value && !self.ctx.boot.channels.some(function (c) { return c.name === value; })) channels.push([value, value]);
-      return row(parent, name, help, select(channels, value, function (v) { set(v || null); }), testid);
+      return row(parent, label, help, select(channels, value, function (v) { set(v || null); }), testid);
     }
     if (name === "template") listId = datalist("dl-templates", self.ctx.boot.templates);
     if (name === "scenario") listId = datalist("dl-scenarios", self.ctx.boot.scenarios);
     var long = typeof value === "string" && (value.length > 40 || value.indexOf("\n") >= 0);
-    return row(parent, name, help, input(value, function (v) { set(v); }, { list: listId, multiline: long }), testid);
+    return row(parent, label, help, input(value, function (v) { set(v); }, { list: listId, multiline: long }), testid);
   };
 
-  Builder.prototype.weekdays = function (parent, name, value, set, testid, help) {
+  Builder.prototype.weekdays = function (parent, label, value, set, testid, help) {
     var days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], names = this.s.weekdays.split(" ");
     var chosen = (Array.isArray(value) ? value : []).map(function (d) { return String(d).slice(0, 3).toLowerCase(); });
     var box = el("div", "in-chips");
@@ -181,7 +189,7 @@
       b.setAttribute("aria-pressed", chosen.indexOf(d) >= 0 ? "true" : "false");
       box.appendChild(b);
     });
-    return row(parent, name, help, box, testid);
+    return row(parent, label, help, box, testid);
   };
 
   // Key/value rows (set, payload) or part/text rows (content: keys from the schema's enum).
@@ -216,7 +224,7 @@
       box.appendChild(add);
     }
     draw();
-    return row(parent, name, help, box, testid);
+    return row(parent, this.info(path).label, help, box, testid);
   };
 
   // cases / branches: a card per item with its own fields, add and remove.
@@ -244,7 +252,7 @@
       target[name].push(item); changed(path.join(".") + ".add"); self.rebuild();
     }, "add-" + name));
     var wrap = el("div", "in-field");
-    wrap.appendChild(el("span", "in-label", name));
+    wrap.appendChild(el("span", "in-label", self.info(path).label));
     wrap.appendChild(box);
     wrap.setAttribute("data-testid", "field-" + testid);
     parent.appendChild(wrap);
@@ -268,7 +276,7 @@
       box.appendChild(button("+ " + self.s.add, "in-add", function () { list.push({ property: "", op: "eq", value: "" }); write(); draw(); }));
     }
     draw();
-    return row(parent, name, null, box, testid);
+    return row(parent, self.info(path).label, self.info(path).help || null, box, testid);
   };
 
   // ------------------------------------------------------------------ conditions
@@ -287,7 +295,7 @@
     var self = this, s = this.s, wrap = el("div", "in-field in-cond");
     wrap.setAttribute("data-testid", "field-" + testid);
     var head = el("div", "in-cond-head");
-    head.appendChild(el("span", "in-label", name));
+    head.appendChild(el("span", "in-label", self.info(path).label));
     var exprMode = isObj(target[name]) && "expr" in target[name];
     var toggle = el("div", "in-seg");
     [["form", s.form], ["expr", s.expression]].forEach(function (m) {

@@ -1,0 +1,166 @@
+"""The editor's words: the node-type registry as the palette and inspector show it, field labels
+and help, and every text of the canvas script, in the current language.
+
+Help texts come from the registry (each schema field's ``help`` metadata, in English) and are
+translated here; labels are named once per field name, since a name means the same thing in every
+step type. `designer.i18n.dynamic_messages` lists the registry's help so the French is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from marshmallow import Schema, fields
+
+from designer.i18n import current_language
+from designer.i18n import gettext as _
+from engine.spec.jsonschema import scenario_json_schema
+from engine.spec.nodes import NODE_TYPES
+
+
+def field_labels() -> dict[str, str]:
+    """A label per step field name (cases and branches items included)."""
+    return {
+        "label": _("Label"), "duration": _("Duration"), "next": _("Next step"),
+        "at": _("Time of day"), "weekdays": _("Days of the week"), "attribute": _("Attribute"),
+        "offset": _("Offset"), "event": _("Event"), "where": _("Event filters"),
+        "timeout": _("Timeout"), "on_event": _("When the event arrives"),
+        "on_timeout": _("When the timeout passes"), "if": _("Condition"), "then": _("If true"),
+        "else": _("Otherwise"), "cases": _("Cases"), "name": _("Name"), "when": _("When"),
+        "default": _("Default step"), "branches": _("Branches"), "weight": _("Weight"),
+        "holdout": _("Control group (%)"), "channel": _("Channel"), "template": _("Template"),
+        "content": _("Content"), "topic": _("Topic"), "on_blocked": _("When blocked"),
+        "defer_max": _("Longest deferral"), "fallback": _("Fallback channel"),
+        "set": _("Set attributes"), "add_score": _("Add to score"), "add_tags": _("Add tags"),
+        "remove_tags": _("Remove tags"), "url": _("URL"), "method": _("HTTP method"),
+        "payload": _("Payload"), "scenario": _("Scenario"), "reason": _("Reason"),
+    }  # fmt: skip
+
+
+def _field_help(schema: Schema, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(field key, English help) of a step schema; list items as `cases.next`."""
+    for name, field in schema.fields.items():
+        key = prefix + (field.data_key or name)
+        if field.metadata.get("help"):
+            yield key, str(field.metadata["help"])
+        inner = getattr(field, "inner", None)
+        if isinstance(inner, fields.Nested) and isinstance(inner.schema, Schema):
+            yield from _field_help(inner.schema, key + ".")
+
+
+def registry_help() -> list[str]:
+    """Every help text of the registry, in English: step types, then their fields."""
+    texts = [node.help for node in NODE_TYPES.values()]
+    for node in NODE_TYPES.values():
+        texts += [text for _key, text in _field_help(node.schema())]
+    return list(dict.fromkeys(texts))
+
+
+def _fields(node_schema: Schema, properties: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Label and help of each field of a step type, keyed `name` or `list.name` for items."""
+    labels = field_labels()
+    keys = [k for k in properties if k != "type"]
+    for name, prop in properties.items():
+        items = prop.get("items", {}).get("properties", {}) if prop.get("type") == "array" else {}
+        keys += [f"{name}.{inner}" for inner in items]
+    help_of = dict(_field_help(node_schema))
+    out = {}
+    for key in keys:
+        name = key.rpartition(".")[2]
+        text = help_of.get(key)
+        out[key] = {"label": labels.get(name, name), "help": _(text) if text else ""}
+    return out
+
+
+def _edges(step_schema: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """Edge fields of a step type: top-level ones, and list fields whose items hold one."""
+    top, nested = [], {}
+    for name, prop in step_schema.get("properties", {}).items():
+        if prop.get("x-edge"):
+            top.append(name)
+        items = prop.get("items", {}).get("properties", {}) if prop.get("type") == "array" else {}
+        for inner, inner_prop in items.items():
+            if inner_prop.get("x-edge"):
+                nested[name] = inner
+    return top, nested
+
+
+def node_types() -> list[dict[str, Any]]:
+    """The palette and inspector data, from the node-type registry."""
+    defs = scenario_json_schema()["$defs"]
+    french = current_language() == "fr"
+    out = []
+    for node in NODE_TYPES.values():
+        schema = defs[f"step_{node.type}"]
+        edges, nested = _edges(schema)
+        described = _fields(node.schema(), schema.get("properties", {}))
+        out.append(
+            {
+                "type": node.type,
+                "label": node.label_fr if french else node.label,
+                "category": node.category,
+                "help": _(node.help),
+                "schema": schema,
+                "edges": edges,
+                "nested_edges": nested,
+                "fields": described,
+            }
+        )
+    return out
+
+
+def strings() -> dict[str, str]:
+    """Every text the canvas script shows, in the current language."""
+    return {
+        "palette": _("Steps"),
+        "drag_hint": _("Drag a step from the palette"),
+        "drag_sub": _("Then connect its exits to build the journey."),
+        "start": _("Start"),
+        "end": _("end"),
+        "saved": _("Saved"),
+        "unsaved": _("Unsaved changes"),
+        "saving": _("Saving…"),
+        "conflict": _("Conflict: the file changed on disk — reload"),
+        "save_failed": _("Could not save"),
+        "blocked": _("Saved as a draft: publishing is blocked until the errors are fixed."),
+        "leave": _("You have unsaved changes."),
+        "problems": _("Problems"),
+        "no_problems": _("No problems"),
+        "step_id": _("Step id"),
+        "id_taken": _("This id is already used by another step."),
+        "id_invalid": _("Letters, digits, '-' and '_' only; start with a letter or digit."),
+        "delete_step": _("Delete step"),
+        "scenario": _("Scenario"),
+        "name": _("Name"),
+        "objective": _("Objective"),
+        "priority": _("Priority"),
+        "triggers": _("Triggers"),
+        "description": _("Description"),
+        "add": _("Add"),
+        "case": _("Case"),
+        "branch": _("Branch"),
+        "expression": _("Expression"),
+        "form": _("Form"),
+        "all": _("all of"),
+        "any": _("any of"),
+        "add_rule": _("Add rule"),
+        "add_group": _("Add group"),
+        "attribute": _("Attribute"),
+        "tag": _("Tag"),
+        "event": _("Event"),
+        "value": _("Value"),
+        "key": _("Key"),
+        "none": _("— none —"),
+        "other_form": _("The builder cannot edit this form; use the expression mode or YAML."),
+        "duration_hint": _("e.g. 30m, 1h, 2d, 1w"),
+        "time_hint": _("HH:MM, in the contact's time zone"),
+        "preview": _("Preview"),
+        "contact_id": _("Contact external id (empty: a sample contact)"),
+        "segment": _("segment"),
+        "segments": _("segments"),
+        "characters": _("characters"),
+        "yaml_invalid": _("The YAML has errors: the canvas shows the last valid version."),
+        "not_in_schema": _("Not editable here; use the YAML tab."),
+        "weekdays": _("mon tue wed thu fri sat sun"),
+    }

@@ -1,0 +1,162 @@
+"""The pressure dashboard's figures: aggregate queries over a connection, plain data out.
+
+The database does the counting (GROUP BY), in SQL that SQLite and PostgreSQL both run; Python
+merely folds at most a few hundred buckets. Words (labels, translations) are the page's business.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from sqlalchemy import bindparam, case, extract, func, select
+from sqlalchemy.engine import Connection
+
+from channels.registry import channel_names
+from engine.policy.model import MARKETING, CapRule, Policy, PressureConfig
+from engine.pressure import state_of
+from engine.spec.conditions import OVERALL, PRESSURE_STATES
+from engine.store.models import Contact, JournalEntry, Pressure, Send, UTCDateTime
+
+DAYS = 30  # the dashboard's period
+BUCKET = {"sqlite": "%Y-%m-%d %H", "postgresql": "YYYY-MM-DD HH24"}
+
+
+def _age_seconds(conn: Connection, now: datetime) -> Any:
+    """Seconds from each barometer row's last update to `now`, in the connection's dialect."""
+    at = bindparam("now", now, type_=UTCDateTime())
+    if conn.dialect.name == "postgresql":
+        return extract("epoch", at - Pressure.updated_at)
+    return (func.julianday(at) - func.julianday(Pressure.updated_at)) * 86400.0
+
+
+def _exp2(conn: Connection, value: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.power(2.0, value)
+    # SQLite's math functions are a compile-time option: bring the one the engine uses.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.create_function("parcours_exp2", 1, math.exp2, deterministic=True)
+    return func.parcours_exp2(value)
+
+
+def _channel_order(channels: Any) -> list[str]:
+    """Overall first, then the registry's order, then unknown channels by name."""
+    known = channel_names()
+    return sorted(channels, key=lambda c: (c != OVERALL, known.index(c) if c in known else 99, c))
+
+
+def barometer_counts(conn: Connection, now: datetime, cfg: PressureConfig) -> dict[str, Any]:
+    """Contacts per barometer state and channel as of `now`, the scores decayed as the engine
+    decays them (`engine.pressure.decayed`, `state_of`), counted by the database."""
+    age = _age_seconds(conn, now)
+    halves = age / cfg.half_life.total_seconds()
+    score = case((age <= 0, Pressure.score), else_=Pressure.score * _exp2(conn, -halves))
+    state = case((score < cfg.under, "under"), (score > cfg.over, "over"), else_="equilibrium")
+    rows = select(Pressure.channel, state.label("state")).subquery()
+    counts: dict[str, dict[str, int]] = {OVERALL: dict.fromkeys(PRESSURE_STATES, 0)}
+    for channel, name, n in conn.execute(
+        select(rows.c.channel, rows.c.state, func.count()).group_by(rows.c.channel, rows.c.state)
+    ):
+        counts.setdefault(channel, dict.fromkeys(PRESSURE_STATES, 0))[name] = int(n)
+    # A contact without a reading has a score of 0 (load_policy_views reads it so).
+    contacts = conn.execute(select(func.count()).select_from(Contact)).scalar_one()
+    counts[OVERALL][state_of(0.0, cfg)] += max(0, contacts - sum(counts[OVERALL].values()))
+    order = _channel_order(counts)
+    return {"channels": order, "counts": {c: counts[c] for c in order}}
+
+
+def _hour(conn: Connection, column: Any) -> Any:
+    """The UTC hour of a timestamp as text `YYYY-MM-DD HH`, in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), BUCKET["postgresql"])
+    return func.strftime(BUCKET["sqlite"], column)
+
+
+def per_day(cap: CapRule) -> float | None:
+    """The cap's allowance per contact per day; None for a cap with neither calendar nor window."""
+    if cap.calendar == "day":
+        return cap.max
+    if cap.calendar == "week":
+        return cap.max / 7
+    if cap.window:
+        return cap.max * 86400 / cap.window.total_seconds()
+    return None
+
+
+def daily_caps(policy: Policy, reachable: int) -> list[dict[str, Any]]:
+    """Each cap as a daily ceiling for the whole base: per contact per day, times the contacts."""
+    out = []
+    for cap in policy.caps:
+        allowance = per_day(cap)
+        if allowance is None:
+            continue
+        out.append({"id": cap.id, "channels": list(cap.channels), "max": cap.max,
+                    "per_contact": allowance, "ceiling": allowance * reachable,
+                    "weighted": cap.weighted})  # fmt: skip
+    return out
+
+
+def _sends_per_day(
+    conn: Connection, start: datetime, now: datetime, days: list[Any], zone: tzinfo
+) -> dict[str, list[int]]:
+    """Marketing sends per channel and local day, counted per UTC hour by the database."""
+    hour = _hour(conn, Send.created_at)
+    sends: dict[str, list[int]] = {}
+    for bucket, channel, n in conn.execute(
+        select(hour, Send.channel, func.count())
+        .where(Send.created_at >= start, Send.created_at <= now, Send.kind == "marketing")
+        .group_by(hour, Send.channel)
+    ):
+        # Hours fold into the workspace's local days (exact for zones a whole hour from UTC).
+        day = datetime.strptime(bucket, "%Y-%m-%d %H").replace(tzinfo=UTC).astimezone(zone).date()
+        if days[0] <= day <= days[-1]:
+            sends.setdefault(channel, [0] * DAYS)[(day - days[0]).days] += int(n)
+    return sends
+
+
+def board(conn: Connection, now: datetime, policy: Policy, zone: tzinfo) -> dict[str, Any]:
+    """The dashboard's figures over the last `DAYS` days, in `zone`'s days; reasons as rule ids."""
+    today = now.astimezone(zone).date()
+    days = [today - timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
+    start = datetime.combine(days[0], datetime.min.time(), zone).astimezone(UTC)
+    midnight = datetime.combine(today, datetime.min.time(), zone).astimezone(UTC)
+    sends = _sends_per_day(conn, start, now, days, zone)
+    reasons = conn.execute(
+        select(JournalEntry.reason, func.count().label("n"))
+        .where(JournalEntry.kind == "decision", JournalEntry.at >= start, JournalEntry.at <= now)
+        .group_by(JournalEntry.reason)
+        .order_by(func.count().desc(), JournalEntry.reason)
+        .limit(10)
+    ).all()
+    blocked_today = conn.execute(
+        select(func.count())
+        .select_from(JournalEntry)
+        .where(JournalEntry.kind == "decision", JournalEntry.at >= midnight, JournalEntry.at <= now)
+    ).scalar_one()
+    reachable = conn.execute(
+        select(func.count()).select_from(Contact).where(Contact.opted_out.is_(False))
+    ).scalar_one()
+    barometer = barometer_counts(conn, now, policy.pressure)
+    channels = _channel_order(sends)
+    caps = daily_caps(policy, reachable)
+    for cap in caps:  # the busiest day's share of the ceiling
+        covered = [
+            s for c, s in sends.items() if MARKETING in cap["channels"] or c in cap["channels"]
+        ]
+        busiest = max((sum(day) for day in zip(*covered, strict=True)), default=0)
+        cap["peak"] = round(busiest / cap["ceiling"], 4) if cap["ceiling"] else 0.0
+    sent_today = sum(series[-1] for series in sends.values())
+    tried = sent_today + blocked_today
+    return {
+        "barometer": {**barometer, "states": list(PRESSURE_STATES)},
+        "sends": {"days": [d.isoformat() for d in days], "channels": channels,
+                  "series": {c: sends[c] for c in channels}, "reachable": reachable,
+                  "totals": [sum(day) for day in zip(*sends.values(), strict=True)] or [0] * DAYS,
+                  "caps": caps},
+        "reasons": [{"reason": r or "", "count": int(n)} for r, n in reasons],
+        "stats": {"over_now": barometer["counts"][OVERALL]["over"], "sends_today": sent_today,
+                  "blocked_today": int(blocked_today),
+                  "share_blocked": round(blocked_today / tried, 4) if tried else 0.0},
+    }  # fmt: skip
