@@ -156,6 +156,7 @@ def strings() -> dict[str, str]:
         "duration_hint": _("e.g. 30m, 1h, 2d, 1w"),
         "time_hint": _("HH:MM, in the contact's time zone"),
         "preview": _("Preview"),
+        "edit_template": _("Edit the template's parts"),
         "contact_id": _("Contact external id (empty: a sample contact)"),
         "segment": _("segment"),
         "segments": _("segments"),

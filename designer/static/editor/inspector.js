@@ -442,6 +442,14 @@
       });
     }
     container.appendChild(form);
+    if (typeof step.template === "string" && /^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(step.template)) {
+      var link = el("a", "in-template-link", s.edit_template + " → " + step.template);
+      link.href = "/templates/" + encodeURIComponent(step.template);
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.setAttribute("data-testid", "edit-template");
+      container.appendChild(link);
+    }
     if (ctx.onPreview && (step.type === "send" || step.type === "webhook")) container.appendChild(previewBox(ctx));
     if (!ctx.readonly) {
       container.appendChild(button(s.delete_step, "danger in-delete", function () { ctx.onDelete(); }, "delete-step"));
