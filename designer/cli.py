@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sys
 
 import click
 from sqlalchemy.orm import Session
@@ -94,7 +95,7 @@ def users_create(
     settings: Settings = ctx.obj
     password = None
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\r\n")
         problem = password_problem(password)
         if problem:
             raise click.UsageError(problem)

@@ -96,3 +96,26 @@ def test_admin_creates_a_user_with_a_one_time_password(
     assert 'data-testid="one-time-password"' in r.get_data(as_text=True)
     missing_token = admin.post("/users", data={"username": "bob", "role": "viewer"})
     assert missing_token.status_code == 400
+
+
+def test_users_command_creates_accounts(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from designer.cli import cli
+
+    monkeypatch.setenv("PARCOURS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PARCOURS_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    made = runner.invoke(cli, ["users", "create", "anne", "--role", "viewer"])
+    assert made.exit_code == 0, made.output
+    assert "one-time password" in made.output
+    given = runner.invoke(
+        cli, ["users", "create", "bob", "--password-stdin"], input="correct horse battery\n"
+    )
+    assert given.exit_code == 0 and "one-time" not in given.output
+    short = runner.invoke(cli, ["users", "create", "carl", "--password-stdin"], input="short\n")
+    assert short.exit_code == 2 and "at least 10" in short.output
+    again = runner.invoke(cli, ["users", "create", "anne"])
+    assert again.exit_code == 2 and "already exists" in again.output
+    listed = runner.invoke(cli, ["users", "list"])
+    assert listed.output.splitlines() == ["anne\tviewer", "bob\tmarketer"]
