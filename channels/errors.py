@@ -2,7 +2,11 @@
 
 ChannelError
  ├── TransientChannelError   try again later (timeout, 5xx, rate limit); may carry retry_after
+ │    └── AmbiguousDeliveryError   the provider may have accepted it: mark `ambiguous`, don't resend
  └── PermanentChannelError   do not retry (invalid recipient, hard bounce, rejected content)
+      └── ChannelConfigError       the channel itself is misconfigured (credentials, TLS, secrets):
+                                   no message can pass until an operator fixes the configuration,
+                                   so pause the channel rather than fail each recipient
 """
 
 from __future__ import annotations
@@ -20,5 +24,16 @@ class TransientChannelError(ChannelError):
         self.retry_after = retry_after
 
 
+class AmbiguousDeliveryError(TransientChannelError):
+    """The outcome is unknown: the provider got the whole message but its answer never arrived.
+
+    A blind retry could deliver twice; the delivery loop applies the channel's ambiguous policy.
+    """
+
+
 class PermanentChannelError(ChannelError):
     """The provider will never accept this message for this recipient."""
+
+
+class ChannelConfigError(PermanentChannelError):
+    """The channel cannot send anything as configured; messages name the setting, never a secret."""

@@ -1,0 +1,61 @@
+"""Channel configuration: a plain mapping whose secrets are `${ENV_NAME}` references.
+
+The committed configuration file names environment variables instead of holding passwords; the
+values are substituted when a channel is built, and never appear in an error message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from channels.errors import ChannelConfigError
+
+_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def resolve_secrets(mapping: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of `mapping` with every `${NAME}` inside a string replaced by `environ[NAME]`.
+
+    Nested mappings and lists are walked. `$${` stands for a literal `${`. An unset variable or a
+    malformed reference raises ChannelConfigError naming the key and the variable.
+    """
+    return {key: _resolve(value, str(key), environ) for key, value in mapping.items()}
+
+
+def _resolve(value: Any, path: str, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return _substitute(value, path, environ)
+    if isinstance(value, Mapping):
+        return {k: _resolve(v, f"{path}.{k}", environ) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_resolve(v, f"{path}[{i}]", environ) for i, v in enumerate(value)]
+    return value
+
+
+def _substitute(text: str, path: str, environ: Mapping[str, str]) -> str:
+    pieces = text.split("$${")
+    return "${".join(_substitute_piece(piece, path, environ) for piece in pieces)
+
+
+def _substitute_piece(text: str, path: str, environ: Mapping[str, str]) -> str:
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if not _NAME.fullmatch(name):
+            # The text between the braces may be a pasted secret: do not echo it.
+            raise ChannelConfigError(
+                f"'{path}': malformed reference; write ${{ENV_NAME}} "
+                "(letters, digits and underscores)"
+            )
+        if name not in environ:
+            raise ChannelConfigError(
+                f"'{path}' refers to ${{{name}}}, but the environment variable {name} is not set"
+            )
+        return environ[name]
+
+    resolved = _REFERENCE.sub(lookup, text)
+    if "${" in _REFERENCE.sub("", text):
+        raise ChannelConfigError(f"'{path}': unterminated ${{ reference")
+    return resolved
