@@ -217,6 +217,7 @@ def create_app(
     from designer.api import api
     from designer.editor import editor
     from designer.insights import insights
+    from designer.library import library
     from designer.public import public
     from designer.scenarios import scenarios
     from designer.simulation import simulation
@@ -229,6 +230,7 @@ def create_app(
     app.register_blueprint(editor)
     app.register_blueprint(insights)
     app.register_blueprint(simulation)
+    app.register_blueprint(library)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -26,7 +26,7 @@ def dynamic_messages() -> list[str]:
     from engine.store.models import SCENARIO_STATUSES, USER_ROLES
 
     actions = ("login", "save", "create", "publish", "pause", "resume", "password", "role")
-    kinds = ("scenario", "user", "session", "policy", "disable", "enable")
+    kinds = ("scenario", "user", "session", "policy", "template", "disable", "enable")
     # the node-type registry's help (step types and their fields), shown by the editor
     return [*SCENARIO_STATUSES, *USER_ROLES, *OBJECTIVES, *actions, *kinds, *registry_help()]
 

@@ -1,0 +1,328 @@
+"""The webhook channel: a signed JSON request to a URL, through the outbound address guard.
+
+See `channels/WEBHOOK.md` for the settings, the signature recipe receivers use, and how each
+answer maps to a retry decision.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import hmac
+import http.client
+import json
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from channels.base import Channel, ChannelInfo
+from channels.errors import AmbiguousDeliveryError, PermanentChannelError, TransientChannelError
+from channels.message import OutboundMessage, Receipt
+from channels.netguard import (
+    AddressPolicy,
+    IPAddress,
+    PinnedHTTPConnection,
+    PinnedHTTPSConnection,
+)
+
+SIGNATURE_HEADER = "X-Parcours-Signature"
+METHODS = ("POST", "PUT", "PATCH")
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """How the webhook channel calls receivers. Only `secret` has no default."""
+
+    secret: str  # HMAC-SHA256 key for X-Parcours-Signature
+    connect_timeout: float = 5.0  # seconds for TCP connect and TLS handshake
+    read_timeout: float = 10.0  # seconds per read, and for the whole answer
+    max_body_bytes: int = 256 * 1024  # larger request bodies are refused before connecting
+    max_response_bytes: int = 64 * 1024  # at most this much of an answer is read
+    allow: tuple[str, ...] = ()  # CIDR blocks, addresses or host names exempt from the guard
+    allow_http: bool = False  # plain http (no TLS) is refused unless set
+    user_agent: str = "Parcours-Webhook/1"
+    max_redirects: int = 0  # 0: a 3xx answer is a permanent failure
+    ca_file: str | None = None  # CA bundle for receivers with a private CA
+
+    def __post_init__(self) -> None:
+        if not self.secret:
+            raise ValueError("webhook secret is empty: every request must be signed")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("webhook timeouts must be positive")
+        if self.max_body_bytes <= 0 or self.max_response_bytes <= 0 or self.max_redirects < 0:
+            raise ValueError("webhook size limits must be positive and max_redirects not negative")
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The X-Parcours-Signature value: `t=<timestamp>,v1=<hex HMAC-SHA256 of "<t>.<body>">`."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def verify_signature(
+    header: str, body: bytes, secret: str, *, now: float, tolerance: float = 300.0
+) -> bool:
+    """The receiver's check: a v1 signature matches and the timestamp is within `tolerance`."""
+    timestamp, signatures = None, []
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            signatures.append(value)
+    if timestamp is None or abs(now - timestamp) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body).rpartition("v1=")[2]
+    return any(hmac.compare_digest(expected, s) for s in signatures)
+
+
+def retry_schedule(
+    attempt: int,
+    *,
+    base: float = 30.0,
+    cap: float = 6 * 3600.0,
+    jitter: float = 0.25,
+    seed: int | str | None = None,
+) -> float:
+    """Seconds to wait before retry number `attempt` (1 is the first retry).
+
+    The ceiling doubles from `base` up to `cap`; the wait is drawn uniformly from
+    [ceiling * (1 - jitter), ceiling], so retries of many messages spread out instead of arriving
+    together, and no wait exceeds `cap`. The same `seed` (a send key, say) gives the same wait.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be 1 or more, got {attempt}")
+    if not 0 <= jitter <= 1:
+        raise ValueError(f"jitter must be between 0 and 1, got {jitter}")
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 64))
+    rng = random.Random(f"{seed}:{attempt}") if seed is not None else random.Random()
+    return ceiling * (1.0 - jitter * rng.random())
+
+
+@dataclass(frozen=True)
+class _Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @property
+    def origin(self) -> str:
+        # Error messages name the origin only: paths and queries may carry receiver tokens.
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: Message
+
+
+class WebhookChannel(Channel):
+    """Sends `message.parts["body"]` (or all parts as JSON) to the recipient's URL, signed."""
+
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        *,
+        info: ChannelInfo | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if info is None:
+            from channels.registry import channel_info
+
+            info = channel_info("webhook")
+        self.info = info
+        self.settings = settings
+        self.policy = AddressPolicy(settings.allow)
+        self.clock = clock
+        self.tls = ssl.create_default_context(cafile=settings.ca_file)
+
+    def send(self, message: OutboundMessage) -> Receipt:
+        method = str(message.metadata.get("method", "POST")).upper()
+        if method not in METHODS:
+            raise PermanentChannelError(f"webhook method {method!r} is not one of {METHODS}")
+        url = message.recipient.get("url") or message.metadata.get("url")
+        if not isinstance(url, str) or not url:
+            raise PermanentChannelError(
+                f"webhook {message.send_key}: no URL in recipient or metadata"
+            )
+        body = _body(message.parts)
+        if len(body) > self.settings.max_body_bytes:
+            raise PermanentChannelError(
+                f"webhook body is {len(body)} bytes, over max_body_bytes "
+                f"({self.settings.max_body_bytes})"
+            )
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self.settings.user_agent,
+            SIGNATURE_HEADER: sign(self.settings.secret, int(self.clock()), body),
+            "X-Parcours-Send-Key": message.send_key,
+            "Idempotency-Key": message.send_key,
+            "Connection": "close",
+        }
+        for _hop in range(self.settings.max_redirects + 1):
+            target = self._target(url)
+            answer = self._exchange(target, method, body, headers)
+            if not 300 <= answer.status < 400:
+                return _decide(answer, target, message.send_key, self.clock())
+            url = urljoin(url, self._redirect(answer, target, method))
+        raise PermanentChannelError(
+            f"webhook redirected more than max_redirects ({self.settings.max_redirects}) times"
+        )
+
+    def _target(self, url: str) -> _Target:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise PermanentChannelError(f"invalid webhook URL: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise PermanentChannelError(f"webhook URL scheme {scheme!r} refused: http(s) only")
+        if scheme == "http" and not self.settings.allow_http:
+            raise PermanentChannelError("webhook URL uses plain http; https only (see allow_http)")
+        if parts.username is not None or parts.password is not None:
+            raise PermanentChannelError(
+                "webhook URL carries credentials; use the signature instead"
+            )
+        if not parts.hostname:
+            raise PermanentChannelError("webhook URL has no host")
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return _Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80), path)
+
+    def _redirect(self, answer: _Answer, target: _Target, method: str) -> str:
+        if self.settings.max_redirects == 0:
+            raise PermanentChannelError(
+                f"webhook {target.origin} answered {answer.status}: redirects are refused; "
+                "point the webhook at the final URL"
+            )
+        if answer.status not in (307, 308):
+            raise PermanentChannelError(
+                f"webhook {target.origin} answered {answer.status}, which would turn the {method} "
+                "into a GET; only 307 and 308 are followed"
+            )
+        location = answer.headers.get("Location")
+        if not location:
+            raise PermanentChannelError(f"webhook {target.origin}: redirect without Location")
+        return location
+
+    def _connection(self, target: _Target, address: IPAddress) -> http.client.HTTPConnection:
+        s = self.settings
+        if target.scheme == "https":
+            return PinnedHTTPSConnection(
+                target.host,
+                target.port,
+                address,
+                connect_timeout=s.connect_timeout,
+                timeout=s.read_timeout,
+                context=self.tls,
+            )
+        return PinnedHTTPConnection(
+            target.host,
+            target.port,
+            address,
+            connect_timeout=s.connect_timeout,
+            timeout=s.read_timeout,
+        )
+
+    def _exchange(
+        self, target: _Target, method: str, body: bytes, headers: Mapping[str, str]
+    ) -> _Answer:
+        """One request to one vetted address; errors say whether the receiver may have it."""
+        addresses = self.policy.resolve(target.host, target.port)
+        failures = []
+        for address in addresses:
+            conn = self._connection(target, address)
+            try:
+                try:
+                    conn.connect()
+                except OSError as exc:  # includes TLS and certificate errors
+                    failures.append(f"{address}: {exc}")
+                    continue
+                try:
+                    conn.request(method, target.path, body=body, headers=dict(headers))
+                except ValueError as exc:  # CR/LF in a header value, bad characters in the path
+                    raise PermanentChannelError(f"webhook {target.origin}: {exc}") from None
+                except (OSError, http.client.HTTPException) as exc:
+                    raise TransientChannelError(
+                        f"webhook {target.origin} ({address}): sending failed: {exc!r}"
+                    ) from None
+                try:
+                    response = conn.getresponse()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise AmbiguousDeliveryError(
+                        f"webhook {target.origin} ({address}): request sent, no answer: {exc!r}"
+                    ) from None
+                self._drain(response)
+                return _Answer(response.status, response.headers)
+            finally:
+                conn.close()
+        raise TransientChannelError(
+            f"webhook {target.origin}: cannot connect ({'; '.join(failures)})"
+        )
+
+    def _drain(self, response: http.client.HTTPResponse) -> None:
+        # The status decides; the body is read (capped, within the read timeout) only so the
+        # receiver sees an orderly close.
+        remaining = self.settings.max_response_bytes
+        deadline = time.monotonic() + self.settings.read_timeout
+        try:
+            while remaining > 0 and time.monotonic() < deadline:
+                chunk = response.read(min(remaining, 16384))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except (OSError, http.client.HTTPException):
+            pass
+
+
+def _body(parts: Mapping[str, str]) -> bytes:
+    """`parts["body"]` as sent when it is a JSON object or array, else every part as JSON."""
+    text = parts.get("body")
+    if isinstance(text, str):
+        try:
+            document = json.loads(text, parse_constant=_reject_constant)
+        except ValueError:
+            document = None
+        if isinstance(document, dict | list):
+            return text.encode()
+    return json.dumps(dict(parts), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decide(answer: _Answer, target: _Target, send_key: str, now: float) -> Receipt:
+    status = answer.status
+    if 200 <= status < 300:
+        return Receipt(provider_id=f"webhook:{status}:{send_key}")
+    if status in RETRYABLE_STATUSES or status >= 500:
+        raise TransientChannelError(
+            f"webhook {target.origin} answered {status}",
+            retry_after=retry_after(answer.headers.get("Retry-After"), now),
+        )
+    raise PermanentChannelError(f"webhook {target.origin} answered {status}")
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delay-seconds or an HTTP date), None if absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
