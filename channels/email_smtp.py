@@ -313,6 +313,9 @@ class SmtpChannel(Channel):
         return ssl.create_default_context(cafile=self.settings.ca_file)
 
 
+_BOUNCE_CODES = frozenset({550, 551, 553})
+
+
 def _refused(stage: str, code: int, reply: bytes | str, send_key: str | None) -> NoReturn:
     """Raise the error a non-success SMTP reply means."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
@@ -327,7 +330,8 @@ def _refused(stage: str, code: int, reply: bytes | str, send_key: str | None) ->
     if code in _AUTH_CODES or (stage == "connect" and 500 <= code < 600):
         raise ChannelConfigError(detail)
     if 500 <= code < 600:
-        raise PermanentChannelError(detail)
+        # 550/551/553 at RCPT: the mailbox does not exist or is refused — a hard bounce.
+        raise PermanentChannelError(detail, bounce=stage == "RCPT TO" and code in _BOUNCE_CODES)
     raise TransientChannelError(f"{detail} (unexpected reply)")
 
 

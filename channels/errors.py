@@ -32,7 +32,15 @@ class AmbiguousDeliveryError(TransientChannelError):
 
 
 class PermanentChannelError(ChannelError):
-    """The provider will never accept this message for this recipient."""
+    """The provider will never accept this message for this recipient.
+
+    `bounce`: the address itself is bad (unknown mailbox, invalid number); the delivery loop
+    then puts it on the suppression list so no later message tries it again.
+    """
+
+    def __init__(self, message: str, bounce: bool = False) -> None:
+        super().__init__(message)
+        self.bounce = bounce
 
 
 class ChannelConfigError(PermanentChannelError):

@@ -326,3 +326,26 @@ def retry_after(value: str | None, now: float) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - now)
+
+
+def webhook_channel_from_config(
+    config: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> WebhookChannel:
+    """A WebhookChannel from a plain mapping (the keys of WebhookSettings); `${ENV}` secrets."""
+    import dataclasses
+    import os
+
+    from channels.config import resolve_secrets
+    from channels.errors import ChannelConfigError
+
+    values = resolve_secrets(config, os.environ if environ is None else environ)
+    known = {f.name for f in dataclasses.fields(WebhookSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ChannelConfigError(f"unknown webhook settings: {', '.join(unknown)}")
+    if "allow" in values:
+        values["allow"] = tuple(values["allow"] or ())
+    try:
+        return WebhookChannel(WebhookSettings(**values))
+    except (TypeError, ValueError) as exc:
+        raise ChannelConfigError(f"webhook settings: {exc}") from None

@@ -51,7 +51,10 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
             f"First sign-in: user 'admin', one-time password {first} (you will choose your own)."
         )
     gate_factory = full_gate_factory(settings)  # a broken policy.yaml stops here, with its lines
-    service = Service(engine, settings, gate_factory=gate_factory)
+    from engine.delivery import workspace_dispatcher
+
+    dispatcher = workspace_dispatcher(engine, settings)  # a broken channels.yaml stops here
+    service = Service(engine, settings, gate_factory=gate_factory, dispatcher=dispatcher)
     app = create_app(settings)
     app.extensions["parcours"].wake = service.wake
     service.start()

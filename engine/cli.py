@@ -20,6 +20,7 @@ import click
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from channels.errors import ChannelConfigError
 from engine.config import SETTINGS, Settings, load_settings
 from engine.consent import SOURCES, STATES, SUPPRESSION_REASONS
 from engine.errors import ParcoursError, ScenarioInvalid
@@ -52,7 +53,7 @@ class ParcoursGroup(click.Group):
 
             click.echo(format_problems(exc.problems), err=True)
             sys.exit(1)
-        except ParcoursError as exc:
+        except (ParcoursError, ChannelConfigError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except (
@@ -718,14 +719,26 @@ def worker(ctx: click.Context, once: bool) -> None:
 
     settings = _settings(ctx)
     engine = _ready_engine(settings)
+    from engine.delivery import workspace_dispatcher
     from engine.policy.loading import full_gate_factory
 
-    service = Service(engine, settings, blocking=not once, gate_factory=full_gate_factory(settings))
+    dispatcher = workspace_dispatcher(engine, settings)
+    service = Service(
+        engine, settings, blocking=not once, gate_factory=full_gate_factory(settings),
+        dispatcher=dispatcher,
+    )  # fmt: skip
     if once:
         report = service.worker.run_once()
         click.echo(
             f"{report.claimed} enrollments advanced, {report.steps} steps, {report.sends} sends"
         )
+        if dispatcher is not None:
+            done = dispatcher.run_once()
+            click.echo(
+                f"delivery: {done.sent} sent, {done.retried} to retry, {done.failed} failed, "
+                f"{done.bounced} bounced, {done.ambiguous} ambiguous"
+            )
+            dispatcher.close()
         return
     click.echo("worker running; Ctrl+C to stop", err=True)
     try:

@@ -15,7 +15,7 @@ import signal
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -127,8 +127,12 @@ class Worker:
         clock: Clock | None = None,
         gate_factory: GateFactory | None = None,
         worker_id: str | None = None,
+        delivering: Collection[str] = (),
     ) -> None:
         self.engine = engine
+        # Channels with a real provider: their sends are queued for the delivery loop
+        # (engine.delivery); the others go to the outbox and are sent when recorded.
+        self.delivering = frozenset(delivering)
         self.settings = settings
         self.clock = clock or SystemClock()
         self.gate_factory: GateFactory = gate_factory or (lambda conn, contacts, now: OptOutGate())
@@ -377,10 +381,19 @@ class Worker:
                 payload: dict[str, Any] = {"parts": dict(eff.parts)}
                 if eff.metadata:
                     payload["meta"] = dict(eff.metadata)
+                if req.channel in self.delivering:
+                    status, provider, attempts, sent_at = "queued", None, 0, None
+                else:
+                    status, provider, attempts, sent_at = (
+                        "sent",
+                        f"outbox:{req.send_key}",
+                        1,
+                        now_at,
+                    )
                 sends.append((
                     req.send_key, s.id, s.contact_id, req.scenario_id, req.version_id,
-                    req.step_id, req.channel, req.topic, req.kind, "sent", js(payload),
-                    f"outbox:{req.send_key}", 1, now_at, now_at,
+                    req.step_id, req.channel, req.topic, req.kind, status, js(payload),
+                    provider, attempts, now_at, sent_at,
                 ))  # fmt: skip
             if tr.profile:
                 touched.add(s.contact_id)

@@ -18,6 +18,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.engine import Engine
 
 from engine.config import Settings
+from engine.delivery import Dispatcher
 from engine.runner import GateFactory, PassReport, Worker
 from engine.spec.cron import cron_for
 from engine.triggers import schedule_trigger
@@ -34,8 +35,12 @@ class Service:
         settings: Settings,
         blocking: bool = False,
         gate_factory: GateFactory | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
-        self.worker = Worker(engine, settings, gate_factory=gate_factory)
+        # With real channels, the worker queues their sends and the dispatcher delivers them.
+        self.dispatcher = dispatcher
+        delivering = tuple(dispatcher.channels) if dispatcher else ()
+        self.worker = Worker(engine, settings, gate_factory=gate_factory, delivering=delivering)
         self.settings = settings
         self.scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
             timezone=UTC,
@@ -53,6 +58,14 @@ class Service:
             id="tick",
             next_run_time=datetime.now(UTC),
         )
+        if self.dispatcher is not None:
+            self.scheduler.add_job(
+                self.deliver,
+                "interval",
+                seconds=self.settings.tick_seconds,
+                id="deliver",
+                next_run_time=datetime.now(UTC),
+            )
         self.scheduler.add_job(
             self.sync_schedules,
             "interval",
@@ -65,6 +78,23 @@ class Service:
     def shutdown(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+
+    def deliver(self) -> None:
+        """One delivery pass (its own job: a slow provider never holds the journeys back)."""
+        if self.dispatcher is None:
+            return
+        try:
+            report = self.dispatcher.run_once()
+            if report:
+                logger.info(
+                    "delivery: %d sent, %d retried, %d failed, %d bounced, %d ambiguous",
+                    report.sent, report.retried, report.failed, report.bounced, report.ambiguous,
+                    extra={"action": "deliver"},
+                )  # fmt: skip
+        except Exception:
+            logger.exception("delivery pass failed; retrying", extra={"action": "deliver"})
 
     def wake(self) -> None:
         """Run the tick now (an event arrived, or a cron fire time came)."""

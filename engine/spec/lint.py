@@ -17,6 +17,8 @@ _RESET = "\x1b[0m"
 
 
 POLICY_FILE = "policy.yaml"  # the workspace policy sits beside the scenarios; it is not one
+CHANNELS_FILE = "channels.yaml"  # nor is the channel configuration
+NOT_SCENARIOS = (POLICY_FILE, CHANNELS_FILE)
 
 
 def scenario_files(paths: Iterable[Path]) -> list[Path]:
@@ -27,9 +29,9 @@ def scenario_files(paths: Iterable[Path]) -> list[Path]:
             files += sorted(
                 p
                 for p in path.iterdir()
-                if p.suffix in SCENARIO_SUFFIXES and p.is_file() and p.name != POLICY_FILE
+                if p.suffix in SCENARIO_SUFFIXES and p.is_file() and p.name not in NOT_SCENARIOS
             )
-        elif path.name != POLICY_FILE:
+        elif path.name not in NOT_SCENARIOS:
             files.append(path)
     return list(dict.fromkeys(files))
 
@@ -69,6 +71,12 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
         from engine.policy.loader import lint_policy_text
 
         problems += lint_policy_text(policy.read_text(encoding="utf-8"), str(policy))[1]
+    for path in paths:
+        channels = path / CHANNELS_FILE if path.is_dir() else path
+        if channels.name == CHANNELS_FILE and channels.is_file():
+            from engine.channel_config import lint_channels_text
+
+            problems += lint_channels_text(channels.read_text(encoding="utf-8"), str(channels))
     for file in scenario_files(paths):
         result, found = _lint_file(file)
         problems += found

@@ -43,7 +43,9 @@ BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 SCENARIO_STATUSES = ("live", "paused", "draft")
 ENROLLMENT_STATUSES = ("active", "completed", "converted", "exited", "failed")
 SEND_KINDS = ("marketing", "transactional")
-SEND_STATUSES = ("queued", "sent", "delivered", "failed", "bounced", "ambiguous")
+# queued → sending (claimed, leased) → sent → delivered; or back to queued (a transient error,
+# retried at next_attempt_at), failed, bounced, or ambiguous (the provider may have it).
+SEND_STATUSES = ("queued", "sending", "sent", "delivered", "failed", "bounced", "ambiguous")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -195,6 +197,7 @@ class Send(Base):
         Index("ix_sends_contact_id_created_at", "contact_id", "created_at"),
         Index("ix_sends_status", "status"),
         Index("ix_sends_channel_created_at", "channel", "created_at"),
+        Index("ix_sends_provider_id", "provider_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -215,6 +218,9 @@ class Send(Base):
     # No wall-clock default: caps count sends per day, so this must come from the injected clock.
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    # Delivery: when a queued send may be tried (again), and until when a claim holds it.
+    next_attempt_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
 
 
 class JournalEntry(Base):

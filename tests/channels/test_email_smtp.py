@@ -423,6 +423,7 @@ def test_550_is_a_hard_bounce_and_the_connection_stays_usable(
     with pytest.raises(PermanentChannelError, match=r"550 5\.1\.1") as caught:
         channel.send(outbound(recipient={"email": "gone@example.org"}))
     assert not isinstance(caught.value, ChannelConfigError)
+    assert caught.value.bounce  # the address goes on the suppression list
     assert "gone@example.org" not in str(caught.value)  # addresses stay out of error text
     channel.send(outbound())
     assert [a.rcpt_tos for a in recorder.arrived] == [["zoe@example.org"]]

@@ -1,0 +1,332 @@
+"""Delivery: hand queued sends to their channel's provider, outside any database transaction.
+
+Lifecycle of a send in the ledger (`sends.status`):
+
+    queued ──claim──▶ sending ──provider accepted──▶ sent ──report──▶ delivered / bounced / failed
+      ▲                  │
+      └─ transient error (retried at next_attempt_at, backoff) ─┘
+                         ├─ permanent error ──▶ failed (bounced + suppression for a bad address)
+                         └─ no answer after the message left ──▶ ambiguous (never resent blindly)
+
+A claim is short: rows are marked `sending` with a lease and committed, the providers are called
+with no transaction open, then the outcomes are written (fenced on the attempt number) in one
+transaction. A worker that dies between the two leaves `sending` rows whose lease runs out: an
+idempotent provider (which dedupes on the send key) gets them again, any other marks them
+`ambiguous`, so a crash never sends a message twice.
+
+Channels come from `channels.yaml` beside the scenarios (see engine.channel_config); a channel
+not configured there goes to the outbox and its sends are `sent` when they are recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from channels import (
+    Channel,
+    ChannelError,
+    OutboundMessage,
+    PermanentChannelError,
+    TransientChannelError,
+)
+from channels.errors import AmbiguousDeliveryError, ChannelConfigError
+from engine.runtime.clock import Clock, SystemClock
+from engine.store.models import Contact, Send
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+FIRST_RETRY = timedelta(minutes=1)
+LONGEST_RETRY = timedelta(hours=6)
+CONFIG_PAUSE = timedelta(minutes=5)  # a misconfigured channel is tried again after this
+
+# Prepares the message just before it leaves (tracking links, unsubscribe URL...).
+Prepare = Callable[[OutboundMessage], OutboundMessage]
+
+
+def retry_delay(attempt: int, send_key: str, retry_after: float | None = None) -> timedelta:
+    """Exponential backoff from 1 minute, doubled per attempt, at most 6 hours, with a jitter of
+    ±20% fixed by the send key (retries of many sends spread out; a send's own is repeatable).
+    A provider's Retry-After wins when it is longer."""
+    base = min(FIRST_RETRY * (2 ** max(attempt - 1, 0)), LONGEST_RETRY)
+    spread = int(hashlib.sha256(send_key.encode()).hexdigest()[:4], 16) / 0xFFFF  # 0..1
+    delay: timedelta = base * (0.8 + 0.4 * spread)
+    if retry_after is not None and retry_after > delay.total_seconds():
+        delay = timedelta(seconds=min(retry_after, LONGEST_RETRY.total_seconds()))
+    return delay
+
+
+@dataclass
+class DeliveryReport:
+    """What one delivery pass did."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    bounced: int = 0
+    ambiguous: int = 0
+    paused: list[str] = field(default_factory=list)  # channels whose configuration is broken
+
+    def __bool__(self) -> bool:
+        return self.claimed > 0
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: int
+    send_key: str
+    channel: str
+    topic: str | None
+    kind: str
+    payload: Mapping[str, Any]
+    attempts: int
+    contact_id: int
+    contact: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str  # sent | queued | failed | bounced | ambiguous
+    provider_id: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    refund: bool = False  # the attempt did not count (the channel was not usable)
+
+
+class Dispatcher:
+    """Delivers queued sends of the configured channels; one instance per worker process."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        channels: Mapping[str, Channel],
+        clock: Clock | None = None,
+        batch: int = 100,
+        lease: timedelta = timedelta(minutes=2),
+        prepare: Prepare | None = None,
+        owner: str = "delivery",
+    ) -> None:
+        self.engine = engine
+        self.channels = dict(channels)
+        self.clock = clock or SystemClock()
+        self.batch = batch
+        self.lease = lease
+        self.prepare = prepare
+        self.owner = owner
+
+    def run_once(self, now: datetime | None = None) -> DeliveryReport:
+        """Expire stale claims, then claim, deliver and record one batch."""
+        now = now or self.clock.now()
+        report = DeliveryReport()
+        if not self.channels:
+            return report
+        with self.engine.begin() as conn:
+            self._expire(conn, now)
+            claimed = self._claim(conn, now)
+        report.claimed = len(claimed)
+        outcomes = [(row, self._deliver(row, now, report)) for row in claimed]
+        if outcomes:
+            with self.engine.begin() as conn:
+                self._record(conn, outcomes, now, report)
+        return report
+
+    def run_until_idle(
+        self, now: datetime | None = None, max_batches: int = 1000
+    ) -> DeliveryReport:
+        """Passes until nothing is due (tests, `parcours deliver`); the reports added up."""
+        total = DeliveryReport()
+        for _ in range(max_batches):
+            step = self.run_once(now)
+            for name in ("claimed", "sent", "retried", "failed", "bounced", "ambiguous"):
+                setattr(total, name, getattr(total, name) + getattr(step, name))
+            total.paused += [c for c in step.paused if c not in total.paused]
+            if not step or step.claimed == step.retried:
+                break
+        return total
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            try:
+                channel.close()
+            except Exception:
+                logger.exception("closing a channel failed")
+
+    # ------------------------------------------------------------------ claim
+    def _expire(self, conn: Connection, now: datetime) -> None:
+        """`sending` rows whose claim ran out: again for idempotent providers, else ambiguous."""
+        idempotent = [n for n, c in self.channels.items() if c.info.idempotent_provider]
+        stale = and_(Send.status == "sending", Send.lease_until < now)
+        if idempotent:
+            conn.execute(
+                update(Send)
+                .where(stale, Send.channel.in_(idempotent))
+                .values(status="queued", lease_until=None, next_attempt_at=now)
+            )
+        conn.execute(
+            update(Send)
+            .where(stale)
+            .values(
+                status="ambiguous",
+                lease_until=None,
+                error="the worker stopped while the provider had the message; not resent",
+            )
+        )
+
+    def _claim(self, conn: Connection, now: datetime) -> list[_Claimed]:
+        due = (
+            select(Send.id)
+            .where(
+                Send.status == "queued",
+                Send.channel.in_(list(self.channels)),
+                or_(Send.next_attempt_at.is_(None), Send.next_attempt_at <= now),
+            )
+            .order_by(Send.id)
+            .limit(self.batch)
+        )
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list(conn.execute(due).scalars())
+        if not ids:
+            return []
+        conn.execute(
+            update(Send)
+            .where(Send.id.in_(ids), Send.status == "queued")
+            .values(status="sending", lease_until=now + self.lease, attempts=Send.attempts + 1)
+        )
+        rows = conn.execute(
+            select(
+                Send.id, Send.send_key, Send.channel, Send.topic, Send.kind, Send.payload,
+                Send.attempts, Send.contact_id, Contact.external_id, Contact.email, Contact.phone,
+                Contact.locale, Contact.timezone,
+            )
+            .join(Contact, Contact.id == Send.contact_id)
+            .where(Send.id.in_(ids), Send.status == "sending")
+            .order_by(Send.id)
+        ).all()  # fmt: skip
+        return [
+            _Claimed(
+                r.id, r.send_key, r.channel, r.topic, r.kind, r.payload or {}, r.attempts,
+                r.contact_id, {"external_id": r.external_id, "email": r.email, "phone": r.phone,
+                 "locale": r.locale, "timezone": r.timezone},
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    # ------------------------------------------------------------------ deliver
+    def _message(self, row: _Claimed) -> OutboundMessage:
+        meta = dict(row.payload.get("meta") or {})
+        recipient = dict(row.contact)
+        if "url" in meta:  # a webhook step names its endpoint
+            recipient["url"] = meta["url"]
+        parts = {str(k): str(v) for k, v in (row.payload.get("parts") or {}).items()}
+        message = OutboundMessage(
+            send_key=row.send_key, channel=row.channel, recipient=recipient, parts=parts,
+            topic=row.topic, kind=row.kind, metadata=meta,
+        )  # fmt: skip
+        return self.prepare(message) if self.prepare else message
+
+    def _deliver(self, row: _Claimed, now: datetime, report: DeliveryReport) -> _Outcome:
+        channel = self.channels[row.channel]
+        try:
+            receipt = channel.send(self._message(row))
+        except AmbiguousDeliveryError as exc:
+            if channel.info.idempotent_provider:  # the provider dedupes: trying again is safe
+                return self._retry(row, now, exc)
+            return _Outcome("ambiguous", error=str(exc))
+        except TransientChannelError as exc:
+            return self._retry(row, now, exc)
+        except ChannelConfigError as exc:
+            if row.channel not in report.paused:
+                report.paused.append(row.channel)
+                logger.error("channel %s is misconfigured: %s", row.channel, exc)
+            return _Outcome("queued", error=str(exc), retry_at=now + CONFIG_PAUSE, refund=True)
+        except PermanentChannelError as exc:
+            return _Outcome("bounced" if exc.bounce else "failed", error=str(exc))
+        except ChannelError as exc:
+            return self._retry(row, now, TransientChannelError(str(exc)))
+        except Exception as exc:  # a provider bug fails this send, not the batch
+            logger.exception("channel %s raised unexpectedly", row.channel)
+            return _Outcome("failed", error=f"internal error: {type(exc).__name__}")
+        return _Outcome("sent", provider_id=receipt.provider_id)
+
+    def _retry(self, row: _Claimed, now: datetime, exc: TransientChannelError) -> _Outcome:
+        if row.attempts >= MAX_ATTEMPTS:
+            return _Outcome("failed", error=f"gave up after {row.attempts} attempts: {exc}")
+        delay = retry_delay(row.attempts, row.send_key, exc.retry_after)
+        return _Outcome("queued", error=str(exc), retry_at=now + delay)
+
+    # ------------------------------------------------------------------ record
+    def _record(
+        self, conn: Connection, outcomes: list[tuple[_Claimed, _Outcome]], now: datetime,
+        report: DeliveryReport,
+    ) -> None:  # fmt: skip
+        from engine.consent import suppress
+        from engine.ingest import record_events
+
+        events: list[dict[str, Any]] = []
+        for row, out in outcomes:
+            values: dict[str, Any] = {"status": out.status, "lease_until": None}
+            values["error"] = (out.error or "")[:1000] or None
+            if out.status == "sent":
+                values.update(provider_id=out.provider_id, sent_at=now)
+                report.sent += 1
+            elif out.status == "queued":
+                values["next_attempt_at"] = out.retry_at
+                if out.refund:
+                    values["attempts"] = Send.attempts - 1
+                else:
+                    report.retried += 1
+            elif out.status == "ambiguous":
+                report.ambiguous += 1
+            else:
+                report.failed += out.status == "failed"
+                report.bounced += out.status == "bounced"
+            written = conn.execute(
+                update(Send)
+                .where(Send.id == row.id, Send.status == "sending", Send.attempts == row.attempts)
+                .values(**values)
+            ).rowcount
+            if not written:  # the claim expired and another worker took the row
+                continue
+            if out.status in ("bounced", "failed", "ambiguous"):
+                events.append(_event(row, out.status, now, out.error))
+            if out.status == "bounced":
+                address = row.contact.get("phone" if row.channel == "sms" else "email")
+                if address:
+                    suppress(
+                        conn, row.channel, str(address), "hard_bounce", "delivery", now,
+                        contact_id=row.contact_id,
+                    )  # fmt: skip
+        if events:
+            record_events(conn, events, now)
+
+
+def _event(row: _Claimed, status: str, now: datetime, error: str | None) -> dict[str, Any]:
+    """The contact event a delivery outcome becomes (`email_bounced`, `sms_failed`...)."""
+    return {
+        "contact": row.contact["external_id"],
+        "name": f"{row.channel}_{status}",
+        "properties": {"send_key": row.send_key, "channel": row.channel, "error": error or ""},
+        "occurred_at": now,
+        "event_key": f"{status}:{row.send_key}",
+    }
+
+
+def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
+    """The dispatcher for the channels of `channels.yaml` beside the scenarios; None when every
+    channel goes to the outbox. A broken file raises (ScenarioInvalid / ChannelConfigError)."""
+    from engine.channel_config import load_channels
+
+    channels = load_channels(settings.scenarios_dir)
+    if not channels:
+        return None
+    return Dispatcher(engine, channels)
