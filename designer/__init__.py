@@ -135,7 +135,7 @@ def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     if response.mimetype == "text/html":
-        public = (request.endpoint or "").startswith("public.")
+        public = (request.endpoint or "").startswith("public")  # every public_* blueprint
         response.headers.setdefault(
             "Content-Security-Policy", PUBLIC_CSP if public else DESIGNER_CSP
         )
@@ -210,7 +210,7 @@ def create_app(
         make_engine(settings.db_url),
         settings,
         secret=app.config["SECRET_KEY"],
-        public_url=f"http://{settings.host}:{settings.port}",
+        public_url=settings.public_base,
     )
 
     from designer import auth, i18n
@@ -219,6 +219,7 @@ def create_app(
     from designer.insights import insights
     from designer.library import library
     from designer.public import public
+    from designer.public_links import public_links
     from designer.scenarios import scenarios
     from designer.simulation import simulation
 
@@ -226,6 +227,7 @@ def create_app(
     auth.init_app(app)
     app.register_blueprint(api)
     app.register_blueprint(public)
+    app.register_blueprint(public_links)
     app.register_blueprint(scenarios)
     app.register_blueprint(editor)
     app.register_blueprint(insights)

@@ -844,3 +844,22 @@ def show_settings() -> None:
 
 def main() -> None:
     cli(prog_name="parcours")
+
+
+@cli.command("channels")
+@click.pass_context
+def channels_cmd(ctx: click.Context) -> None:
+    """Each channel, the provider that delivers it (from channels.yaml) and its pressure weight."""
+    from channels import channel_info, channel_names
+    from engine.channel_config import channels_path, load_channels
+
+    settings = _settings(ctx)
+    configured = load_channels(settings.scenarios_dir)  # checks the file and its secrets
+    path = channels_path(settings.scenarios_dir)
+    click.echo(f"{'channel':<9} {'provider':<12} {'weight':>6} {'cost':>6}")
+    for name in channel_names():
+        info = channel_info(name)
+        provider = type(configured[name]).__name__ if name in configured else "outbox"
+        click.echo(f"{name:<9} {provider:<12} {info.weight:>6.1f} {info.cost:>6.2f}")
+    if not path.exists():
+        click.echo(f"(no {path}: every channel goes to the outbox)")

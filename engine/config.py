@@ -51,6 +51,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", "Address the HTTP server listens on."),
     Setting("PORT", "8080", "Port of the HTTP server.", int),
     Setting(
+        "PUBLIC_URL",
+        "",
+        "Address contacts reach the public pages at (unsubscribe, preferences, tracking), "
+        "https in production; empty: http://HOST:PORT.",
+    ),
+    Setting(
         "API_KEY",
         "",
         "Key for the JSON API (header X-Api-Key); empty: one is generated at "
@@ -80,6 +86,7 @@ class Settings:
     trigger_max_age_hours: int
     host: str
     port: int
+    public_url: str
     api_key: str
     secret_key: str
     log_level: str
@@ -90,6 +97,11 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'parcours.db').resolve()}"
+
+    @property
+    def public_base(self) -> str:
+        """Start of the links put in messages (never taken from a request's Host header)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def evolve(self, **changes: Any) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

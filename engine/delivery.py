@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -224,7 +224,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ deliver
     def _message(self, row: _Claimed) -> OutboundMessage:
         meta = dict(row.payload.get("meta") or {})
-        recipient = dict(row.contact)
+        recipient = {**row.contact, "contact_id": row.contact_id}
         if "url" in meta:  # a webhook step names its endpoint
             recipient["url"] = meta["url"]
         parts = {str(k): str(v) for k, v in (row.payload.get("parts") or {}).items()}
@@ -329,4 +329,25 @@ def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
     channels = load_channels(settings.scenarios_dir)
     if not channels:
         return None
-    return Dispatcher(engine, channels)
+    return Dispatcher(engine, channels, prepare=tracking_prepare(settings))
+
+
+def tracking_prepare(settings: Any, clock: Clock | None = None) -> Prepare:
+    """A marketing email gets its unsubscribe footer and one-click URL (RFC 8058), tracked links
+    and open pixel, signed with the workspace secret, at the workspace's public address."""
+    from engine.links import secret_key
+    from engine.tracking import render_tracking
+
+    secret = secret_key(settings)
+    clock = clock or SystemClock()
+
+    def prepare(message: OutboundMessage) -> OutboundMessage:
+        if message.channel != "email" or message.kind == "transactional":
+            return message
+        parts, meta = render_tracking(
+            message.parts, int(message.recipient["contact_id"]), message.channel, message.topic,
+            message.send_key, settings.public_base, secret, clock.now(),
+        )  # fmt: skip
+        return replace(message, parts=parts, metadata={**message.metadata, **meta})
+
+    return prepare

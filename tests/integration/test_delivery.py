@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
@@ -19,10 +18,9 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from channels import OutboundMessage
 from engine.channel_config import lint_channels_text, load_channels
 from engine.config import load_settings
-from engine.delivery import Dispatcher, retry_delay
+from engine.delivery import Dispatcher, retry_delay, tracking_prepare
 from engine.policy.loader import lint_policy_text
 from engine.policy.loading import full_gate_factory
 from engine.runner import Worker
@@ -116,19 +114,18 @@ def workspace(tmp_path: Path, smtp: tuple[Smtp, int]) -> Path:
     return folder
 
 
-def _unsubscribe(message: OutboundMessage) -> OutboundMessage:
-    meta = {**message.metadata, "unsubscribe_url": f"https://shop.example/u/{message.send_key}"}
-    return replace(message, metadata=meta)
-
-
 class World:
     def __init__(self, url: str, workspace: Path) -> None:
         self.engine = make_engine(url)
-        self.settings = load_settings({}, database_url=url, scenarios_dir=workspace)
+        self.settings = load_settings(
+            {}, database_url=url, scenarios_dir=workspace, secret_key="s" * 32,
+            public_url="https://shop.example",
+        )  # fmt: skip
         with Session(self.engine) as db, db.begin():
             publish_dir(db, workspace)
         channels = load_channels(workspace)
-        self.dispatcher = Dispatcher(self.engine, channels, prepare=_unsubscribe)
+        prepare = tracking_prepare(self.settings, VirtualClock(T0))
+        self.dispatcher = Dispatcher(self.engine, channels, prepare=prepare)
         self.worker = Worker(
             self.engine, self.settings, clock=VirtualClock(T0),
             gate_factory=full_gate_factory(self.settings), delivering=channels,
@@ -175,7 +172,10 @@ def test_queued_emails_reach_the_smtp_server(world: World, smtp: tuple[Smtp, int
     first = handler.arrived[0]
     assert str(first["From"]) == "La Boutique <news@shop.example>"
     assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert "our spring offers are here" in first.get_body(("plain",)).get_content()
+    assert str(first["List-Unsubscribe"]).startswith("<https://shop.example/u/")
+    text = first.get_body(("plain",)).get_content()
+    assert "our spring offers are here" in text
+    assert "https://shop.example/u/" in text  # the visible unsubscribe link in the footer
     sends = world.sends()
     assert {s.status for s in sends} == {"sent"}
     assert all(s.provider_id and s.provider_id.startswith("<") for s in sends)
