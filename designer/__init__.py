@@ -218,6 +218,8 @@ def create_app(
     from designer.editor import editor
     from designer.insights import insights
     from designer.library import library
+    from designer.offline import api_delivery
+    from designer.onsite import public_onsite
     from designer.public import public
     from designer.public_links import public_links
     from designer.scenarios import scenarios
@@ -228,6 +230,8 @@ def create_app(
     app.register_blueprint(api)
     app.register_blueprint(public)
     app.register_blueprint(public_links)
+    app.register_blueprint(public_onsite)
+    app.register_blueprint(api_delivery)
     app.register_blueprint(scenarios)
     app.register_blueprint(editor)
     app.register_blueprint(insights)

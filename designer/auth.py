@@ -48,8 +48,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 RANK = {role: i for i, role in enumerate(("viewer", "marketer", "admin"))}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Endpoints that change nothing for a signed-in user or authenticate by other means.
-CSRF_EXEMPT_PREFIXES = ("api.", "public.", "public_links.", "api_delivery.", "public_onsite.")
-CSRF_EXEMPT_PREFIXES += ("hooks.",)  # provider callbacks, signed (designer.hooks)
+# Public pages (signed links, site keys), the API (API key) and provider callbacks (signed).
+CSRF_EXEMPT_PREFIXES: tuple[str, ...] = ("api", "public", "hooks.")
 MIN_PASSWORD = 10
 LOCKOUT_FAILURES = 8
 LOCKOUT_SECONDS = 300
