@@ -111,6 +111,12 @@ class SmsHttpSettings:
         default="json", metadata=_help("how a template is sent: json or form")
     )
     callback_url: str = field(default="", metadata=_help("where the provider posts reports"))
+    callback_secret: str = field(
+        default="", repr=False, metadata=_help("HMAC key of the callbacks; write ${ENV_NAME}")
+    )
+    callback_header: str = field(
+        default="X-Signature", metadata=_help("header carrying the callbacks' signature")
+    )
     response_id_path: str = field(
         default="id", metadata=_help("dotted path of the message id in the answer")
     )
@@ -147,7 +153,8 @@ class SmsHttpSettings:
         # an API key may ride in the URL query; long values there are treated as secrets too
         query = urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query)
         keys = tuple(value for _, value in query if len(value) >= 8)
-        return tuple(s for s in (self.password, self.token, self.header_value, encoded) if s) + keys
+        values = (self.password, self.token, self.header_value, encoded, self.callback_secret)
+        return tuple(s for s in values if s) + keys
 
 
 def _url_problems(url: str) -> list[str]:
@@ -178,7 +185,9 @@ def _auth_problems(s: SmsHttpSettings) -> list[str]:
         for name in needed.get(s.auth, ())
         if not getattr(s, name)
     ]
-    for name in ("header_name", "idempotency_header"):
+    if s.callback_secret and not s.callback_header:
+        problems.append("callback_header: required by callback_secret")
+    for name in ("header_name", "idempotency_header", "callback_header"):
         if getattr(s, name) and not _HEADER_NAME.fullmatch(getattr(s, name)):
             problems.append(f"{name}: not a valid HTTP header name")
     for name in ("username", "password", "token", "header_value"):

@@ -216,6 +216,7 @@ def create_app(
     from designer import auth, i18n
     from designer.api import api
     from designer.editor import editor
+    from designer.hooks import hooks
     from designer.insights import insights
     from designer.library import library
     from designer.offline import api_delivery
@@ -232,6 +233,7 @@ def create_app(
     app.register_blueprint(public_links)
     app.register_blueprint(public_onsite)
     app.register_blueprint(api_delivery)
+    app.register_blueprint(hooks)
     app.register_blueprint(scenarios)
     app.register_blueprint(editor)
     app.register_blueprint(insights)
