@@ -223,6 +223,7 @@ def create_app(
     from designer.onsite import public_onsite
     from designer.public import public
     from designer.public_links import public_links
+    from designer.push import public_push
     from designer.scenarios import scenarios
     from designer.simulation import simulation
 
@@ -234,6 +235,7 @@ def create_app(
     app.register_blueprint(public_onsite)
     app.register_blueprint(api_delivery)
     app.register_blueprint(hooks)
+    app.register_blueprint(public_push)
     app.register_blueprint(scenarios)
     app.register_blueprint(editor)
     app.register_blueprint(insights)

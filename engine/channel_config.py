@@ -44,6 +44,8 @@ BUILTIN_PROVIDERS = {
     "smtp": "channels.email_smtp:smtp_channel_from_config",
     "sms_http": "channels.sms_http:sms_channel_from_config",
     "webhook": "channels.webhook:webhook_channel_from_config",
+    "webpush": "channels.webpush:webpush_channel_from_config",
+    "push_http": "channels.push_http:push_http_channel_from_config",
     "outbox": "",
 }
 

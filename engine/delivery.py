@@ -47,6 +47,7 @@ MAX_ATTEMPTS = 6
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
 CONFIG_PAUSE = timedelta(minutes=5)  # a misconfigured channel is tried again after this
+BOUNCE_ADDRESS = {"email": "email", "sms": "phone"}  # the address a bounce suppresses
 
 # Prepares the message just before it leaves (tracking links, unsubscribe URL...).
 Prepare = Callable[[OutboundMessage], OutboundMessage]
@@ -212,14 +213,19 @@ class Dispatcher:
             .where(Send.id.in_(ids), Send.status == "sending")
             .order_by(Send.id)
         ).all()  # fmt: skip
-        return [
-            _Claimed(
-                r.id, r.send_key, r.channel, r.topic, r.kind, r.payload or {}, r.attempts,
-                r.contact_id, {"external_id": r.external_id, "email": r.email, "phone": r.phone,
-                 "locale": r.locale, "timezone": r.timezone},
-            )
-            for r in rows
-        ]  # fmt: skip
+        claimed = []
+        for r in rows:
+            contact = {"external_id": r.external_id, "email": r.email, "phone": r.phone,
+                       "locale": r.locale, "timezone": r.timezone}  # fmt: skip
+            if r.channel == "push":  # browsers' subscriptions and app devices
+                from engine.push import push_recipient
+
+                contact.update(push_recipient(conn, r.contact_id))
+            payload = r.payload or {}
+            row = _Claimed(r.id, r.send_key, r.channel, r.topic, r.kind, payload, r.attempts,
+                           r.contact_id, contact)  # fmt: skip
+            claimed.append(row)
+        return claimed
 
     # ------------------------------------------------------------------ deliver
     def _message(self, row: _Claimed) -> OutboundMessage:
@@ -299,8 +305,9 @@ class Dispatcher:
                 continue
             if out.status in ("bounced", "failed", "ambiguous"):
                 events.append(_event(row, out.status, now, out.error))
-            if out.status == "bounced":
-                address = row.contact.get("phone" if row.channel == "sms" else "email")
+            if out.status == "bounced" and row.channel in BOUNCE_ADDRESS:
+                # Push subscriptions that are gone are deleted by the channel (on_gone) instead.
+                address = row.contact.get(BOUNCE_ADDRESS[row.channel])
                 if address:
                     suppress(
                         conn, row.channel, str(address), "hard_bounce", "delivery", now,
@@ -329,6 +336,10 @@ def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
     channels = load_channels(settings.scenarios_dir)
     if not channels:
         return None
+    if hasattr(channels.get("push"), "on_gone"):
+        from engine.push import forget_gone
+
+        channels["push"].on_gone = forget_gone(engine)  # type: ignore[attr-defined]
     return Dispatcher(engine, channels, prepare=tracking_prepare(settings))
 
 

@@ -379,3 +379,22 @@ class AuditEntry(Base):
     target_kind: Mapped[str] = mapped_column(String(32))  # scenario, user, policy, session
     target_id: Mapped[str | None] = mapped_column(String(128))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+
+class PushSubscription(Base):
+    """A browser's Web Push subscription: the push service endpoint and the keys to encrypt for it.
+
+    The endpoint is unique: the same browser subscribing again (or for another contact) updates
+    the row. Rows are deleted when the push service answers 404/410 (the subscription is gone).
+    """
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"), index=True)
+    endpoint: Mapped[str] = mapped_column(Text, unique=True)
+    p256dh: Mapped[str] = mapped_column(String(128))  # base64url P-256 public key (65 bytes)
+    auth: Mapped[str] = mapped_column(String(64))  # base64url authentication secret (16 bytes)
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
