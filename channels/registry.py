@@ -37,8 +37,21 @@ def get_channel(name: str) -> Channel:
     return _FACTORIES[name]()
 
 
+ENTRY_POINT_GROUP = "parcours.channels"
+
+
 def _ensure_builtins() -> None:
+    """Register the built-in channels, then those of installed plug-ins, once.
+
+    A plug-in package declares an entry point in the group `parcours.channels` whose object is
+    a function taking no argument that calls `register_channel` (as `outbox.register_builtins`
+    does for the built-ins).
+    """
     if not _INFO:
+        from importlib.metadata import entry_points
+
         from channels import outbox
 
         outbox.register_builtins()
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            entry.load()()
