@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import traceback
 from collections.abc import Mapping
@@ -40,7 +38,7 @@ from designer.editor import (
     sms_length,
 )
 from designer.i18n import gettext as _
-from designer.workspace import Workspace
+from designer.workspace import Workspace, write_atomically
 from engine.spec.expressions import HTML_ENV, TEXT_ENV, RenderError, check_source, compile_template
 from engine.spec.nodes import TEMPLATE_PARTS
 from engine.spec.templates import (
@@ -91,24 +89,13 @@ def _read(name: str) -> dict[str, str]:
         abort(422, _("This template cannot be read: %(problem)s", problem=str(exc)))
 
 
-def _write_file(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write(name: str, parts: Mapping[str, str]) -> None:
     """Write each part (an existing file keeps its name) and remove the parts left out."""
     folder = _root() / name
     files = template_files(_root(), name)
     for part, text in parts.items():
         path = files.get(part) or folder / f"{part}{'.html' if part == 'html' else '.txt'}"
-        _write_file(path, text)
+        write_atomically(path, text)
     for part in set(files) - set(parts):
         for suffix in PART_EXTENSIONS:
             (folder / f"{part}{suffix}").unlink(missing_ok=True)
