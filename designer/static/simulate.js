@@ -19,20 +19,8 @@
   var $ = function (id) { return document.getElementById(id); };
   var button = $("simulate-run"), status = $("simulate-status"), results = $("simulate-results");
 
-  function text(key, values) {
-    return (S[key] || key).replace(/\{(\w+)\}/g, function (all, name) {
-      return values && name in values ? values[name] : all;
-    });
-  }
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    (children || []).forEach(function (c) { node.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
-    return node;
-  }
+  function text(key, values) { return window.Parcours.format(S, key, values); }
+  var el = window.Parcours.el;
   function ratio(part, whole) { return whole ? percent.format(part / whole) : "–"; }
   function humanRule(reason) {
     var parts = reason.split(":"), name = S["rule." + parts[0]];

@@ -15,22 +15,8 @@
   var result = null, timer = null, sequence = 0, saved = "", shown = null;
   var encoder = new TextEncoder();
 
-  function text(key, values) {
-    return (S[key] || key).replace(/\{(\w+)\}/g, function (all, name) {
-      return values && name in values ? values[name] : all;
-    });
-  }
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    (children || []).forEach(function (c) {
-      if (c) node.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
-    });
-    return node;
-  }
+  function text(key, values) { return window.Parcours.format(S, key, values); }
+  var el = window.Parcours.el;
   function names() { return C.allParts.concat(Object.keys(parts).filter(function (p) { return C.allParts.indexOf(p) < 0; })); }
   function current() {
     var out = {};

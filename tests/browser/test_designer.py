@@ -213,3 +213,28 @@ def test_viewer_sees_a_read_only_canvas_in_french(page_for: PageFor, site: Site)
     assert page.get_attribute('[data-testid="palette-wait"]', "draggable") in (None, "false")
     assert "Parcours clients" in page.inner_text("header")
     site.shot(page, "editor-viewer-fr")
+
+
+def test_simulate_and_edit_a_template_in_the_browser(page_for: PageFor, site: Site) -> None:
+    page = page_for("marketer")
+    page.goto(site.url + "/scenarios/cart-abandonment/simulate")
+    page.fill("input[name=contacts]", "300")
+    page.fill("input[name=days]", "7")
+    page.click("#simulate-run")
+    page.wait_for_selector("#simulate-results:not([hidden])", timeout=120_000)
+    rows = page.eval_on_selector_all("#steps-table tbody tr", "rows => rows.length")
+    assert rows >= 4  # one row per step of the journey
+    page.wait_for_selector("#sends-chart")
+    site.shot(page, "simulate")
+
+    page.goto(site.url + "/templates/welcome")
+    page.wait_for_selector('[data-testid="part-subject"] textarea')
+    page.fill('[data-testid="part-subject"] textarea', "Bienvenue {{ contact.first_name }} !")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=preview]').textContent.includes('Bienvenue')"
+    )
+    page.click('[data-testid="save-template"]')
+    page.wait_for_selector("#tpl-status.ok")  # the server answered: saved
+    site.shot(page, "template")
+    saved = (site.workspace / "templates" / "welcome" / "subject.txt").read_text()
+    assert saved.strip() == "Bienvenue {{ contact.first_name }} !"
