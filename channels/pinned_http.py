@@ -1,13 +1,16 @@
-"""One HTTP request through the outbound address guard, for channels that post to a URL.
+"""One HTTP request through the outbound address guard, for channels that call a URL.
 
 The push channels post to push service endpoints taken from subscriptions (data a browser sent
-us) or to a configured provider; either way the connection goes to a vetted address only
-(`channels.netguard`). Errors say whether the receiver may have the request: nothing left
-(transient), the request left without an answer (ambiguous).
+us) or to a configured provider, the webhook channel to receivers' URLs; either way the
+connection goes to a vetted address only (`channels.netguard`). Errors say whether the receiver
+may have the request: nothing left (transient), the request left without an answer (ambiguous).
+Redirects are not followed here: a channel that follows them parses and vets each Location as a
+new target.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import ssl
 import time
@@ -55,7 +58,8 @@ def parse_target(url: str, *, allow_http: bool, what: str) -> Target:
         raise PermanentChannelError(f"{what}: invalid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise PermanentChannelError(f"{what}: URL scheme {scheme!r} refused, https only")
+        only = "http(s)" if allow_http else "https"
+        raise PermanentChannelError(f"{what}: URL scheme {scheme!r} refused, {only} only")
     if scheme == "http" and not allow_http:
         raise PermanentChannelError(f"{what}: plain http refused, https only (see allow_http)")
     if parts.username is not None or parts.password is not None:
@@ -84,9 +88,19 @@ class Transport:
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     max_response_bytes: int = 64 * 1024
+    # True: a certificate the TLS context does not trust is the channel's configuration (one
+    # provider, or a missing ca_file). False: that address failed like a refused connection,
+    # for channels whose every recipient names its own receiver (webhooks).
+    untrusted_certificate_is_config: bool = True
 
     def post(self, target: Target, body: bytes, headers: Mapping[str, str], what: str) -> Answer:
-        """POST `body` to one vetted address of `target`.
+        """POST `body` to one vetted address of `target` (see `request`)."""
+        return self.request("POST", target, body, headers, what)
+
+    def request(
+        self, method: str, target: Target, body: bytes, headers: Mapping[str, str], what: str
+    ) -> Answer:
+        """Send `method` with `body` to one vetted address of `target`.
 
         BlockedAddress (permanent) before any connection when the host is not public and not
         allow-listed; TransientChannelError when nothing reached the receiver;
@@ -101,14 +115,17 @@ class Transport:
                     conn.connect()
                 except ssl.SSLCertVerificationError as exc:
                     reason = exc.verify_message
-                    raise ChannelConfigError(
-                        f"{what}: {target.origin}'s certificate is not trusted ({reason})"
-                    ) from None
+                    if self.untrusted_certificate_is_config:
+                        raise ChannelConfigError(
+                            f"{what}: {target.origin}'s certificate is not trusted ({reason})"
+                        ) from None
+                    failures.append(f"{address}: certificate not trusted ({reason})")
+                    continue
                 except OSError as exc:
                     failures.append(f"{address}: {type(exc).__name__}")
                     continue
                 try:
-                    conn.request("POST", target.path, body=body, headers=dict(headers))
+                    conn.request(method, target.path, body=body, headers=dict(headers))
                 except ValueError as exc:  # CR/LF in a header, bad characters in the path
                     raise PermanentChannelError(f"{what}: {target.origin}: {exc}") from None
                 except (OSError, http.client.HTTPException) as exc:
@@ -163,3 +180,23 @@ class Transport:
         except (OSError, http.client.HTTPException):
             pass
         return b"".join(chunks)
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds from a Retry-After header (delay-seconds or an HTTP date); None if absent or bad.
+
+    `headers` as in an Answer (lower-case names); `now` is the clock's time, for dates.
+    """
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)

@@ -16,9 +16,8 @@ Gone targets are handed to `on_gone` whatever the outcome, so the engine deletes
 
 from __future__ import annotations
 
-import email.utils
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from channels.errors import (
@@ -29,7 +28,7 @@ from channels.errors import (
     TransientChannelError,
 )
 from channels.message import Receipt
-from channels.pinned_http import Answer
+from channels.pinned_http import Answer, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -81,23 +80,6 @@ def check_answer(answer: Answer, what: str, now: float, *, auth_is_config: bool)
             raise ChannelConfigError(f"{where} (check the channel's credentials)")
         raise PermanentChannelError(f"{where} (the credentials were refused for this target)")
     raise PermanentChannelError(where)
-
-
-def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds or an HTTP date); None if absent or bad."""
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def _error_text(body: bytes) -> str:

@@ -6,29 +6,22 @@ answer maps to a retry decision.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
-import http.client
 import json
 import random
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.message import Message
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from channels.base import Channel, ChannelInfo
-from channels.errors import AmbiguousDeliveryError, PermanentChannelError, TransientChannelError
+from channels.errors import PermanentChannelError, TransientChannelError
 from channels.message import OutboundMessage, Receipt
-from channels.netguard import (
-    AddressPolicy,
-    IPAddress,
-    PinnedHTTPConnection,
-    PinnedHTTPSConnection,
-)
+from channels.netguard import AddressPolicy
+from channels.pinned_http import Answer, Target, Transport, parse_target, retry_after
 
 SIGNATURE_HEADER = "X-Parcours-Signature"
 METHODS = ("POST", "PUT", "PATCH")
@@ -105,25 +98,6 @@ def retry_schedule(
     return ceiling * (1.0 - jitter * rng.random())
 
 
-@dataclass(frozen=True)
-class _Target:
-    scheme: str
-    host: str
-    port: int
-    path: str
-
-    @property
-    def origin(self) -> str:
-        # Error messages name the origin only: paths and queries may carry receiver tokens.
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: Message
-
-
 class WebhookChannel(Channel):
     """Sends `message.parts["body"]` (or all parts as JSON) to the recipient's URL, signed."""
 
@@ -140,9 +114,15 @@ class WebhookChannel(Channel):
             info = channel_info("webhook")
         self.info = info
         self.settings = settings
-        self.policy = AddressPolicy(settings.allow)
         self.clock = clock
-        self.tls = ssl.create_default_context(cafile=settings.ca_file)
+        self.transport = Transport(
+            AddressPolicy(settings.allow),
+            ssl.create_default_context(cafile=settings.ca_file),
+            settings.connect_timeout,
+            settings.read_timeout,
+            settings.max_response_bytes,
+            untrusted_certificate_is_config=False,  # one receiver's certificate, not ours
+        )
 
     def send(self, message: OutboundMessage) -> Receipt:
         method = str(message.metadata.get("method", "POST")).upper()
@@ -168,8 +148,9 @@ class WebhookChannel(Channel):
             "Connection": "close",
         }
         for _hop in range(self.settings.max_redirects + 1):
-            target = self._target(url)
-            answer = self._exchange(target, method, body, headers)
+            # Each hop is parsed and vetted anew: scheme, allow_http, the address guard.
+            target = parse_target(url, allow_http=self.settings.allow_http, what="webhook")
+            answer = self.transport.request(method, target, body, headers, "webhook")
             if not 300 <= answer.status < 400:
                 return _decide(answer, target, message.send_key, self.clock())
             url = urljoin(url, self._redirect(answer, target, method))
@@ -177,27 +158,7 @@ class WebhookChannel(Channel):
             f"webhook redirected more than max_redirects ({self.settings.max_redirects}) times"
         )
 
-    def _target(self, url: str) -> _Target:
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise PermanentChannelError(f"invalid webhook URL: {exc}") from None
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise PermanentChannelError(f"webhook URL scheme {scheme!r} refused: http(s) only")
-        if scheme == "http" and not self.settings.allow_http:
-            raise PermanentChannelError("webhook URL uses plain http; https only (see allow_http)")
-        if parts.username is not None or parts.password is not None:
-            raise PermanentChannelError(
-                "webhook URL carries credentials; use the signature instead"
-            )
-        if not parts.hostname:
-            raise PermanentChannelError("webhook URL has no host")
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return _Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80), path)
-
-    def _redirect(self, answer: _Answer, target: _Target, method: str) -> str:
+    def _redirect(self, answer: Answer, target: Target, method: str) -> str:
         if self.settings.max_redirects == 0:
             raise PermanentChannelError(
                 f"webhook {target.origin} answered {answer.status}: redirects are refused; "
@@ -208,79 +169,10 @@ class WebhookChannel(Channel):
                 f"webhook {target.origin} answered {answer.status}, which would turn the {method} "
                 "into a GET; only 307 and 308 are followed"
             )
-        location = answer.headers.get("Location")
+        location = answer.headers.get("location")
         if not location:
             raise PermanentChannelError(f"webhook {target.origin}: redirect without Location")
         return location
-
-    def _connection(self, target: _Target, address: IPAddress) -> http.client.HTTPConnection:
-        s = self.settings
-        if target.scheme == "https":
-            return PinnedHTTPSConnection(
-                target.host,
-                target.port,
-                address,
-                connect_timeout=s.connect_timeout,
-                timeout=s.read_timeout,
-                context=self.tls,
-            )
-        return PinnedHTTPConnection(
-            target.host,
-            target.port,
-            address,
-            connect_timeout=s.connect_timeout,
-            timeout=s.read_timeout,
-        )
-
-    def _exchange(
-        self, target: _Target, method: str, body: bytes, headers: Mapping[str, str]
-    ) -> _Answer:
-        """One request to one vetted address; errors say whether the receiver may have it."""
-        addresses = self.policy.resolve(target.host, target.port)
-        failures = []
-        for address in addresses:
-            conn = self._connection(target, address)
-            try:
-                try:
-                    conn.connect()
-                except OSError as exc:  # includes TLS and certificate errors
-                    failures.append(f"{address}: {exc}")
-                    continue
-                try:
-                    conn.request(method, target.path, body=body, headers=dict(headers))
-                except ValueError as exc:  # CR/LF in a header value, bad characters in the path
-                    raise PermanentChannelError(f"webhook {target.origin}: {exc}") from None
-                except (OSError, http.client.HTTPException) as exc:
-                    raise TransientChannelError(
-                        f"webhook {target.origin} ({address}): sending failed: {exc!r}"
-                    ) from None
-                try:
-                    response = conn.getresponse()
-                except (OSError, http.client.HTTPException) as exc:
-                    raise AmbiguousDeliveryError(
-                        f"webhook {target.origin} ({address}): request sent, no answer: {exc!r}"
-                    ) from None
-                self._drain(response)
-                return _Answer(response.status, response.headers)
-            finally:
-                conn.close()
-        raise TransientChannelError(
-            f"webhook {target.origin}: cannot connect ({'; '.join(failures)})"
-        )
-
-    def _drain(self, response: http.client.HTTPResponse) -> None:
-        # The status decides; the body is read (capped, within the read timeout) only so the
-        # receiver sees an orderly close.
-        remaining = self.settings.max_response_bytes
-        deadline = time.monotonic() + self.settings.read_timeout
-        try:
-            while remaining > 0 and time.monotonic() < deadline:
-                chunk = response.read(min(remaining, 16384))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-        except (OSError, http.client.HTTPException):
-            pass
 
 
 def _body(parts: Mapping[str, str]) -> bytes:
@@ -300,32 +192,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _decide(answer: _Answer, target: _Target, send_key: str, now: float) -> Receipt:
+def _decide(answer: Answer, target: Target, send_key: str, now: float) -> Receipt:
     status = answer.status
     if 200 <= status < 300:
         return Receipt(provider_id=f"webhook:{status}:{send_key}")
     if status in RETRYABLE_STATUSES or status >= 500:
         raise TransientChannelError(
             f"webhook {target.origin} answered {status}",
-            retry_after=retry_after(answer.headers.get("Retry-After"), now),
+            retry_after=retry_after(answer.headers, now),
         )
     raise PermanentChannelError(f"webhook {target.origin} answered {status}")
-
-
-def retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds or an HTTP date), None if absent or bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def webhook_channel_from_config(
