@@ -447,7 +447,8 @@ class Interpreter:
                     JournalRecord("error", step.id, "render_failed", {"error": str(exc)})
                 )
                 return step.next
-            tr.sends.append(SendEffect(request, parts, decision))
+            sender = self.scenario.sender if channel == "email" else {}
+            tr.sends.append(SendEffect(request, parts, decision, dict(sender)))
             tr.journal.append(
                 JournalRecord(
                     "send",

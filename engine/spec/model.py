@@ -263,6 +263,9 @@ class Scenario:
     goal: Goal | None = None
     exit_on: tuple[ExitRule, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
+    # Who this scenario's emails come from: from_address, from_name, reply_to (each optional;
+    # the email channel's settings fill the rest).
+    sender: Mapping[str, str] = field(default_factory=dict)
     templates: Mapping[str, CompiledTemplate] = field(default_factory=dict)
     content_hash: str = ""
 

@@ -42,6 +42,18 @@ class _Strict(Schema):
         unknown = RAISE
 
 
+class SenderSchema(_Strict):
+    from_address = fields.Email(load_default=None, metadata={"help": "From address of emails."})
+    from_name = fields.String(
+        load_default=None, validate=validate.Length(max=100), metadata={"help": "From name."}
+    )
+    reply_to = fields.Email(load_default=None, metadata={"help": "Reply-To address."})
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> dict[str, str]:
+        return {k: v for k, v in data.items() if v}
+
+
 class EntrySchema(_Strict):
     reentry = fields.String(load_default="never", validate=validate.OneOf(model.REENTRY))
     cooldown = Duration(load_default=None)
@@ -205,6 +217,7 @@ class ScenarioSchema(_Strict):
     goal = fields.Nested(GoalSchema, load_default=None)
     exit_on = fields.List(fields.Nested(ExitRuleSchema), load_default=list)
     data = PlainMapping(load_default=dict)
+    sender = fields.Nested(SenderSchema, load_default=dict)
     start = Identifier(load_default=None)
     steps = StepsField(required=True)
     layout = fields.Raw(

@@ -36,6 +36,9 @@ id: promo
 name: Spring promo
 objective: other
 topic: promotions
+sender:
+  from_name: Spring team
+  reply_to: care@shop.example
 triggers:
   - event: visited
 entry:
@@ -170,7 +173,8 @@ def test_queued_emails_reach_the_smtp_server(world: World, smtp: tuple[Smtp, int
         "bruno@example.org",
     ]
     first = handler.arrived[0]
-    assert str(first["From"]) == "La Boutique <news@shop.example>"
+    assert str(first["From"]) == "Spring team <news@shop.example>"  # the scenario's sender
+    assert str(first["Reply-To"]) == "care@shop.example"
     assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert str(first["List-Unsubscribe"]).startswith("<https://shop.example/u/")
     text = first.get_body(("plain",)).get_content()
