@@ -42,6 +42,7 @@ _DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
 _RETRY_CONNECT = 60.0  # seconds: a refused connection or a 421 means the server is busy or down
 _RETRY_GREYLIST = 300.0  # greylisting servers accept the same message after a few minutes
 _AUTH_CODES = frozenset({530, 534, 535, 538})
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP token (RFC 9110)
 
 # Plain SMTP has no idempotency key: a resend after an ambiguous outcome may deliver twice.
 SMTP_EMAIL_INFO = replace(
@@ -87,6 +88,12 @@ class SmtpSettings:
     ca_file: str | None = field(
         default=None, metadata=_help("PEM CA bundle replacing the system trust store")
     )
+    callback_secret: str = field(
+        default="", repr=False, metadata=_help("HMAC key of the event callbacks; write ${ENV_NAME}")
+    )
+    callback_header: str = field(
+        default="X-Signature", metadata=_help("header carrying the callbacks' signature")
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -109,6 +116,8 @@ class SmtpSettings:
                     checked_address(key, value)
                 except PermanentChannelError as exc:
                     problems.append(str(exc))
+        if self.callback_secret and not _HEADER_NAME.fullmatch(self.callback_header):
+            problems.append("callback_header: not a valid HTTP header name")
         if problems:
             raise ChannelConfigError("SMTP settings: " + "; ".join(problems))
 

@@ -47,12 +47,13 @@ SOURCES = (
     "operator",
     "double_opt_in",
     "preference_center",
+    "complaint",  # the provider reported a spam complaint
 )
 # A subscription from these sources on a double opt-in channel must be confirmed by the contact.
 UNCONFIRMED_SOURCES = frozenset({"form", "api"})
 # Sources that can only mean one thing, so the evidence cannot say the opposite of the state.
 # (sms_stop is any SMS keyword: STOP opts out, START opts back in with a new record.)
-SOURCE_STATES = {"unsubscribe_link": OPTED_OUT, "double_opt_in": OPTED_IN}
+SOURCE_STATES = {"unsubscribe_link": OPTED_OUT, "double_opt_in": OPTED_IN, "complaint": OPTED_OUT}
 SUPPRESSION_REASONS = ("hard_bounce", "spam_complaint", "unsubscribe", "erasure", "operator")
 # Which profile field is the address on each channel; other channels only know "contact:<id>".
 ADDRESS_FIELDS = {"email": "email", "sms": "phone", "call": "phone"}

@@ -5,6 +5,10 @@ status never goes back and a repeated report changes nothing. Its outcome become
 contact event the delivery loop records (`sms_delivered`, `sms_bounced`...), and a bounce puts
 the address on the suppression list.
 
+A spam complaint about a sent or delivered send suppresses the address (`spam_complaint`), opts
+the contact out of all marketing on the channel (source `complaint`) and records
+`<channel>_complained`, once per send.
+
 An inbound SMS becomes an `sms_replied` event of every contact with that number. A STOP-family
 reply (see channels.sms_text.is_stop_reply) also opts the contact out of all SMS marketing,
 with the reply as the wording of the consent record, and emits `unsubscribed`. Free text is
@@ -44,6 +48,7 @@ FINAL_STATUSES = ("delivered", "bounced", "failed")
 REPLIED = "sms_replied"
 UNSUBSCRIBED = "unsubscribed"
 STOP_SOURCE = "sms_stop"
+COMPLAINT_SOURCE = "complaint"
 MAX_REPLY_TEXT = 160  # kept in the event: one SMS worth, enough for a journey's condition
 MAX_KEY_PART = 200  # event_key is 255 characters
 
@@ -99,6 +104,54 @@ def apply_delivery_report(
             )  # fmt: skip
         except IngestError:  # an address the suppression list cannot hold: the bounce stays
             logger.warning("send %s bounced but its address cannot be suppressed", send.send_key)
+    return True
+
+
+def apply_complaint(conn: Connection, channel: str, provider_id: str, now: datetime) -> bool:
+    """Record a spam complaint about the send the provider accepted as `provider_id`.
+
+    The address goes on the suppression list, the contact is opted out of the whole channel
+    and `<channel>_complained` is recorded. A second complaint about the same send, or one
+    about an unknown or unsent message, changes nothing. Returns whether anything changed.
+    """
+    send = conn.execute(
+        select(Send.send_key, Send.contact_id, Contact.external_id, Contact.email, Contact.phone)
+        .join(Contact, Contact.id == Send.contact_id)
+        .where(
+            Send.channel == channel,
+            Send.provider_id == provider_id,
+            Send.status.in_(("sent", "delivered")),
+        )
+        .order_by(Send.id)
+        .limit(1)
+    ).first()
+    if send is None:
+        return False
+    lock_contacts(conn, [send.contact_id])  # serialises racing complaints and the gate
+    event = {
+        "contact": send.external_id,
+        "name": f"{channel}_complained",
+        "properties": {"send_key": send.send_key, "channel": channel},
+        "occurred_at": now,
+        "event_key": f"complained:{send.send_key}",
+    }
+    if not record_events(conn, [event], now)[0]:
+        return False  # the provider repeated itself
+    address = {"phone": send.phone, "email": send.email}.get(ADDRESS_FIELDS.get(channel, ""))
+    try:
+        suppress(
+            conn, channel, str(address or f"contact:{send.contact_id}"), "spam_complaint",
+            "provider", now, contact_id=send.contact_id,
+        )  # fmt: skip
+    except IngestError:  # an address the list cannot hold: the contact itself is suppressed
+        suppress(conn, channel, f"contact:{send.contact_id}", "spam_complaint", "provider", now,
+                 contact_id=send.contact_id)  # fmt: skip
+    current = consent_snapshot(conn, [send.contact_id])[send.contact_id].get((channel, ALL))
+    if current is None or current[0] != OPTED_OUT:
+        record_consent(
+            conn, send.contact_id, channel, ALL, OPTED_OUT, COMPLAINT_SOURCE, now,
+            evidence={"method": "spam_complaint", "send_key": send.send_key[:MAX_KEY_PART]},
+        )  # fmt: skip
     return True
 
 
