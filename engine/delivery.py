@@ -111,10 +111,11 @@ class Dispatcher:
         engine: Engine,
         channels: Mapping[str, Channel],
         clock: Clock | None = None,
-        batch: int = 100,
-        lease: timedelta = timedelta(minutes=2),
+        batch: int = 50,
+        # Longer than a whole batch can take (50 sends at a provider's worst timeouts): a claim
+        # that runs out while its worker is still delivering would be marked ambiguous.
+        lease: timedelta = timedelta(minutes=15),
         prepare: Prepare | None = None,
-        owner: str = "delivery",
     ) -> None:
         self.engine = engine
         self.channels = dict(channels)
@@ -122,7 +123,6 @@ class Dispatcher:
         self.batch = batch
         self.lease = lease
         self.prepare = prepare
-        self.owner = owner
 
     def run_once(self, now: datetime | None = None) -> DeliveryReport:
         """Expire stale claims, then claim, deliver and record one batch."""
@@ -139,20 +139,6 @@ class Dispatcher:
             with self.engine.begin() as conn:
                 self._record(conn, outcomes, now, report)
         return report
-
-    def run_until_idle(
-        self, now: datetime | None = None, max_batches: int = 1000
-    ) -> DeliveryReport:
-        """Passes until nothing is due (tests, `parcours deliver`); the reports added up."""
-        total = DeliveryReport()
-        for _ in range(max_batches):
-            step = self.run_once(now)
-            for name in ("claimed", "sent", "retried", "failed", "bounced", "ambiguous"):
-                setattr(total, name, getattr(total, name) + getattr(step, name))
-            total.paused += [c for c in step.paused if c not in total.paused]
-            if not step or step.claimed == step.retried:
-                break
-        return total
 
     def close(self) -> None:
         for channel in self.channels.values():
