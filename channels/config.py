@@ -59,3 +59,14 @@ def _substitute_piece(text: str, path: str, environ: Mapping[str, str]) -> str:
     if "${" in _REFERENCE.sub("", text):
         raise ChannelConfigError(f"'{path}': unterminated ${{ reference")
     return resolved
+
+
+def coerce_number(key: str, value: Any, kind: type[int] | type[float]) -> int | float:
+    """A numeric setting given as a number or as text (a `${ENV}` value); ValueError naming
+    the key otherwise (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"'{key}' must be a number")
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"'{key}' must be a number") from None

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 
 from channels.base import Channel
-from channels.config import resolve_secrets
+from channels.config import coerce_number, resolve_secrets
 from channels.email_mime import Email, Sender, build_email, checked_address
 from channels.errors import (
     AmbiguousDeliveryError,
@@ -395,13 +395,7 @@ def smtp_channel_from_config(
 
 def _coerce(key: str, value: Any) -> Any:
     if key in ("port", "timeout"):
-        kind = int if key == "port" else float
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"'{key}' must be a number")
-        try:
-            return kind(value)
-        except ValueError:
-            raise ValueError(f"'{key}' must be a number") from None
+        return coerce_number(key, value, int if key == "port" else float)
     if not isinstance(value, str):
         raise ValueError(f"'{key}' must be text")
     return value

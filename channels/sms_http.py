@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from channels.base import Channel, ChannelInfo
-from channels.config import resolve_secrets
+from channels.config import coerce_number, resolve_secrets
 from channels.errors import (
     AmbiguousDeliveryError,
     ChannelConfigError,
@@ -423,13 +423,7 @@ def sms_channel_from_config(
 
 def _coerce(key: str, value: Any) -> Any:
     if key in ("timeout", "max_segments"):
-        kind = float if key == "timeout" else int
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"'{key}' must be a number")
-        try:
-            return kind(value)
-        except ValueError:
-            raise ValueError(f"'{key}' must be a number") from None
+        return coerce_number(key, value, float if key == "timeout" else int)
     if key == "template":
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
             raise ValueError("'template' must map field names to text")
