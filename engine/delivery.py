@@ -9,9 +9,9 @@ Lifecycle of a send in the ledger (`sends.status`):
                          └─ no answer after the message left ──▶ ambiguous (never resent blindly)
 
 A claim is short: rows are marked `sending` with a lease and committed, the providers are called
-with no transaction open, then the outcomes are written (fenced on the attempt number) in one
-transaction. A worker that dies between the two leaves `sending` rows whose lease runs out: an
-idempotent provider (which dedupes on the send key) gets them again, any other marks them
+with no transaction open, and each outcome is written (fenced on the attempt number) as soon as
+the provider answers. A worker that dies in between leaves `sending` rows whose lease runs out:
+an idempotent provider (which dedupes on the send key) gets them again, any other marks them
 `ambiguous`, so a crash never sends a message twice.
 
 Channels come from `channels.yaml` beside the scenarios (see engine.channel_config); a channel
@@ -134,10 +134,12 @@ class Dispatcher:
             self._expire(conn, now)
             claimed = self._claim(conn, now)
         report.claimed = len(claimed)
-        outcomes = [(row, self._deliver(row, now, report)) for row in claimed]
-        if outcomes:
+        for row in claimed:
+            outcome = self._deliver(row, now, report)
+            # Recorded at once, one short transaction per send: a provider's delivery report
+            # can arrive seconds later and must find the send `sent` with its provider id.
             with self.engine.begin() as conn:
-                self._record(conn, outcomes, now, report)
+                self._record(conn, [(row, outcome)], now, report)
         return report
 
     def close(self) -> None:
