@@ -7,7 +7,6 @@ import hashlib
 import re
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from channels.errors import (
     TransientChannelError,
 )
 from channels.message import OutboundMessage
+from tests.tls import self_signed
 
 NOW = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 SUBJECT = "Été -20 % pour Zoë"
@@ -189,15 +189,7 @@ def outbound(send_key: str = "v1:e42:welcome:0", **changes: Any) -> OutboundMess
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (certificate, key)."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"), "localhost", ("127.0.0.1",))
 
 
 def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:

@@ -8,11 +8,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +27,7 @@ from channels.errors import AmbiguousDeliveryError, PermanentChannelError, Trans
 from channels.message import OutboundMessage
 from channels.netguard import BlockedAddress
 from channels.webhook import WebhookChannel, WebhookSettings, retry_schedule, verify_signature
+from tests.tls import self_signed
 
 SECRET = "whsec-test-0123456789"
 NOW = 1_700_000_000.0
@@ -530,20 +528,7 @@ def test_redirect_hops_are_limited() -> None:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl is needed to make the test certificate", pytrace=False)
-        pytest.skip("openssl is needed to make the test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=hooks.test", "-addext", "subjectAltName=DNS:hooks.test",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"), "hooks.test")
 
 
 def _tls_server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
