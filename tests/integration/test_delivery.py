@@ -4,17 +4,12 @@ and the next marketing send is blocked; a crash mid-delivery never sends twice."
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes
-from email.policy import default
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,6 +23,7 @@ from engine.runtime.clock import VirtualClock
 from engine.store.db import make_engine
 from engine.store.models import Event, JournalEntry, Send, Suppression
 from engine.versions import publish_dir
+from tests.smtp import Smtp, smtp_server
 
 T0 = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # a Tuesday morning, outside quiet hours
 SCENARIO = """\
@@ -61,42 +57,10 @@ consent:
 """
 
 
-class Smtp:
-    """An aiosmtpd handler: keeps what arrived; refuses recipients on demand."""
-
-    def __init__(self) -> None:
-        self.arrived: list[Any] = []
-        self.replies: dict[str, list[str]] = {}  # address → replies to give, in order
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        queued = self.replies.get(address)
-        if queued:
-            return queued.pop(0)
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.arrived.append(message_from_bytes(envelope.original_content, policy=default))
-        await asyncio.sleep(0)
-        return "250 OK queued"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Smtp, int]]:
-    handler = Smtp()
-    port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    with smtp_server() as running:
+        yield running
 
 
 @pytest.fixture

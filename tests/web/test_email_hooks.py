@@ -4,19 +4,14 @@ to /hooks/email/events, and a complaint blocks the next marketing email."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
-from email import message_from_bytes
-from email.policy import default
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -32,6 +27,7 @@ from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Suppression
 from engine.versions import publish_bundle
+from tests.smtp import Smtp, smtp_server
 from tests.web.test_hooks import KEY, T0, Woken, consents, decisions, events, sends
 
 SECRET = "email-callback-secret-for-tests"
@@ -57,28 +53,10 @@ steps:
 """
 
 
-class Smtp:
-    """An aiosmtpd handler that keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.arrived: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.arrived.append(message_from_bytes(envelope.original_content, policy=default))
-        await asyncio.sleep(0)
-        return "250 OK queued"
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Smtp, int]]:
-    handler = Smtp()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    with smtp_server() as running:
+        yield running
 
 
 @pytest.fixture

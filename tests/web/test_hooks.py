@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from channels.sms_callbacks import callback_signature
 from designer import Parcours
-from designer.hooks import hooks
 from engine.channel_config import load_channels
 from engine.delivery import Dispatcher
 from engine.policy.loading import full_gate_factory
@@ -102,9 +101,6 @@ def workspace(workspace: Path, provider: tuple[str, list[dict[str, Any]]]) -> Pa
 @pytest.fixture
 def app(designer_app: Flask, monkeypatch: pytest.MonkeyPatch) -> Flask:
     monkeypatch.setenv("SMS_CALLBACK_SECRET", SECRET)
-    # The lead registers the blueprint in create_app; until then the test does.
-    if "hooks" not in designer_app.blueprints:
-        designer_app.register_blueprint(hooks)
     return designer_app
 
 

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from designer import Parcours
-from designer.offline import api_delivery
 from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
 from engine.spec.loader import scenario_bundle
@@ -67,8 +66,6 @@ MALLORY = {
 
 @pytest.fixture
 def app(designer_app: Flask, state: Parcours, workspace: Path) -> Flask:
-    if "api_delivery" not in designer_app.blueprints:
-        designer_app.register_blueprint(api_delivery)
     path = workspace / "vip-letter.yaml"
     path.write_text(SCENARIO, encoding="utf-8")
     with Session(state.engine) as session, session.begin():

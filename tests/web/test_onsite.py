@@ -13,7 +13,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from designer import Parcours
-from designer.onsite import public_onsite
 from engine.onsite import safe_link
 from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
@@ -53,8 +52,6 @@ onsite:
 
 @pytest.fixture
 def app(designer_app: Flask, state: Parcours, workspace: Path, monkeypatch: Any) -> Flask:
-    if "public_onsite" not in designer_app.blueprints:
-        designer_app.register_blueprint(public_onsite)
     monkeypatch.setenv("ONSITE_TEST_KEY", SITE_KEY)
     (workspace / "channels.yaml").write_text(CHANNELS, encoding="utf-8")
     path = workspace / "onsite-offer.yaml"

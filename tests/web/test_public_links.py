@@ -14,7 +14,6 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from designer import PUBLIC_CSP, Parcours
-from designer.public_links import public_links
 from engine.links import sign
 from engine.policy.loading import full_gate_factory
 from engine.runner import Worker
@@ -55,9 +54,6 @@ steps:
 
 @pytest.fixture
 def app(designer_app: Flask) -> Flask:
-    # The lead registers the blueprint in create_app; until then the test does.
-    if "public_links" not in designer_app.blueprints:
-        designer_app.register_blueprint(public_links)
     return designer_app
 
 

@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from designer.push import contact_signature, public_push
+from designer.push import contact_signature
 from engine.push import push_recipient
 from engine.store.models import Contact, PushSubscription
 
@@ -56,9 +56,6 @@ def write_channels(workspace: Path, extra: str = "") -> None:
 def app(designer_app: Flask, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
     monkeypatch.setenv("TEST_VAPID_KEY", VAPID_PEM)
     write_channels(workspace)
-    # The lead registers the blueprint in create_app; until then the test does.
-    if "public_push" not in designer_app.blueprints:
-        designer_app.register_blueprint(public_push)
     return designer_app
 
 
