@@ -47,7 +47,6 @@ MAX_ATTEMPTS = 6
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
 CONFIG_PAUSE = timedelta(minutes=5)  # a misconfigured channel is tried again after this
-BOUNCE_ADDRESS = {"email": "email", "sms": "phone"}  # the address a bounce suppresses
 
 # Prepares the message just before it leaves (tracking links, unsubscribe URL...).
 Prepare = Callable[[OutboundMessage], OutboundMessage]
@@ -139,7 +138,7 @@ class Dispatcher:
             # Recorded at once, one short transaction per send: a provider's delivery report
             # can arrive seconds later and must find the send `sent` with its provider id.
             with self.engine.begin() as conn:
-                self._record(conn, [(row, outcome)], now, report)
+                self._record(conn, row, outcome, now, report)
         return report
 
     def close(self) -> None:
@@ -260,60 +259,38 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ record
     def _record(
-        self, conn: Connection, outcomes: list[tuple[_Claimed, _Outcome]], now: datetime,
+        self, conn: Connection, row: _Claimed, out: _Outcome, now: datetime,
         report: DeliveryReport,
     ) -> None:  # fmt: skip
-        from engine.consent import suppress
-        from engine.ingest import record_events
+        from engine.reports import record_outcome
 
-        events: list[dict[str, Any]] = []
-        for row, out in outcomes:
-            values: dict[str, Any] = {"status": out.status, "lease_until": None}
-            values["error"] = (out.error or "")[:1000] or None
-            if out.status == "sent":
-                values.update(provider_id=out.provider_id, sent_at=now)
-                report.sent += 1
-            elif out.status == "queued":
-                values["next_attempt_at"] = out.retry_at
-                if out.refund:
-                    values["attempts"] = Send.attempts - 1
-                else:
-                    report.retried += 1
-            elif out.status == "ambiguous":
-                report.ambiguous += 1
+        values: dict[str, Any] = {"status": out.status, "lease_until": None}
+        values["error"] = (out.error or "")[:1000] or None
+        if out.status == "sent":
+            values.update(provider_id=out.provider_id, sent_at=now)
+            report.sent += 1
+        elif out.status == "queued":
+            values["next_attempt_at"] = out.retry_at
+            if out.refund:
+                values["attempts"] = Send.attempts - 1
             else:
-                report.failed += out.status == "failed"
-                report.bounced += out.status == "bounced"
-            written = conn.execute(
-                update(Send)
-                .where(Send.id == row.id, Send.status == "sending", Send.attempts == row.attempts)
-                .values(**values)
-            ).rowcount
-            if not written:  # the claim expired and another worker took the row
-                continue
-            if out.status in ("bounced", "failed", "ambiguous"):
-                events.append(_event(row, out.status, now, out.error))
-            if out.status == "bounced" and row.channel in BOUNCE_ADDRESS:
-                # Push subscriptions that are gone are deleted by the channel (on_gone) instead.
-                address = row.contact.get(BOUNCE_ADDRESS[row.channel])
-                if address:
-                    suppress(
-                        conn, row.channel, str(address), "hard_bounce", "delivery", now,
-                        contact_id=row.contact_id,
-                    )  # fmt: skip
-        if events:
-            record_events(conn, events, now)
-
-
-def _event(row: _Claimed, status: str, now: datetime, error: str | None) -> dict[str, Any]:
-    """The contact event a delivery outcome becomes (`email_bounced`, `sms_failed`...)."""
-    return {
-        "contact": row.contact["external_id"],
-        "name": f"{row.channel}_{status}",
-        "properties": {"send_key": row.send_key, "channel": row.channel, "error": error or ""},
-        "occurred_at": now,
-        "event_key": f"{status}:{row.send_key}",
-    }
+                report.retried += 1
+        elif out.status == "ambiguous":
+            report.ambiguous += 1
+        else:
+            report.failed += out.status == "failed"
+            report.bounced += out.status == "bounced"
+        written = conn.execute(
+            update(Send)
+            .where(Send.id == row.id, Send.status == "sending", Send.attempts == row.attempts)
+            .values(**values)
+        ).rowcount
+        if written and out.status in ("bounced", "failed", "ambiguous"):
+            # (not written: the claim ran out and the row was settled elsewhere)
+            record_outcome(
+                conn, row.channel, row.send_key, row.contact_id, row.contact["external_id"],
+                row.contact, out.status, out.error, now,
+            )  # fmt: skip
 
 
 def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:

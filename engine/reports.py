@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,6 +52,30 @@ STOP_SOURCE = "sms_stop"
 COMPLAINT_SOURCE = "complaint"
 MAX_REPLY_TEXT = 160  # kept in the event: one SMS worth, enough for a journey's condition
 MAX_KEY_PART = 200  # event_key is 255 characters
+
+
+def record_outcome(
+    conn: Connection, channel: str, send_key: str, contact_id: int, external_id: str,
+    addresses: Mapping[str, str | None], status: str, error: str | None, now: datetime,
+) -> None:  # fmt: skip
+    """What a delivery outcome does beyond the ledger, whether the delivery loop saw it or a
+    provider reported it: the contact event `<channel>_<status>` (`email_bounced`,
+    `sms_delivered`...), and for a bounce the channel's address on the suppression list."""
+    event = {
+        "contact": external_id,
+        "name": f"{channel}_{status}",
+        "properties": {"send_key": send_key, "channel": channel, "error": error or ""},
+        "occurred_at": now,
+        "event_key": f"{status}:{send_key}",
+    }
+    record_events(conn, [event], now)
+    address = addresses.get(ADDRESS_FIELDS.get(channel, ""))
+    if status != "bounced" or not address:
+        return  # push: the channel deletes subscriptions that are gone (on_gone)
+    try:
+        suppress(conn, channel, str(address), "hard_bounce", "delivery", now, contact_id=contact_id)
+    except IngestError:  # an address the suppression list cannot hold: the bounce stays
+        logger.warning("send %s bounced but its address cannot be suppressed", send_key)
 
 
 def apply_delivery_report(
@@ -87,23 +112,11 @@ def apply_delivery_report(
     ).rowcount
     if not moved:
         return False
-    event = {
-        "contact": send.external_id,
-        "name": f"{channel}_{status}",
-        "properties": {"send_key": send.send_key, "channel": channel, "error": text},
-        "occurred_at": now,
-        "event_key": f"{status}:{send.send_key}",
-    }
-    record_events(conn, [event], now)
-    address = {"phone": send.phone, "email": send.email}.get(ADDRESS_FIELDS.get(channel, ""))
-    if status == "bounced" and address:
-        try:
-            suppress(
-                conn, channel, str(address), "hard_bounce", "delivery", now,
-                contact_id=send.contact_id,
-            )  # fmt: skip
-        except IngestError:  # an address the suppression list cannot hold: the bounce stays
-            logger.warning("send %s bounced but its address cannot be suppressed", send.send_key)
+    addresses = {"email": send.email, "phone": send.phone}
+    record_outcome(
+        conn, channel, send.send_key, send.contact_id, send.external_id, addresses, status,
+        text, now,
+    )  # fmt: skip
     return True
 
 
