@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from designer import ApiError, Parcours
+from engine.channel_config import delivering_channels
 from engine.consent import (
     OPTED_IN,
     ConsentInvalid,
@@ -281,6 +282,17 @@ def _workspace_policy(parcours: Parcours) -> Policy:
         ) from None
 
 
+def _delivering(parcours: Parcours) -> frozenset[str]:
+    """The channels a provider delivers: a confirmation queued on any other would never leave."""
+    try:
+        return delivering_channels(parcours.settings.scenarios_dir)
+    except ScenarioInvalid as exc:
+        logger.error("channels.yaml is invalid: %s", exc)
+        raise ApiError(
+            503, "channels_invalid", f"The workspace channels file is invalid: {exc}"
+        ) from None
+
+
 def _text(body: dict[str, Any], name: str, required: bool = True) -> str | None:
     value = body.get(name)
     if value is None or value == "":
@@ -330,6 +342,8 @@ def post_consent(external_id: str) -> tuple[dict[str, Any], int]:
         _invalid("'evidence' must be a JSON object.", "evidence")
     expires = _text(body, "expires_at", required=False)
     policy = _workspace_policy(parcours)
+    # Read before the transaction opens: no file is parsed while the write lock is held.
+    delivering = _delivering(parcours) if state == OPTED_IN else frozenset()
     now = parcours.clock.now()
     try:
         expires_at = parse_instant(expires, "expires_at") if expires else None
@@ -343,7 +357,7 @@ def post_consent(external_id: str) -> tuple[dict[str, Any], int]:
                     conn, contact.id, channel, topic, source, now,
                     secret=parcours.secret, base_url=parcours.public_url, wording=wording,
                     wording_version=wording_version, ip=ip, evidence=evidence,
-                    expires_at=expires_at, policy=policy,
+                    expires_at=expires_at, policy=policy, delivering=delivering,
                 )  # fmt: skip
                 record_id, status = done.record_id, 200 if done.already else 201
                 if done.confirmation is not None:

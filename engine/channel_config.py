@@ -153,14 +153,25 @@ def lint_channels_text(text: str, filename: str | None = None) -> list[Problem]:
     return problems
 
 
-def load_channels(
-    scenarios_dir: Path, environ: Mapping[str, str] | None = None
-) -> dict[str, Channel]:
-    """The workspace's configured channels (none without a file); raises on a broken file."""
+def _read(scenarios_dir: Path) -> dict[str, dict[str, Any]]:
     path = channels_path(scenarios_dir)
     if not path.exists():
         return {}
     config, problems = _parse(path.read_text(encoding="utf-8"), str(path))
     if problems:
         raise ScenarioInvalid(problems)
-    return build_channels(config, os.environ if environ is None else environ)
+    return config
+
+
+def load_channels(
+    scenarios_dir: Path, environ: Mapping[str, str] | None = None
+) -> dict[str, Channel]:
+    """The workspace's configured channels (none without a file); raises on a broken file."""
+    return build_channels(_read(scenarios_dir), os.environ if environ is None else environ)
+
+
+def delivering_channels(scenarios_dir: Path) -> frozenset[str]:
+    """The channels a provider delivers (the delivery loop claims their queued sends), read
+    without their secrets, so a process that only records sends needs none of them. Raises
+    ScenarioInvalid on a broken file."""
+    return frozenset(n for n, s in _read(scenarios_dir).items() if s["provider"] != "outbox")

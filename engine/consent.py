@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -97,6 +97,7 @@ class Confirmation:
     send_id: int
     send_key: str
     url: str
+    status: str  # queued: the delivery loop hands it to the provider; sent: kept by the outbox
 
 
 @dataclass(frozen=True)
@@ -362,9 +363,13 @@ def subscribe(
     evidence: Mapping[str, Any] | None = None,
     expires_at: datetime | None = None,
     policy: Policy | None = None,
+    delivering: Collection[str] = (),
 ) -> Subscription:
     """Record an opt-in, or, when the channel needs double opt-in and the source cannot prove
-    the address (form, API), record `pending` and send the confirmation link instead."""
+    the address (form, API), record `pending` and send the confirmation link instead.
+
+    `delivering` names the channels a provider delivers (`channel_config.delivering_channels`):
+    the confirmation is queued for them, and kept by the outbox on any other."""
     policy = policy or Policy()
     if channel not in policy.double_opt_in or source not in UNCONFIRMED_SOURCES:
         record_id = record_consent(
@@ -388,7 +393,7 @@ def subscribe(
     confirmation = request_double_opt_in(
         conn, contact_id, channel, topic, now, secret, base_url,
         source=source, wording=wording, wording_version=wording_version, ip=ip,
-        evidence=evidence, policy=policy,
+        evidence=evidence, policy=policy, delivering=delivering,
     )  # fmt: skip
     return Subscription(PENDING, confirmation.record_id, confirmation)
 
@@ -475,10 +480,14 @@ def request_double_opt_in(
     ip: str | None = None,
     evidence: Mapping[str, Any] | None = None,
     policy: Policy | None = None,
+    delivering: Collection[str] = (),
 ) -> Confirmation:
-    """Record `pending` and put the confirmation message with its signed link in the outbox.
+    """Record `pending` and the confirmation message with its signed link, a transactional send.
 
-    Marketing stays blocked until the contact follows the link (`confirm_double_opt_in`).
+    On a channel of `delivering` the send is `queued`: the delivery loop hands it to the
+    provider like a journey's message (retries, bounces, delivery reports). On any other the
+    outbox keeps it. Marketing stays blocked until the contact follows the link
+    (`confirm_double_opt_in`).
     """
     policy = policy or Policy()
     _check_choice(channel, DOI_CHANNELS, "double opt-in channel", "channel")
@@ -499,6 +508,10 @@ def request_double_opt_in(
     )
     url = confirmation_url(base_url, token)
     send_key = f"doi:{record_id}"
+    if channel in delivering:
+        status, provider_id, attempts, sent_at = "queued", None, 0, None
+    else:  # "sent" means accepted by the outbox, as for a journey's message
+        status, provider_id, attempts, sent_at = "sent", f"outbox:{send_key}", 1, now
     send_id = conn.execute(
         insert(Send)
         .values(
@@ -511,17 +524,16 @@ def request_double_opt_in(
             channel=channel,
             topic=topic,
             kind="transactional",
-            # Until real channels are configured, "sent" means accepted by the outbox.
-            status="sent",
+            status=status,
             payload={"parts": _confirmation_parts(channel, topic, url, contact.locale, policy)},
-            provider_id=f"outbox:{send_key}",
-            attempts=1,
+            provider_id=provider_id,
+            attempts=attempts,
             created_at=now,
-            sent_at=now,
+            sent_at=sent_at,
         )
         .returning(Send.id)
     ).scalar_one()
-    return Confirmation(record_id, int(send_id), send_key, url)
+    return Confirmation(record_id, int(send_id), send_key, url, status)
 
 
 def confirm_double_opt_in(

@@ -690,6 +690,24 @@ def test_confirm_double_opt_in_directly(engine: Engine) -> None:
     assert caught.value.field == "email"
 
 
+def test_the_confirmation_is_queued_on_a_delivered_channel(engine: Engine) -> None:
+    cid = add_contact(engine, phone="+33612345678")
+    policy = Policy(topics={"newsletter": "N"}, double_opt_in=frozenset({"email", "sms"}))
+    with engine.begin() as conn:
+        email = request_double_opt_in(conn, cid, "email", "newsletter", T0, SECRET, "https://x",
+                                      policy=policy, delivering={"email"})  # fmt: skip
+        sms = request_double_opt_in(conn, cid, "sms", "newsletter", T0, SECRET, "https://x",
+                                    policy=policy, delivering={"email"})  # fmt: skip
+    assert (email.status, sms.status) == ("queued", "sent")
+    queued, kept = rows(engine, Send)
+    # Queued like a journey's message: the delivery loop claims it and counts its attempts.
+    assert (queued.send_key, queued.status, queued.provider_id, queued.attempts) == (
+        email.send_key, "queued", None, 0,
+    )  # fmt: skip
+    assert queued.sent_at is None and queued.next_attempt_at is None
+    assert (kept.status, kept.provider_id, kept.attempts) == ("sent", f"outbox:{sms.send_key}", 1)
+
+
 # --- the API -----------------------------------------------------------------------------------
 
 

@@ -5,10 +5,8 @@ STOP reply blocks the next marketing SMS with a consent reason."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Event, JournalEntry, Send, Suppression
 from engine.versions import publish_bundle
+from tests.sms import sms_server
 
 T0 = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Paris: no quiet hours
 KEY = {"X-Api-Key": "k"}
@@ -52,36 +51,10 @@ steps:
 """
 
 
-class Provider(BaseHTTPRequestHandler):
-    """The SMS provider's API: keeps each request, answers with a message id."""
-
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.received.append({"path": self.path, "body": body, "headers": dict(self.headers)})
-        answer = json.dumps({"id": f"msg-{len(self.received)}"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def provider() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-    handler = type("Handler", (Provider,), {"received": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/messages", received
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with sms_server() as running:
+        yield running
 
 
 @pytest.fixture
