@@ -7,7 +7,6 @@ records, sends (already decided by the gate and rendered), profile changes, scen
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from engine.policy.base import Decision, Gate, SendRequest
+from engine.runtime.arms import HOLDOUT, holdout_until, split_arm
 from engine.runtime.state import (
     ACTIVE,
     ATTRIBUTABLE,
@@ -119,12 +119,6 @@ def adapt_parts(parts: Mapping[str, str], channel: str) -> dict[str, str]:
     return {"text": text}
 
 
-def bucket(*parts: object) -> int:
-    """A stable number in [0, 10000) for a split: same enrollment and step, same branch."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 10_000
-
-
 def send_key(state: EnrollmentState, step_id: str) -> str:
     """Unique per (version, enrollment, step, visit): a re-run after a crash gets the same key."""
     return f"{state.version_id}:{state.id}:{step_id}:{state.visits}"
@@ -224,6 +218,8 @@ class Interpreter:
                 return step.on_timeout
             self._park(tr, state.deadline, waiting_for=step.event)
             return _STAY
+        if isinstance(step, model.SplitStep):  # only the holdout waits at a split
+            return self._hold(tr, ctx, state.deadline)
         if isinstance(step, model.SendStep):
             # A deferred send: try again once the deferral has passed.
             if state.deadline is not None and ctx.now < state.deadline:
@@ -351,23 +347,24 @@ class Interpreter:
         return _STAY
 
     def _split(self, tr: Transition, ctx: _Ctx, step: model.SplitStep) -> str | object | None:
-        point = bucket(tr.state.id, step.id)
-        if point < step.holdout * 100:
-            tr.state.vars = {**tr.state.vars, "variant": "holdout"}
-            tr.journal.append(JournalRecord("step", step.id, "holdout"))
-            # The control group ends here, receiving nothing; a goal reached within the window
-            # still converts it (see ATTRIBUTABLE), exactly as for the treated groups.
-            self._end(tr, EXITED, "holdout", ctx.now, attributable=True)
-            return _STAY
-        total = sum(b.weight for b in step.branches)
-        scaled = bucket(tr.state.id, step.id, "branch") * total // 10_000
-        for branch in step.branches:
-            if scaled < branch.weight:
-                break
-            scaled -= branch.weight
-        tr.state.vars = {**tr.state.vars, "variant": branch.name}
-        tr.journal.append(JournalRecord("step", step.id, branch.name))
-        return branch.next
+        arm = split_arm(self.scenario.id, step, ctx.contact.external_id)
+        tr.state.vars = {**tr.state.vars, "variant": arm}
+        if arm != HOLDOUT:
+            tr.journal.append(JournalRecord("step", step.id, arm))
+            return next(b.next for b in step.branches if b.name == arm)
+        until = holdout_until(self.scenario, tr.state.entered_at)
+        data = {"until": until.isoformat()} if until is not None else None
+        tr.journal.append(JournalRecord("step", step.id, HOLDOUT, data))
+        return self._hold(tr, ctx, until)
+
+    def _hold(self, tr: Transition, ctx: _Ctx, until: datetime | None) -> object:
+        """The control group waits at the split, receiving nothing, until its goal window closes:
+        goal and exit rules apply to it as to everyone, so its conversions count as control."""
+        if until is not None and ctx.now < until:
+            self._park(tr, until)
+        else:
+            self._end(tr, EXITED, HOLDOUT, ctx.now, attributable=True)
+        return _STAY
 
     def _update(self, tr: Transition, contact: ContactView, step: model.UpdateStep) -> None:
         if tr.profile_before is None:

@@ -131,11 +131,15 @@ class SplitBranch:
 
 @dataclass(frozen=True)
 class SplitStep(Step):
-    """Random split by weight (A/B/n); `holdout` percent form a control group that gets nothing."""
+    """Split by weight (A/B/n); `holdout` percent form a control group that gets nothing.
+
+    A contact's arm is a stable hash of scenario, step, external id and `salt` (runtime.arms).
+    """
 
     type: ClassVar[str] = "split"
     branches: tuple[SplitBranch, ...] = ()
     holdout: int = 0
+    salt: str | None = None
 
     def exits(self) -> dict[str, str | None]:
         return {f"branches.{b.name}": b.next for b in self.branches}

@@ -165,6 +165,11 @@ class SplitSchema(StepSchema):
         validate=validate.Range(min=0, max=99),
         metadata={"help": "Percent of contacts kept as a control group that receives nothing."},
     )
+    salt = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=100),
+        metadata={"help": "Any text; changing it reshuffles which contacts land in which arm."},
+    )
 
     @validates_schema
     def _unique_names(self, data: Mapping[str, Any], **kwargs: Any) -> None:
@@ -172,6 +177,11 @@ class SplitSchema(StepSchema):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValidationError(f"Branch names must be unique: {', '.join(dupes)}.", "branches")
+        for i, name in enumerate(names):
+            if name == "holdout":  # the arm name journaled for the control group
+                raise ValidationError(
+                    {"branches": {i: {"name": ["'holdout' is reserved for the control group."]}}}
+                )
 
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

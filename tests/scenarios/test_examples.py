@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from engine.config import load_settings
+from engine.runtime.arms import split_arm
 from engine.simulate import SimulationReport, generate_contacts, generate_events, simulate
 from engine.spec.loader import load_scenario_file
 from engine.store.models import Contact, Enrollment, JournalEntry, ScheduleFiring, Send
@@ -510,6 +511,7 @@ def test_birthday_without_a_date_never_enters(birthday_run: Outcome) -> None:
 SUNDAY = utc(2025, 3, 2, 12, 0)
 FIRST_MONDAY = utc(2025, 3, 3, 9, 0)  # 10:00 in Paris
 DORMANT = [f"d{i:02d}" for i in range(60)]
+WIN_BACK = load_scenario_file(SCENARIOS / "win-back.yaml")
 
 
 def dormant_people() -> list[dict[str, Any]]:
@@ -579,11 +581,13 @@ def test_win_back_split_after_seven_days_with_a_silent_holdout(win_back_run: Out
         enrollment = win_back_run.only_enrollment(who)
         assert enrollment.vars["variant"] == decision.reason
         offers = [s for s in win_back_run.sends_to(who) if s.step_id != "miss-you"]
+        # the worker's arm is the contact's own, the one any interpreter computes for them
+        assert decision.reason == split_arm("win-back", WIN_BACK.steps["test"], who)
         if decision.reason == "holdout":
-            # the control group receives nothing; it ends at the split, still attributable
+            # the control group receives nothing and waits at the split for its goal window
             assert offers == []
-            assert (enrollment.status, enrollment.end_reason) == ("exited", "holdout")
-            assert enrollment.vars["attributable"] is True
+            assert (enrollment.status, enrollment.step_id) == ("active", "test")
+            assert enrollment.due_at == FIRST_MONDAY + 30 * DAY
         else:
             (offer,) = offers
             assert offer.step_id == decision.reason and offer.created_at == split_at
@@ -611,6 +615,21 @@ def test_win_back_conversions_are_counted_alike_for_holdout_and_treated() -> Non
     assert set(by_variant) >= {"holdout", "sms-offer", "email-offer"}
     # everyone ordered on day 12, inside the 30-day window: every group converts fully
     assert all(set(c) == {"converted"} for c in by_variant.values()), by_variant
+    held = [j for j in out.journal if j.kind == "converted" and j.data["variant"] == "holdout"]
+    assert held and not any(j.data.get("after_end") for j in held)  # converted while enrolled
+
+
+def test_win_back_holdout_leaves_when_the_goal_window_closes() -> None:
+    who_all = DORMANT[:30]
+    people = [p for p in dormant_people() if p["external_id"] in who_all]
+    events = [order(who, SUNDAY - 120 * DAY, total=50) for who in who_all]
+    out = run(["win-back"], people, events, SUNDAY, 32)
+    held = [e for e in out.enrollments if e.vars["variant"] == "holdout"]
+    assert held
+    for e in held:
+        assert (e.status, e.end_reason) == ("exited", "holdout")
+        assert e.ended_at == FIRST_MONDAY + 30 * DAY
+    assert out.report.outcomes["win-back"]["exited:holdout"] == len(held)
 
 
 # ================================================================ lead scoring

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +26,6 @@ from engine.runtime.interpreter import (
 )
 from engine.runtime.state import (
     ACTIVE,
-    ATTRIBUTABLE,
     COMPLETED,
     CONVERTED,
     EXITED,
@@ -512,86 +511,7 @@ def test_switch_first_matching_case_wins(total: int, case: str, end: str) -> Non
     assert tr.state.end_reason == end
 
 
-# ---------------------------------------------------------------- split
-
-SPLIT = """\
-{goal}steps:
-  test:
-    type: split
-    holdout: {holdout}
-    branches:
-      - name: a
-        weight: 70
-        next: send-a
-      - name: b
-        weight: 30
-        next: send-b
-  send-a:
-    type: send
-    channel: email
-    content: {{subject: A, text: A}}
-  send-b:
-    type: send
-    channel: email
-    content: {{subject: B, text: B}}
-"""
-
-
-def test_split_follows_the_weights_and_keeps_a_holdout() -> None:
-    scenario = build(SPLIT.format(goal="", holdout=10))
-    it = Interpreter(scenario, FakeGate())
-    variants: Counter[str] = Counter()
-    for enrollment_id in range(1, 4001):
-        tr = it.advance(fresh(scenario, enrollment_id=enrollment_id), contact(), History(), T0)
-        variant = tr.state.vars["variant"]
-        variants[variant] += 1
-        if variant == "holdout":
-            # no goal window to measure: the control group leaves at once, having received nothing
-            assert tr.sends == [] and tr.state.status == EXITED
-            assert tr.state.end_reason == "holdout"
-        else:
-            assert [s.request.step_id for s in tr.sends] == [f"send-{variant}"]
-            assert kinds(tr.journal)[0] == ("step", "test", variant)
-    assert sum(variants.values()) == 4000
-    assert abs(variants["holdout"] / 4000 - 0.10) <= 0.02
-    treated = variants["a"] + variants["b"]
-    assert abs(variants["a"] / treated - 0.70) <= 0.70 * 0.05
-    assert abs(variants["b"] / treated - 0.30) <= 0.30 * 0.05
-
-
-def test_split_is_stable_for_an_enrollment() -> None:
-    scenario = build(SPLIT.format(goal="", holdout=10))
-    it = Interpreter(scenario, FakeGate())
-    for enrollment_id in (1, 2, 3, 50, 999):
-        state = fresh(scenario, enrollment_id=enrollment_id)
-        first = it.advance(state, contact(), History(), T0).state.vars["variant"]
-        again = it.advance(state, contact(), History(), T0 + DAY).state.vars["variant"]
-        assert first == again
-
-
-def _holdout_state(scenario: Scenario) -> tuple[Interpreter, EnrollmentState]:
-    it = Interpreter(scenario, FakeGate())
-    for enrollment_id in range(1, 200):
-        tr = it.advance(fresh(scenario, enrollment_id=enrollment_id), contact(), History(), T0)
-        if tr.state.vars.get("variant") == "holdout":
-            return it, tr.state
-    raise AssertionError("no holdout among 200 enrollments")
-
-
-def test_holdout_ends_at_once_and_stays_attributable() -> None:
-    """The control group receives nothing and ends; the worker may still convert it later."""
-    goal = "goal:\n  event: order_placed\n  within: 30d\n"
-    scenario = build(SPLIT.format(goal=goal, holdout=50))
-    _, held = _holdout_state(scenario)
-    assert (held.status, held.end_reason) == (EXITED, "holdout")
-    assert held.vars == {"variant": "holdout", ATTRIBUTABLE: True}
-    assert held.due_at is None
-
-
-def test_only_journeys_with_a_goal_window_stay_attributable() -> None:
-    scenario = build(SPLIT.format(goal="", holdout=50))
-    _, held = _holdout_state(scenario)
-    assert held.status == EXITED and ATTRIBUTABLE not in held.vars
+# ---------------------------------------------------------------- split: see test_split.py
 
 
 # ---------------------------------------------------------------- update, webhook, start, exit
