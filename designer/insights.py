@@ -96,7 +96,7 @@ def reason_label(reason: str | None) -> str:
                  "suppression": _("Suppressed address (%(rule)s)"),
                  "address": _("Missing address (%(rule)s)")}  # fmt: skip
         text = words[kind] % {"rule": rest}
-    elif reason == "pressure:over":
+    elif reason.startswith("pressure:over"):  # pressure:over:weight>=1
         text = _("Over-pressure")
     elif reason in ENTRY_REFUSALS:
         return entry_refusal_label(reason)
@@ -390,7 +390,7 @@ def contact(external_id: str) -> Any:
         if row is None:
             return render_template("contact.html", missing=external_id), 404
         barometer = load_barometers(conn, [row.id], now, policy.pressure)[row.id]
-        pressure = explain(barometer, policy.pressure)
+        pressure = explain(barometer, policy)
         journeys = conn.execute(
             select(Enrollment, ScenarioRecord.name, ScenarioVersion.number)
             .join(ScenarioRecord, ScenarioRecord.id == Enrollment.scenario_id, isouter=True)

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from channels.registry import channel_names
 from engine.policy.model import MARKETING, CapRule, Policy, PressureConfig
-from engine.pressure import state_of
+from engine.pressure import NO_READING
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
 from engine.store.models import Contact, JournalEntry, Pressure, Send, UTCDateTime
 
@@ -60,9 +60,9 @@ def barometer_counts(conn: Connection, now: datetime, cfg: PressureConfig) -> di
         select(rows.c.channel, rows.c.state, func.count()).group_by(rows.c.channel, rows.c.state)
     ):
         counts.setdefault(channel, dict.fromkeys(PRESSURE_STATES, 0))[name] = int(n)
-    # A contact without a reading has a score of 0 (load_policy_views reads it so).
+    # A contact without a reading is counted as conditions and caps read it.
     contacts = conn.execute(select(func.count()).select_from(Contact)).scalar_one()
-    counts[OVERALL][state_of(0.0, cfg)] += max(0, contacts - sum(counts[OVERALL].values()))
+    counts[OVERALL][NO_READING] += max(0, contacts - sum(counts[OVERALL].values()))
     order = _channel_order(counts)
     return {"channels": order, "counts": {c: counts[c] for c in order}}
 

@@ -602,7 +602,7 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
             "consents": consent_states(conn, row.id, now),
             "history": consent_history(conn, row.id),
             "suppressions": contact_suppressions(conn, row),
-            "pressure": explain(barometer, policy.pressure),
+            "pressure": explain(barometer, policy),
         }
     if as_json:
         click.echo(json.dumps(details, indent=2, ensure_ascii=False, default=str))
@@ -639,10 +639,15 @@ def _echo_contact(details: dict[str, Any]) -> None:
     pressure = details["pressure"]
     t = pressure["thresholds"]
     click.echo(f"pressure (under < {t['under']}, over > {t['over']}, half-life {t['half_life']})")
+    if t["block_over"]:
+        click.echo(
+            f"  over-pressure blocks channels of weight >= {t['block_over_min_weight']:g}"
+            f" ({pressure['rule']})"
+        )
     rows = {"overall": pressure["overall"], **pressure["channels"]}
     for name, p in rows.items():
         caps = p["caps"]
-        effect = "blocks marketing" if p["blocks_marketing"] else (
+        effect = f"blocks {', '.join(p['blocks'])}" if p["blocks"] else (
             f"caps x{caps['factor']} +{caps['extra']}")  # fmt: skip
         click.echo(f"  {name:<8} {p['state']:<12} score {p['score']:.2f}  ({effect})")
         for signal in p["signals"][:10]:

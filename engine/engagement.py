@@ -1,9 +1,10 @@
 """What a contact does with a message: opens, clicks, unsubscribes and preference changes.
 
 Opens and clicks become events (`email_opened`, `email_clicked`) on the same path as the API's
-events, so triggers, waits, goals and the pressure barometer see them; each is counted once per
-send (open) or per send and address (click). Unsubscribes and preference changes are consent
-records with their evidence; every opt-out also becomes an `unsubscribed` event.
+events, so triggers, waits, goals and the pressure barometer see them (they carry the send's
+channel, so a signal lowers that channel's reading as well as the overall one); each is counted
+once per send (open) or per send and address (click). Unsubscribes and preference changes are
+consent records with their evidence; every opt-out also becomes an `unsubscribed` event.
 """
 
 from __future__ import annotations
@@ -98,7 +99,13 @@ def _send(conn: Connection, send_key: str) -> Any:
 
 
 def _send_properties(send: Any, send_key: str) -> dict[str, Any]:
-    return {"send_key": send_key, "scenario_id": send.scenario_id, "step_id": send.step_id}
+    # `channel` makes the barometer lower the send's channel reading too, not only the overall.
+    return {
+        "send_key": send_key,
+        "scenario_id": send.scenario_id,
+        "step_id": send.step_id,
+        "channel": send.channel,
+    }
 
 
 def record_open(conn: Connection, send_key: str, now: datetime) -> bool:

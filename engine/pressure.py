@@ -6,6 +6,10 @@ query), decays them to now, adds its contributions and upserts the rows it touch
 statement). Each contribution is decayed from its own instant, so the score does not depend on the
 order in which sends and events arrive: ``score(T) = Σ delta_i * 0.5 ** ((T - t_i) / half_life)``.
 The score is not clamped at zero: a very engaged contact absorbs more sends before over-pressure.
+
+A channel (or a contact) with no reading yet is in equilibrium, wherever it is read: conditions,
+caps, `parcours contact show` and the designer. Nothing is known of a contact never contacted, so
+it gets neither the caps' under-pressure bonus nor their over-pressure cut.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from engine.store.db import id_in
 from engine.store.models import Pressure
 
 UNDER, EQUILIBRIUM, OVER = PRESSURE_STATES
+NO_READING = EQUILIBRIUM  # the state of a channel, or a contact, with no barometer row
 SEND, EVENT = "send", "event"
 KEEP = 20  # contributions kept per row, to explain its state
 _CHANNEL_MAX = 32  # pressure.channel is a String(32)
@@ -64,7 +69,7 @@ class Reading:
 
     score: float = 0.0
     at: datetime | None = None
-    state: str = EQUILIBRIUM
+    state: str = NO_READING
     signals: list[dict[str, Any]] = field(default_factory=list)  # oldest first, at most KEEP
 
 
@@ -127,10 +132,22 @@ def _remember(signals: list[dict[str, Any]], entry: dict[str, Any]) -> None:
     del signals[:-KEEP]
 
 
-def caps_factor(barometer: Barometer, channel: str, cfg: PressureConfig) -> tuple[float, float]:
-    """(multiplier, extra) for cap maxima from the channel's row, else the overall one."""
+def send_state(barometer: Barometer | None, channel: str) -> str:
+    """The state a send on `channel` is judged by (caps and block_over): over when the overall
+    reading or the channel's is over, else the channel's own state, else the overall one."""
+    rows = [] if barometer is None else [barometer.rows.get(OVERALL), barometer.rows.get(channel)]
+    states = [row.state for row in rows if row is not None]
+    if OVER in states:
+        return OVER
+    return states[-1] if states else NO_READING
+
+
+def caps_factor(
+    barometer: Barometer | None, channel: str, cfg: PressureConfig
+) -> tuple[float, float]:
+    """(multiplier, extra) for cap maxima, from the state a send on `channel` is judged by."""
     # over → (over_factor, 0); under → (1, under_extra); equilibrium → (1, 0)
-    return caps_for_state(state_of(barometer.reading(channel).score, cfg), cfg)
+    return caps_for_state(send_state(barometer, channel), cfg)
 
 
 def caps_for_state(state: str, cfg: PressureConfig) -> tuple[float, float]:
@@ -160,8 +177,11 @@ def event_channel(properties: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def explain(barometer: Barometer, cfg: PressureConfig) -> dict[str, Any]:
-    """What `parcours contact show` prints: scores, states, thresholds and the signals behind."""
+def explain(barometer: Barometer, policy: Policy) -> dict[str, Any]:
+    """What `parcours contact show` prints: scores, states, thresholds, the signals behind and
+    the channels each over-pressured reading blocks."""
+    cfg = policy.pressure
+    blocked = [c for c in channel_names() if cfg.blocks(send_weight(policy, c))]
     overall = barometer.rows.get(OVERALL) or Reading()
     return {
         "contact_id": barometer.contact_id,
@@ -172,25 +192,30 @@ def explain(barometer: Barometer, cfg: PressureConfig) -> dict[str, Any]:
             "over_factor": cfg.over_factor,
             "under_extra": cfg.under_extra,
             "block_over": cfg.block_over,
+            "block_over_min_weight": cfg.block_over_min_weight,
         },
-        "overall": _explain_row(overall, cfg),
+        "rule": cfg.over_rule,
+        "overall": _explain_row(overall, cfg, blocked),
         "channels": {
-            channel: _explain_row(row, cfg)
+            channel: _explain_row(row, cfg, [c for c in blocked if c == channel])
             for channel, row in sorted(barometer.rows.items())
             if channel != OVERALL
         },
     }
 
 
-def _explain_row(row: Reading, cfg: PressureConfig) -> dict[str, Any]:
-    state = state_of(row.score, cfg)
+def _explain_row(row: Reading, cfg: PressureConfig, blockable: list[str]) -> dict[str, Any]:
+    # A row never written (a contact never contacted) has no reading: NO_READING, not a score of 0.
+    state = state_of(row.score, cfg) if row.at is not None else NO_READING
     factor, extra = caps_for_state(state, cfg)
+    blocks = blockable if state == OVER else []
     return {
         "score": round(row.score, 3),
         "state": state,
         "as_of": _iso(row.at) if row.at else None,
         "caps": {"factor": factor, "extra": extra},
-        "blocks_marketing": cfg.block_over and state == OVER,
+        "blocks_marketing": bool(blocks),
+        "blocks": blocks,  # the channels over-pressure closes to marketing (block_over)
         "signals": list(reversed(row.signals)),  # latest first
     }
 
@@ -326,8 +351,8 @@ def load_policy_views(
 ) -> None:
     """Fill `pressure` and `consents` of the views, one query each, for conditions to read."""
     # With `cfg`, states are recomputed as of `now` (a stored state dates from the row's last
-    # change) and every contact gets an overall state (no row: a score of 0). Consents read as
-    # the gate reads them: an opt-in past its `expires_at` is `expired`.
+    # change) and every contact gets an overall state (no row: NO_READING, as caps read it).
+    # Consents read as the gate reads them: an opt-in past its `expires_at` is `expired`.
     if not contacts:
         return
     ids = sorted(contacts)
@@ -350,7 +375,7 @@ def load_policy_views(
         contacts[r.contact_id].pressure[r.channel] = state
     if cfg is not None:
         for view in contacts.values():
-            view.pressure.setdefault(OVERALL, state_of(0.0, cfg))
+            view.pressure.setdefault(OVERALL, NO_READING)
     for cid, states in consent_snapshot(conn, ids).items():  # the gate's own reading
         for (channel, topic), (state, expires_at) in states.items():
             contacts[cid].consents[(channel, topic)] = derived_state(state, expires_at, now)

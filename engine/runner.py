@@ -405,15 +405,15 @@ class Worker:
         bulk.insert_sends(conn, sends)
         policy = self.policy
         if policy is not None:
-            marketing = [
+            # Transactional sends weigh on the contact too: never blocked, but they count.
+            weighed = [
                 (tr.state.contact_id, eff.request.channel, now)
                 for _, tr in transitions
                 for eff in tr.sends
-                if eff.request.kind == "marketing"
             ]
-            if marketing:
+            if weighed:
                 loaded = getattr(self._gate, "barometers", None)
-                record_sends(conn, marketing, now, policy, loaded)
+                record_sends(conn, weighed, now, policy, loaded)
         bulk.insert_journal(conn, journal)
         for contact_id in touched:
             view = contacts[contact_id]

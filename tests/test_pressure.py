@@ -3,6 +3,7 @@ policy-aware conditions (consent, pressure) that scenarios branch on."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ from engine.pressure import (
     record_sends,
     record_signals,
     save_barometers,
+    send_state,
     send_weight,
     state_of,
 )
@@ -155,17 +157,22 @@ def test_signals_keep_the_latest_twenty_by_instant() -> None:
 
 def test_caps_factor_follows_the_state() -> None:
     b = Barometer(1)
-    assert caps_factor(b, "email", CFG) == (1.0, 1.0)  # never contacted: under-pressure
-    b.add("email", 3.0, "send", "email", T0, CFG)
+    assert caps_factor(b, "email", CFG) == (1.0, 0.0)  # never contacted: no reading, equilibrium
+    assert caps_factor(None, "email", CFG) == (1.0, 0.0)
+    b.add("email", 0.5, "send", "email", T0, CFG)
+    assert caps_factor(b, "email", CFG) == (1.0, 1.0)  # under-pressure
+    b.add("email", 2.5, "send", "email", T0, CFG)
     assert caps_factor(b, "email", CFG) == (1.0, 0.0)
     b.add("sms", 5.0, "send", "sms", T0, CFG)  # overall 8: over; email alone still 3
-    assert caps_factor(b, "email", CFG) == (1.0, 0.0)
-    assert caps_factor(b, "sms", CFG) == (1.0, 0.0)
+    assert send_state(b, "email") == OVER  # over-pressured overall: over for every send
+    assert caps_factor(b, "email", CFG) == (0.5, 0.0)
     assert caps_factor(b, "push", CFG) == (0.5, 0.0)  # no push row: the overall one
     assert caps_factor(b, "marketing", CFG) == (0.5, 0.0)
     cfg = PressureConfig(over_factor=0.25, under_extra=2.0)
     assert caps_factor(b, "push", cfg) == (0.25, 0.0)
-    assert caps_factor(Barometer(2), "push", cfg) == (1.0, 2.0)
+    quiet = Barometer(2)
+    quiet.add("email", 0.5, "send", "email", T0, cfg)
+    assert caps_factor(quiet, "push", cfg) == (1.0, 2.0)  # no push row: the overall one, under
 
 
 def test_explain_shows_score_state_thresholds_and_signals() -> None:
@@ -174,24 +181,32 @@ def test_explain_shows_score_state_thresholds_and_signals() -> None:
     b.add("sms", 3.0, "send", "sms", T0 + DAY, CFG)
     b.add(None, 2.0, "event", "returned", T0 + DAY, CFG)
     b.decay_to(T0 + DAY, CFG)
-    shown = explain(b, PressureConfig(block_over=True))
+    shown = explain(b, Policy(pressure=PressureConfig(block_over=True)))
     assert shown["contact_id"] == 7
     assert shown["thresholds"] == {
         "under": 1.0, "over": 6.0, "half_life": "1w", "over_factor": 0.5, "under_extra": 1.0,
-        "block_over": True,
+        "block_over": True, "block_over_min_weight": 1.0,
     }  # fmt: skip
+    assert shown["rule"] == "pressure:over:weight>=1"
     overall = shown["overall"]
     assert overall["state"] == OVER and overall["blocks_marketing"] is True
+    assert overall["blocks"] == ["email", "sms", "push", "mail", "call"]  # not the banner
     assert overall["score"] == round(3.0 * 0.5 ** (1 / 7) + 5.0, 3)
     assert overall["caps"] == {"factor": 0.5, "extra": 0.0}
     assert overall["as_of"] == "2026-03-03T09:00:00+00:00"
     assert [s["name"] for s in overall["signals"]] == ["returned", "sms", "sms"]  # latest first
     assert list(shown["channels"]) == ["sms"]
     assert shown["channels"]["sms"]["state"] == EQUILIBRIUM
-    assert explain(Barometer(8), CFG)["overall"] == {
-        "score": 0.0, "state": UNDER, "as_of": None, "caps": {"factor": 1.0, "extra": 1.0},
-        "blocks_marketing": False, "signals": [],
+    assert shown["channels"]["sms"]["blocks"] == []
+    assert explain(Barometer(8), Policy())["overall"] == {
+        "score": 0.0, "state": EQUILIBRIUM, "as_of": None, "caps": {"factor": 1.0, "extra": 0.0},
+        "blocks_marketing": False, "blocks": [], "signals": [],
     }  # fmt: skip
+    lenient = Policy(weights={"sms": 0.8}, pressure=PressureConfig(block_over=True))
+    b.add("sms", 9.0, "send", "sms", T0 + DAY, CFG)
+    shown = explain(b, lenient)
+    assert "sms" not in shown["overall"]["blocks"] and shown["channels"]["sms"]["blocks"] == []
+    assert explain(b, POLICY)["overall"]["blocks"] == []  # block_over off
 
 
 def test_send_weight_and_event_channel() -> None:
@@ -519,7 +534,7 @@ def test_load_policy_views(engine: Engine, statements: Statements) -> None:
     assert views[c].consents == {}
     assert views[a].pressure == {"*": EQUILIBRIUM, "sms": EQUILIBRIUM}  # 6 decayed over 2 days
     assert views[b].pressure == {"*": UNDER, "email": UNDER}
-    assert views[c].pressure == {"*": UNDER}  # no row: a score of 0
+    assert views[c].pressure == {"*": EQUILIBRIUM}  # no row: no reading, as caps read it
     with engine.begin() as conn:
         load_policy_views(conn, views, T0 + 2 * DAY)  # no config: the states as stored
     assert views[a].pressure == {"*": EQUILIBRIUM, "sms": EQUILIBRIUM}
@@ -720,3 +735,182 @@ def test_the_json_schema_accepts_the_policy_conditions() -> None:
     assert [e.message for e in validator.iter_errors(data)] == []
     data, _ = parse_yaml(SCENARIO.replace("state: over}}", "state: high}}"))
     assert list(validator.iter_errors(data))
+
+
+# ---------------------------------------------------------------- the policy's rules, end to end
+
+RULES = """\
+format_version: 1
+topics: {promotions: Promotions}
+consent: {defaults: {email: opt_out, onsite: opt_out}}
+caps: [{id: email-week, channels: [email], max: 1, window: 7d}]
+outcome: {action: skip}
+pressure:
+  under: 0.5
+  over: 1.5
+  block_over: true
+  signals: {email_opened: -0.5}
+"""
+JOURNEY = """\
+format_version: 1
+id: {id}
+name: {id}
+objective: other
+kind: {kind}
+topic: promotions
+triggers: [{{event: {event}}}]
+entry: {{reentry: always, concurrent: true}}
+steps:
+  mail:
+    type: send
+    channel: email
+{extra}    content: {{subject: Hello, text: Hello, title: Hello, body: Hello}}
+"""
+RECEIPT = JOURNEY.format(id="receipt", kind="transactional", event="ordered", extra="")
+PROMO = JOURNEY.format(  # an email that falls back to the on-site banner when blocked
+    id="promo", kind="marketing", event="promo",
+    extra="    on_blocked: fallback\n    fallback: onsite\n",
+)  # fmt: skip
+
+
+@dataclass
+class World:
+    """A database with the two journeys published, one contact and a worker under RULES."""
+
+    engine: Engine
+    worker: Any
+    contact_id: int
+    policy: Policy
+
+    def event(self, name: str, at: datetime) -> None:
+        from engine.ingest import record_events
+
+        with self.engine.begin() as conn:
+            record_events(conn, [{"contact": "c1", "name": name, "properties": {},
+                                  "occurred_at": at, "event_key": None}], at)  # fmt: skip
+        self.worker.run_once(at)
+
+    def sends(self) -> list[tuple[str, str, str]]:
+        from engine.store.models import Send
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Send.scenario_id, Send.channel, Send.status).order_by(Send.id)
+            )
+            return [tuple(r) for r in rows]
+
+    def barometer(self, at: datetime) -> Barometer:
+        with self.engine.connect() as conn:
+            return load_barometers(conn, [self.contact_id], at, self.policy.pressure)[
+                self.contact_id
+            ]
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    from sqlalchemy.orm import Session
+
+    from engine.config import load_settings
+    from engine.ingest import upsert_contacts
+    from engine.policy.loader import lint_policy_text
+    from engine.policy.loading import full_gate_factory
+    from engine.runner import Worker
+    from engine.versions import publish_bundle
+
+    policy, problems = lint_policy_text(RULES)
+    assert policy is not None, problems
+    with Session(engine) as session, session.begin():
+        for text in (RECEIPT, PROMO):
+            publish_bundle(session, {"yaml": text, "templates": {}}, now=T0)
+    with engine.begin() as conn:
+        upsert_contacts(conn, [{"external_id": "c1", "email": "c1@example.com",
+                                "timezone": "Europe/Paris", "attributes": {}}], T0)  # fmt: skip
+        (cid,) = conn.execute(select(Contact.id)).scalars()
+    settings = load_settings(env={}).evolve(timezone="Europe/Paris")
+    worker = Worker(engine, settings, gate_factory=full_gate_factory(settings, policy))
+    return World(engine, worker, cid, policy)
+
+
+def test_transactional_sends_count_in_the_barometer_and_are_never_blocked(world: World) -> None:
+    world.event("ordered", T0)
+    assert world.barometer(T0).rows["email"].score == 1.0
+    # The second receipt goes out although the email cap is full and the contact over-pressured.
+    world.event("ordered", T0 + timedelta(minutes=1))
+    assert world.sends() == [("receipt", "email", "sent"), ("receipt", "email", "sent")]
+    barometer = world.barometer(T0 + timedelta(minutes=1))
+    assert barometer.rows["email"].state == OVER
+    assert [s["kind"] for s in barometer.rows["*"].signals] == ["send", "send"]
+
+
+def test_a_declared_fallback_to_a_quiet_channel_escapes_over_pressure(world: World) -> None:
+    from engine.store.models import JournalEntry
+
+    with world.engine.begin() as conn:
+        record_sends(conn, [(world.contact_id, "sms", T0)], T0, world.policy)  # 3: over
+    world.event("promo", T0 + timedelta(minutes=1))
+    assert world.sends() == [("promo", "onsite", "sent")]
+    with world.engine.connect() as conn:
+        decided = conn.execute(
+            select(JournalEntry.reason, JournalEntry.data).where(JournalEntry.kind == "decision")
+        ).all()
+    assert [(r.reason, r.data["to"]) for r in decided] == [("pressure:over:weight>=1", "onsite")]
+
+
+def test_engagement_lowers_its_own_channel_and_the_overall_reading(world: World) -> None:
+    from engine.engagement import record_open
+    from engine.store.models import Send
+
+    world.event("promo", T0)
+    assert world.sends() == [("promo", "email", "sent")]
+    with world.engine.begin() as conn:
+        key = conn.execute(select(Send.send_key)).scalar_one()
+        assert record_open(conn, key, T0)
+    world.worker.run_once(T0)
+    barometer = world.barometer(T0)
+    assert (barometer.rows["*"].score, barometer.rows["email"].score) == (0.5, 0.5)
+    assert barometer.rows["email"].signals[-1]["name"] == "email_opened"
+
+
+def test_a_never_contacted_contact_reads_equilibrium_everywhere(world: World) -> None:
+    from designer.pressure_board import barometer_counts
+    from engine.policy.loading import build_gate
+
+    cfg = world.policy.pressure
+    view = ContactView(world.contact_id, "c1", email="c1@example.com")
+    with world.engine.begin() as conn:
+        load_policy_views(conn, {world.contact_id: view}, T0, cfg)
+        gate = build_gate(conn, world.policy, "Europe/Paris", {world.contact_id: view}, T0)
+        counts = barometer_counts(conn, T0, cfg)["counts"]["*"]
+    data = gate.contacts[world.contact_id]
+    assert data.pressure_state is not None and data.caps_factor is not None
+    for channel in ("*", "email", "sms"):
+        assert PressureTest(EQUILIBRIUM, channel).evaluate(Ctx(view)), channel
+        assert data.pressure_state(channel) == EQUILIBRIUM
+        assert data.caps_factor(channel) == (1.0, 0.0)  # what caps_for_state gives equilibrium
+    assert explain(world.barometer(T0), world.policy)["overall"]["state"] == EQUILIBRIUM
+    assert counts == {UNDER: 0, EQUILIBRIUM: 1, OVER: 0}
+
+
+def test_contact_show_names_the_channels_over_pressure_blocks(
+    world: World, engine_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from designer.cli import cli
+
+    (tmp_path / "policy.yaml").write_text(RULES, encoding="utf-8")
+    for key, value in {"SCENARIOS_DIR": tmp_path, "DATA_DIR": tmp_path / "data",
+                       "DATABASE_URL": engine_url}.items():  # fmt: skip
+        monkeypatch.setenv(f"PARCOURS_{key}", str(value))
+    with world.engine.begin() as conn:  # contact show decays the score to the present
+        record_sends(conn, [(world.contact_id, "sms", datetime.now(UTC))], datetime.now(UTC),
+                     world.policy)  # fmt: skip
+    result = CliRunner().invoke(cli, ["contact", "show", "c1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "over-pressure blocks channels of weight >= 1 (pressure:over:weight>=1)" in result.output
+    assert "blocks email, sms, push, mail, call)" in result.output
+    shown = json.loads(CliRunner().invoke(cli, ["contact", "show", "c1", "--json"]).output)[
+        "pressure"
+    ]
+    assert shown["overall"]["blocks"] == ["email", "sms", "push", "mail", "call"]
+    assert shown["channels"]["sms"]["blocks"] == ["sms"]

@@ -1,13 +1,16 @@
-"""The policy gate: address → suppression → consent → quiet hours → spacing → caps → pressure.
+"""The policy gate: address → suppression → consent → quiet hours → pressure → spacing → caps.
 
 Each check returns None (fine) or a Block with its rule id and, when the block lifts by itself,
 the instant it does. The first block decides; the send step's declared outcome (or the policy's
 default) turns it into a decision: skip, defer (bounded by defer_max), fall back to another
 channel, or exit. Quiet hours always defer: a quiet period delays a message, it never drops it.
+Over-pressure blocks only channels at least as intrusive as `block_over_min_weight`, so a
+fallback to a quieter one (the on-site banner) can still reach the contact.
 
-Transactional sends are never blocked by consent, quiet hours or caps (they carry no marketing),
-but they are counted. Everything a gate needs is loaded once per batch, for all its contacts,
-under a per-contact lock, in the transaction that reserves the sends.
+Transactional sends are never blocked by suppression, consent, quiet hours, pressure or caps
+(they carry no marketing), but they count in caps (they are in the batch's sends) and in the
+barometer (the runner records every send). Everything a gate needs is loaded once per batch, for
+all its contacts, under a per-contact lock, in the transaction that reserves the sends.
 """
 
 from __future__ import annotations
@@ -137,9 +140,10 @@ class PolicyGate:
                 until = quiet_until(quiet, local, zone)
                 if until is not None:
                     return Block(f"quiet:{quiet.id}", until, always_defer=True)
-        if data.pressure_state is not None and self.policy.pressure.block_over:
+        pressure = self.policy.pressure
+        if data.pressure_state is not None and pressure.blocks(self.weight(channel)):
             if data.pressure_state(channel) == "over":
-                return Block("pressure:over")
+                return Block(pressure.over_rule)
         spacing = self.policy.spacing
         if spacing is not None:
             last = max(

@@ -143,6 +143,7 @@ class PressureSchema(_Strict):
     over_factor = fields.Float(load_default=0.5, validate=validate.Range(min=0, max=1))
     under_extra = fields.Float(load_default=1.0, validate=validate.Range(min=0))
     block_over = fields.Boolean(load_default=False)
+    block_over_min_weight = fields.Float(load_default=1.0, validate=validate.Range(min=0))
 
     @validates_schema
     def _order(self, data: Mapping[str, Any], **kwargs: Any) -> None:

@@ -57,7 +57,7 @@ def build_gate(
         is_suppressed,
         suppressed_addresses,
     )
-    from engine.pressure import caps_for_state, load_barometers
+    from engine.pressure import caps_factor, load_barometers, send_state
 
     ids = sorted(contacts)
     lock_contacts(conn, ids)
@@ -77,18 +77,10 @@ def build_gate(
             return is_suppressed(suppressed, channel, contact)
 
         def state(channel: str, barometer: Any = barometer) -> str:
-            # Over-pressured overall, or on this channel, is over-pressured for this send.
-            if barometer is None:
-                return "equilibrium"
-            rows = [barometer.rows.get("*"), barometer.rows.get(channel)]
-            states = [row.state for row in rows if row is not None]
-            if "over" in states:
-                return "over"
-            return states[-1] if states else "equilibrium"
+            return send_state(barometer, channel)
 
-        def factor(channel: str, state: Any = state) -> tuple[float, float]:
-            # The same reading as the block: over-pressure overall or on the channel tightens.
-            return caps_for_state(state(channel), policy.pressure)
+        def factor(channel: str, barometer: Any = barometer) -> tuple[float, float]:
+            return caps_factor(barometer, channel, policy.pressure)
 
         data[cid] = ContactPolicy(sends.get(cid, []), consent, suppression, factor, state)
     gate = PolicyGate(policy, default_zone, data)

@@ -29,7 +29,7 @@ class QuietRule:
 @dataclass(frozen=True)
 class CapRule:
     """At most `max` sends (weighted when across channels) per rolling `window` or per local
-    calendar day/week. Transactional sends never count against a cap."""
+    calendar day/week. Transactional sends count against a cap but are never blocked by one."""
 
     id: str
     channels: tuple[str, ...]  # or (MARKETING,)
@@ -50,8 +50,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class PressureConfig:
-    """The barometer: a score that decays with a half-life, raised by weighted sends and negative
-    signals, lowered by engagement. Its state tightens or loosens the caps."""
+    """The barometer: a score that decays with a half-life, raised by weighted sends (marketing
+    and transactional) and negative signals, lowered by engagement. Its state tightens or loosens
+    the caps, and with `block_over` stops the intrusive channels of an over-pressured contact."""
 
     half_life: timedelta = timedelta(days=7)
     under: float = 1.0  # score below: under-pressure
@@ -59,7 +60,19 @@ class PressureConfig:
     signals: Mapping[str, float] = field(default_factory=dict)  # event name → contribution
     over_factor: float = 0.5  # caps are multiplied by this for over-pressured contacts
     under_extra: float = 1.0  # and raised by this for under-pressured ones
-    block_over: bool = False  # over-pressure blocks marketing outright
+    block_over: bool = False  # over-pressure blocks marketing outright...
+    # ...on channels at least this intrusive: a quiet channel (the on-site banner, 0.5) stays
+    # open, so a journey can still reach an over-pressured contact through a declared fallback.
+    block_over_min_weight: float = 1.0
+
+    def blocks(self, weight: float) -> bool:
+        """Whether over-pressure blocks marketing on a channel of this weight."""
+        return self.block_over and weight >= self.block_over_min_weight
+
+    @property
+    def over_rule(self) -> str:
+        """The rule id journaled when over-pressure blocks a send."""
+        return f"pressure:over:weight>={self.block_over_min_weight:g}"
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def test_contact_page_shows_evidence_barometer_and_decision(
     french = login("viewer").get("/contacts/ana?lang=fr").get_data(as_text=True)
     assert "Surpression" in french and "Baromètre de pression" in french
     other = login("viewer").get("/contacts/bob").get_data(as_text=True)
-    assert "203.0.113.7" not in other and 'data-testid="barometer-state">Under-pressure<' in other
+    assert "203.0.113.7" not in other and 'data-testid="barometer-state">Equilibrium<' in other
 
 
 def test_unknown_contact_is_a_404_page(
@@ -295,8 +295,8 @@ def check_dashboard(client: FlaskClient) -> None:
     assert response.status_code == 200
     data = data_block(response.get_data(as_text=True), "pressure-data")
     counts = data["barometer"]["counts"]
-    # "new" and "gone" have no reading: under overall, like the engine reads a score of 0.
-    assert counts["*"] == {"under": 3, "equilibrium": 1, "over": 1}
+    # "new" and "gone" have no reading: equilibrium, as conditions and caps read them.
+    assert counts["*"] == {"under": 1, "equilibrium": 3, "over": 1}
     assert counts["sms"] == {"under": 1, "equilibrium": 0, "over": 1}
     assert counts["email"] == {"under": 0, "equilibrium": 1, "over": 0}
     sends = data["sends"]

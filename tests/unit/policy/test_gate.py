@@ -192,3 +192,47 @@ def test_exit_outcome() -> None:
     data = ContactPolicy(consent=lambda ch, topic: (False, "consent:promotions:unknown"))
     decision = gate(data).decide(request(on_blocked="exit"), contact(), NOW)
     assert (decision.action, decision.reason) == ("exit", "consent:promotions:unknown")
+
+
+def over_pressured() -> ContactPolicy:
+    return ContactPolicy(pressure_state=lambda channel: "over")
+
+
+BLOCK_OVER = POLICY + "pressure: {block_over: true}\n"
+
+
+def test_over_pressure_blocks_intrusive_channels_only() -> None:
+    assert policy(BLOCK_OVER).pressure.block_over_min_weight == 1.0
+    g = gate(over_pressured(), BLOCK_OVER.replace("spacing: 12h\n", ""))
+    for channel in ("email", "sms", "push", "mail", "call"):
+        decision = g.decide(request(channel), contact(timezone="Asia/Tokyo"), NOW)
+        assert decision.reason == "pressure:over:weight>=1", channel
+    assert g.decide(request("onsite"), contact(), NOW).allowed  # weight 0.5
+
+
+def test_block_over_min_weight_is_a_policy_setting() -> None:
+    text = POLICY + "pressure: {block_over: true, block_over_min_weight: 0.5}\n"
+    decision = gate(over_pressured(), text).decide(request("onsite"), contact(), NOW)
+    assert decision.reason == "pressure:over:weight>=0.5"
+    text = POLICY + "pressure: {block_over: true, block_over_min_weight: 3}\n"
+    assert gate(over_pressured(), text).decide(request(), contact(), NOW).allowed
+    lowered = POLICY + "weights: {email: 0.4}\npressure: {block_over: true}\n"
+    assert gate(over_pressured(), lowered).decide(request(), contact(), NOW).allowed
+    loaded, problems = lint_policy_text(POLICY + "pressure: {block_over_min_weight: -1}\n")
+    assert loaded is None and [p.field for p in problems] == ["pressure.block_over_min_weight"]
+
+
+def test_over_pressure_falls_back_to_a_quiet_channel() -> None:
+    decision = gate(over_pressured(), BLOCK_OVER).decide(
+        request(on_blocked="fallback", fallback="onsite"), contact(), NOW
+    )
+    assert (decision.action, decision.channel) == ("fallback", "onsite")
+
+
+def test_transactional_sends_pass_pressure_and_caps_and_count_in_caps() -> None:
+    data = over_pressured()
+    data.sends = [PastSend(NOW - timedelta(days=1), "email", "t", "transactional")]
+    g = gate(data, BLOCK_OVER.replace("max: 2, window", "max: 1, window"))
+    assert g.decide(request(kind="transactional", scenario="t"), contact(), NOW).allowed
+    data.pressure_state = None  # the cap alone: the receipts fill it
+    assert g.decide(request(scenario="m"), contact(), NOW).reason == "cap:email-week"
