@@ -22,9 +22,13 @@ def compile_checked_expression(source: str, path: list[str | int]) -> Any:
         issues = expression_issues(source)
         compiled = compile_expression(source)
     except TemplateError as exc:
-        raise ValidationError(f"Expression does not compile: {exc}") from None
+        issues = [f"Expression does not compile: {exc}"]
     if issues:
-        raise ValidationError("; ".join(issues))
+        # nested at the expression's own path, so the problem points at the `expr:` line
+        errors: Any = issues
+        for part in reversed(path):
+            errors = {part: errors}
+        raise ValidationError(errors)
     return compiled
 
 
