@@ -98,3 +98,11 @@ def test_a_published_private_attribute_is_refused_and_journaled_not_sent_empty()
     assert (error.step_id, error.reason) == ("hello", "render_failed")
     assert "private attribute '_private'" in str(error.data["error"])
     assert "went-on" in person.tags or "went-on" in str(tr)  # the journey goes on
+
+
+def test_a_private_name_chosen_at_send_time_is_refused_too() -> None:
+    # lint sees only constant names; a key read from the event is checked when rendering
+    template = compile_template("t", {"text": "{{ contact[event.key] }}"})
+    assert template.render({"contact": {"a": "ok"}, "event": {"key": "a"}}) == {"text": "ok"}
+    with pytest.raises(RenderError, match="private attribute '_secret'"):
+        template.render({"contact": {"_secret": "x"}, "event": {"key": "_secret"}})
