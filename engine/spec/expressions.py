@@ -246,7 +246,7 @@ def expression_issues(source: str) -> list[str]:
     from engine.spec.problems import did_you_mean
 
     ast = EXPR_ENV.parse("{{ " + source + " }}")
-    out = [f"expression {private_message(name)}" for name, _ in private_accesses(ast)]
+    out = [f"expression {private_message(name)}." for name, _ in private_accesses(ast)]
     for name in sorted(meta.find_undeclared_variables(ast)):
         if name not in TEMPLATE_VARIABLES and name not in ("true", "false", "none"):
             hint = did_you_mean(name, TEMPLATE_VARIABLES)
