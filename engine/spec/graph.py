@@ -43,6 +43,12 @@ def _missing(step_id: str, path: Path, target: str, known: list[str]) -> Problem
     )
 
 
+def _missing_start(start: str, known: list[str]) -> Problem:
+    hint = did_you_mean(start, known) or f"steps are: {', '.join(known)}"
+    message = f"Start step '{start}' is not a step of this scenario."
+    return Problem("graph.missing_step", message, path=("start",), hint=hint)
+
+
 def build_graph(scenario: model.Scenario) -> nx.DiGraph:
     """Directed graph of step ids; an edge per exit that names an existing step."""
     graph = nx.DiGraph()
@@ -64,10 +70,7 @@ def check_graph(scenario: model.Scenario) -> list[Problem]:
             if target and target not in steps:
                 problems.append(_missing(step.id, exit_path(step, exit_name), target, known))
     if scenario.start not in steps:
-        hint = did_you_mean(scenario.start, known) or f"steps are: {', '.join(known)}"
-        message = f"Start step '{scenario.start}' is not a step of this scenario."
-        problems.append(Problem("graph.missing_step", message, path=("start",), hint=hint))
-        return problems
+        return [*problems, _missing_start(scenario.start, known)]
     graph = build_graph(scenario)
     problems.extend(_unreachable(graph, scenario.start))
     problems.extend(_loops_without_wait(graph, steps))
@@ -89,8 +92,10 @@ def check_partial_graph(data: Any, steps: Mapping[str, model.Step]) -> list[Prob
     ids = [str(k) for k in raw_steps]
     start = data.get("start")
     start = ids[0] if start is None else start
-    if not isinstance(start, str) or start not in ids:
-        return []  # the schema or check_raw_edges names the problem with `start`
+    if not isinstance(start, str):
+        return []  # the schema names the problem with `start`
+    if start not in ids:
+        return [_missing_start(start, ids)]
     graph = nx.DiGraph()
     graph.add_nodes_from(ids)
     for step_id, raw in raw_steps.items():

@@ -39,3 +39,11 @@ def test_graph_of_a_broken_document_starts_where_it_says() -> None:
     head = HEAD.replace("objective: other\n", "")
     problems = problems_of(body, head)
     assert ("graph.unreachable", 8, "a") in found(problems)
+
+
+def test_a_missing_start_is_reported_next_to_schema_problems() -> None:
+    problems = problems_of("start: wiat\nsteps:\n  wait:\n    type: wat\n")
+    assert {(p.code, p.line, p.hint) for p in problems} == {
+        ("graph.missing_step", 6, "did you mean 'wait'?"),
+        ("schema.invalid", 9, "did you mean 'wait'?"),
+    }
