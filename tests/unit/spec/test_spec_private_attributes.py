@@ -7,12 +7,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from engine.errors import ScenarioInvalid
 from engine.policy.base import ALLOW, Decision, SendRequest
 from engine.runtime.interpreter import Interpreter
 from engine.runtime.state import ACTIVE, ContactView, EnrollmentState, History
 from engine.spec.expressions import RenderError, compile_template
-from engine.spec.loader import lint_document, lint_text
+from engine.spec.loader import lint_document, lint_text, load_bundle
+from engine.store.models import ScenarioVersion
+from engine.versions import VersionCache, publish_bundle
 from tests.unit.spec.conftest import HEAD, problems_of
 
 SEND = """\
@@ -106,3 +110,23 @@ def test_a_private_name_chosen_at_send_time_is_refused_too() -> None:
     assert template.render({"contact": {"a": "ok"}, "event": {"key": "a"}}) == {"text": "ok"}
     with pytest.raises(RenderError, match="private attribute '_secret'"):
         template.render({"contact": {"_secret": "x"}, "event": {"key": "_secret"}})
+
+
+def test_a_stored_version_reading_a_private_attribute_loads_and_refuses_to_render(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # published before lint checked private attributes: the worker must still load the version,
+    # so that the render is refused and journaled rather than the whole version failing to load
+    body = SEND.format(text="{{ contact.first_name }}")
+    with session_factory.begin() as session:
+        published = publish_bundle(session, {"yaml": HEAD + body, "templates": {}})
+        stored = HEAD + SEND.format(text="{{ contact._private }}")
+        version = session.get(ScenarioVersion, published.version_id)
+        assert version is not None
+        version.bundle = {"yaml": stored, "templates": {}}
+    with pytest.raises(ScenarioInvalid):
+        load_bundle({"yaml": stored, "templates": {}})  # publishing it now is refused
+    with session_factory() as session:
+        scenario = VersionCache().get(session, published.version_id)
+    with pytest.raises(RenderError, match="private attribute '_private'"):
+        scenario.templates["hello:inline"].render({"contact": {"_private": "x"}})
