@@ -129,6 +129,52 @@ def _host_key(host: str) -> str:
     return host.strip("[]").rstrip(".").lower()
 
 
+def _reserved_name(key: str) -> bool:
+    return key in _BLOCKED_NAMES or key.endswith(".localhost")
+
+
+_LEGACY_V4 = frozenset("0123456789abcdefx.")
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address `host` spells out, read as resolvers read it; None for a name (no DNS here).
+
+    Covers IPv6 (brackets optional, IPv4-mapped forms unwrapped) and the legacy IPv4 forms
+    `getaddrinfo` accepts through `inet_aton`: "2130706433", "0x7f.1", "0177.0.0.1", "127.1".
+    """
+    key = _host_key(host)
+    try:
+        return normalise(ipaddress.ip_address(key))
+    except ValueError:
+        pass
+    if not key or not set(key) <= _LEGACY_V4:
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(key))
+    except OSError:
+        return None
+
+
+def refusal_without_dns(host: str, policy: AddressPolicy | None = None) -> BlockedAddress | None:
+    """The refusal `resolve` will give `host` whatever DNS answers, or None if only DNS can tell.
+
+    That is a literal address that is not public, or a name that is always local (`localhost`,
+    `*.localhost`, cloud metadata names), unless `policy`'s allow list covers it. Pure: it
+    neither resolves nor connects, so linters can give the guard's own reason before sending.
+    """
+    policy = policy or AddressPolicy()
+    key = _host_key(host)
+    if key in policy.hosts:
+        return None
+    address = literal_address(key)
+    if address is None:
+        return BlockedAddress(host, "reserved name") if _reserved_name(key) else None
+    if policy.permits(address):
+        return None
+    reason = blocked_reason(address)
+    return None if reason is None else BlockedAddress(host, reason, address)
+
+
 class AddressPolicy:
     """Which destinations a channel may reach: public addresses, plus the operator's allow list.
 
@@ -171,7 +217,7 @@ class AddressPolicy:
         """Every address of `host`, vetted; connect only to these. Raises BlockedAddress."""
         key = _host_key(host)
         trusted = key in self.hosts
-        reserved = not trusted and (key in _BLOCKED_NAMES or key.endswith(".localhost"))
+        reserved = not trusted and _reserved_name(key)
         try:
             infos = socket.getaddrinfo(key, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
         except UnicodeError as exc:

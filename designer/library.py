@@ -18,7 +18,6 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from jinja2 import TemplateError
-from jinja2 import nodes as jnodes
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 from sqlalchemy import select
@@ -39,7 +38,14 @@ from designer.editor import (
 )
 from designer.i18n import gettext as _
 from designer.workspace import Workspace, write_atomically
-from engine.spec.expressions import HTML_ENV, TEXT_ENV, RenderError, check_source, compile_template
+from engine.spec.expressions import (
+    HTML_ENV,
+    TEXT_ENV,
+    RenderError,
+    check_source,
+    compile_template,
+    private_accesses,
+)
 from engine.spec.nodes import TEMPLATE_PARTS
 from engine.spec.templates import (
     MAX_PART_BYTES,
@@ -109,18 +115,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _private_names(source: str, html: bool) -> list[int]:
-    """Lines reading an attribute or key starting with '_': the sandbox hides them anyway,
-    so such a template is a mistake or a probe."""
-    ast = (HTML_ENV if html else TEXT_ENV).parse(source)
-    lines = [n.lineno for n in ast.find_all(jnodes.Getattr) if n.attr.startswith("_")]
-    lines += [
-        n.lineno
-        for n in ast.find_all(jnodes.Getitem)
-        if isinstance(n.arg, jnodes.Const)
-        and isinstance(n.arg.value, str)
-        and n.arg.value.startswith("_")
-    ]
-    return sorted(lines)
+    """Lines reading an attribute or key starting with '_': the sandbox refuses to render them."""
+    return [line for _, line in private_accesses((HTML_ENV if html else TEXT_ENV).parse(source))]
 
 
 def check_part(part: str, source: str, data: Mapping[str, Any]) -> list[Problem]:
@@ -143,6 +139,8 @@ def check_part(part: str, source: str, data: Mapping[str, Any]) -> list[Problem]
     found = []
     for issue in issues:
         code = issue.code
+        if code == "template.private_attribute":
+            continue  # said below, in the marketer's language
         if code == "template.unknown_variable" and issue.message.startswith("'data."):
             code = "template.unknown_data"
         message = issue.message.removeprefix("template does not compile: ").splitlines()[0]

@@ -125,7 +125,7 @@ class VersionCache:
             bundle = conn.execute(
                 select(ScenarioVersion.bundle).where(ScenarioVersion.id == version_id)
             ).scalar_one()
-            scenario = load_bundle(bundle)
+            scenario = load_bundle(bundle, stored=True)
             self._compiled[version_id] = scenario
         return scenario
 

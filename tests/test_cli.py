@@ -67,6 +67,45 @@ def test_lint_reports_every_problem_with_its_line(run, tmp_path: Path) -> None: 
     assert {p["line"] for p in data if p["severity"] == "error"} >= {10, 11, 14}
 
 
+def test_lint_reports_what_would_fail_later_in_one_run(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "later.yaml"
+    bad.write_text(
+        "format_version: 1\n"
+        "id: later\n"
+        "name: Later\n"
+        "objective: other\n"
+        "triggers: [{manual: true}]\n"
+        "entry: {reentry: cooldwn}\n"  # line 6
+        "steps:\n"
+        "  check:\n"
+        "    type: condition\n"
+        '    if: {expr: "contact.__class__ is defined"}\n'  # line 10
+        "    then: hook\n"
+        "  hook:\n"
+        "    type: webhook\n"
+        "    url: http://[::ffff:127.0.0.1]/hooks\n"  # line 14
+        "  orphan:\n"  # line 15
+        "    type: exit\n",
+        encoding="utf-8",
+    )
+    result = run("lint", str(bad))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[-1] == "4 errors, 0 warnings in 1 file"
+    assert lines[:4] == [
+        f"{bad}:6:18: error [schema.invalid] field entry.reentry: Unknown value 'cooldwn'. "
+        "(did you mean 'cooldown'?)",
+        f"{bad}:10:16: error [expression.private_attribute] step 'check' field steps.check.if.expr: "
+        "expression reads the private attribute '__class__', which templates may not read.",
+        f"{bad}:14:10: error [webhook.refused] step 'hook' field steps.hook.url: The webhook "
+        "channel will refuse this URL: plain http refused, https only (see allow_http). "
+        "(use https, or set allow_http for the webhook channel in channels.yaml)",
+        f"{bad}:15:3: error [graph.unreachable] step 'orphan' field steps.orphan: No path from "
+        "the start step 'check' leads to this step. (link it from another step's next, or "
+        "delete it)",
+    ]
+
+
 def test_schema_is_json(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "schema.json"
     assert run("schema", "-o", str(out)).exit_code == 0

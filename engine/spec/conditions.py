@@ -434,8 +434,12 @@ def parse_condition(raw: Any, path: list[str | int], compile_expr: ExpressionCom
         return Not(parse_condition(raw["not"], [*path, "not"], compile_expr))
     if form == "attribute":
         _check_keys(raw, {"attribute", "op", "value"}, path)
+        name = raw["attribute"]
+        if not isinstance(name, str) or not name.strip() or "" in name.split("."):
+            message = "Expected an attribute name, e.g. country or address.city."
+            raise _fail([*path, "attribute"], message)
         op, value = _parse_op_value(raw, path, durations=False)
-        return AttributeTest(str(raw["attribute"]), op, value)
+        return AttributeTest(name, op, value)
     if form == "tag":
         _check_keys(raw, {"tag"}, path)
         return TagTest(str(raw["tag"]))

@@ -57,8 +57,42 @@ class RenderError(Exception):
     """A template or expression failed when rendering for one contact."""
 
 
+def private_name(name: Any) -> bool:
+    """Whether a template may not read `name`: Python's private and dunder attributes."""
+    return isinstance(name, str) and name.startswith("_")
+
+
+def private_accesses(ast: nodes.Node) -> list[tuple[str, int]]:
+    """(name, line) of each ``x._name`` and ``x["_name"]`` a parsed template or expression reads."""
+    found = [(n.attr, n.lineno) for n in ast.find_all(nodes.Getattr) if private_name(n.attr)]
+    found += [
+        (n.arg.value, n.lineno)
+        for n in ast.find_all(nodes.Getitem)
+        if isinstance(n.arg, nodes.Const) and private_name(n.arg.value)
+    ]
+    return sorted(found, key=lambda item: item[1])
+
+
+def private_message(name: str) -> str:
+    return f"reads the private attribute '{name}', which templates may not read"
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
+
+    # Jinja's sandbox turns an unsafe attribute into an empty value, and reads a dict's
+    # '_key' as an item: either way the message would go out with a hole. Refusing the render
+    # instead fails the send with its reason (a template that reached a stored version
+    # before lint checked this).
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if private_name(attribute):
+            raise SecurityError(private_message(attribute))
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if private_name(argument):
+            raise SecurityError(private_message(argument))
+        return super().getitem(obj, argument)
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "**":
@@ -133,6 +167,16 @@ def check_source(
                     or f"use one of {', '.join(TEMPLATE_VARIABLES)}",
                 )
             )
+    for name, line in private_accesses(ast):
+        issues.append(
+            TemplateIssue(
+                part,
+                private_message(name),
+                line,
+                code="template.private_attribute",
+                hint="use a plain attribute name, e.g. contact.first_name",
+            )
+        )
     for key in sorted(_data_keys_used(ast) - set(data)):
         issues.append(
             TemplateIssue(
@@ -202,7 +246,7 @@ def expression_issues(source: str) -> list[str]:
     from engine.spec.problems import did_you_mean
 
     ast = EXPR_ENV.parse("{{ " + source + " }}")
-    out = []
+    out = [f"expression {private_message(name)}." for name, _ in private_accesses(ast)]
     for name in sorted(meta.find_undeclared_variables(ast)):
         if name not in TEMPLATE_VARIABLES and name not in ("true", "false", "none"):
             hint = did_you_mean(name, TEMPLATE_VARIABLES)

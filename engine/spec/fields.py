@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import TemplateError
-from marshmallow import ValidationError, fields
+from marshmallow import ValidationError, fields, validate
 
 from engine.spec.conditions import Condition, PropertyFilter, parse_condition, parse_filters
 from engine.spec.durations import format_duration, parse_duration, parse_local_time
@@ -22,10 +23,25 @@ def compile_checked_expression(source: str, path: list[str | int]) -> Any:
         issues = expression_issues(source)
         compiled = compile_expression(source)
     except TemplateError as exc:
-        raise ValidationError(f"Expression does not compile: {exc}") from None
+        issues = [f"Expression does not compile: {exc}"]
     if issues:
-        raise ValidationError("; ".join(issues))
+        # nested at the expression's own path, so the problem points at the `expr:` line
+        errors: Any = issues
+        for part in reversed(path):
+            errors = {part: errors}
+        raise ValidationError(errors)
     return compiled
+
+
+class OneOf(validate.OneOf):
+    """A value among fixed choices; a typo gets "did you mean" (the JSON Schema sees an enum)."""
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str) and value in self.choices:
+            return value
+        choices = [str(c) for c in self.choices]
+        hint = did_you_mean(str(value), choices) or f"use one of {', '.join(choices)}"
+        raise ValidationError(f"Unknown value '{value}'. {hint}")
 
 
 class Duration(fields.Field[Any]):
@@ -113,3 +129,29 @@ class PlainMapping(fields.Dict):
         if not isinstance(value, Mapping):
             raise ValidationError("Expected a mapping of names to values.")
         return dict(value)
+
+
+class WebUrl(fields.Url):
+    """An http(s) URL with a host, written in any form the address guard reads.
+
+    marshmallow's URL check turns down valid hosts (``[::ffff:127.0.0.1]``, ``0x7f.1``); whether
+    the channel will call a host is the guard's question, asked in engine.spec.webhook_urls.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(schemes={"http", "https"}, **kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, validate.URL)]
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        example = "e.g. https://crm.example.com/hooks"
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - a bad port raises only when read
+        except ValueError as exc:
+            raise ValidationError(f"Not a valid URL ({exc}); {example}.") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValidationError(f"Expected an http(s) URL, {example}.")
+        if not parts.hostname:
+            raise ValidationError(f"The URL has no host, {example}.")
+        return text

@@ -43,6 +43,12 @@ def _missing(step_id: str, path: Path, target: str, known: list[str]) -> Problem
     )
 
 
+def _missing_start(start: str, known: list[str]) -> Problem:
+    hint = did_you_mean(start, known) or f"steps are: {', '.join(known)}"
+    message = f"Start step '{start}' is not a step of this scenario."
+    return Problem("graph.missing_step", message, path=("start",), hint=hint)
+
+
 def build_graph(scenario: model.Scenario) -> nx.DiGraph:
     """Directed graph of step ids; an edge per exit that names an existing step."""
     graph = nx.DiGraph()
@@ -64,24 +70,68 @@ def check_graph(scenario: model.Scenario) -> list[Problem]:
             if target and target not in steps:
                 problems.append(_missing(step.id, exit_path(step, exit_name), target, known))
     if scenario.start not in steps:
-        hint = did_you_mean(scenario.start, known) or f"steps are: {', '.join(known)}"
-        message = f"Start step '{scenario.start}' is not a step of this scenario."
-        problems.append(Problem("graph.missing_step", message, path=("start",), hint=hint))
-        return problems
+        return [*problems, _missing_start(scenario.start, known)]
     graph = build_graph(scenario)
-    problems.extend(_unreachable(graph, scenario))
+    problems.extend(_unreachable(graph, scenario.start))
     problems.extend(_loops_without_wait(graph, steps))
-    problems.extend(_dead_ends(scenario))
+    problems.extend(_dead_ends(steps, scenario.id))
     return problems
 
 
-def _unreachable(graph: nx.DiGraph, scenario: model.Scenario) -> Iterator[Problem]:
-    reached = nx.descendants(graph, scenario.start) | {scenario.start}
-    for step_id in scenario.steps:
+def check_partial_graph(data: Any, steps: Mapping[str, model.Step]) -> list[Problem]:
+    """`check_graph` for a document that failed the schema, from the steps that loaded.
+
+    A step that did not load keeps its raw exits (or, when even its type is unknown, every step
+    id its mapping mentions), so the steps it leads to are not reported unreachable; its own
+    pausing is unknown, so loops are looked for among loaded steps only. Missing targets are
+    `check_raw_edges`'s job.
+    """
+    raw_steps = data.get("steps") if isinstance(data, Mapping) else None
+    if not isinstance(raw_steps, Mapping) or not raw_steps:
+        return []
+    ids = [str(k) for k in raw_steps]
+    start = data.get("start")
+    start = ids[0] if start is None else start
+    if not isinstance(start, str):
+        return []  # the schema names the problem with `start`
+    if start not in ids:
+        return [_missing_start(start, ids)]
+    graph = nx.DiGraph()
+    graph.add_nodes_from(ids)
+    for step_id, raw in raw_steps.items():
+        step = steps.get(str(step_id))
+        targets = step.targets() if step else _raw_targets(raw, set(ids))
+        graph.add_edges_from((str(step_id), t) for t in targets if t in ids)
+    loaded = {s: steps[s] for s in ids if s in steps}
+    scenario_id = data.get("id")
+    problems = list(_unreachable(graph, start))
+    problems += _loops_without_wait(graph.subgraph(loaded), loaded)
+    problems += _dead_ends(loaded, scenario_id if isinstance(scenario_id, str) else None)
+    return problems
+
+
+def _raw_targets(raw: Any, ids: set[str]) -> list[str]:
+    kind = raw.get("type") if isinstance(raw, Mapping) else None
+    if isinstance(kind, str) and kind in NODE_TYPES:
+        found = _raw_edges(NODE_TYPES[kind].schema().fields, raw)
+        return [t for _, t in found if isinstance(t, str)]
+    return sorted(_mentioned(raw) & ids)
+
+
+def _mentioned(raw: Any) -> set[str]:
+    if isinstance(raw, str):
+        return {raw}
+    items = raw.values() if isinstance(raw, Mapping) else raw if isinstance(raw, list) else ()
+    return set().union(*(_mentioned(item) for item in items))
+
+
+def _unreachable(graph: nx.DiGraph, start: str) -> Iterator[Problem]:
+    reached = nx.descendants(graph, start) | {start}
+    for step_id in graph.nodes:
         if step_id not in reached:
             yield Problem(
                 "graph.unreachable",
-                f"No path from the start step '{scenario.start}' leads to this step.",
+                f"No path from the start step '{start}' leads to this step.",
                 path=("steps", step_id),
                 step=step_id,
                 hint="link it from another step's next, or delete it",
@@ -113,31 +163,44 @@ def _loops_without_wait(graph: nx.DiGraph, steps: Mapping[str, model.Step]) -> I
         )
 
 
-def _dead_ends(scenario: model.Scenario) -> Iterator[Problem]:
-    for step in scenario.steps.values():
+def _warning(step: model.Step, code: str, message: str, field: str | None, hint: str) -> Problem:
+    # on the step's key when no field is to blame
+    path = ("steps", step.id, field) if field else ("steps", step.id)
+    extra = {} if field else dict(KEY)
+    return Problem(code, message, path, step=step.id, hint=hint, severity="warning", extra=extra)
+
+
+def _dead_ends(steps: Mapping[str, model.Step], scenario_id: str | None) -> Iterator[Problem]:
+    for step in steps.values():
+        if isinstance(step, model.ConditionStep) and step.then and step.then == step.else_:
+            # the journey runs, but the test decides nothing: a placeholder left behind
+            yield _warning(
+                step,
+                "graph.same_branches",
+                f"Both branches of this condition go to '{step.then}': the test changes nothing.",
+                "else",
+                "point 'else' at another step, or replace the condition with its next step",
+            )
         if isinstance(step, model.WaitEventStep) and not step.targets():
-            yield Problem(
+            yield _warning(
+                step,
                 "graph.wait_without_exit",
                 "This wait_event has neither on_event nor on_timeout: the journey ends either way.",
-                path=("steps", step.id),
-                step=step.id,
-                hint="set on_event and/or on_timeout",
-                severity="warning",
-                extra=dict(KEY),
+                None,
+                "set on_event and/or on_timeout",
             )
         if isinstance(step, model.SplitStep) and not step.targets():
-            yield Problem(
+            yield _warning(
+                step,
                 "graph.split_without_exit",
                 "No branch of this split leads anywhere: every contact ends here.",
-                path=("steps", step.id, "branches"),
-                step=step.id,
-                hint="give the branches a next step",
-                severity="warning",
+                "branches",
+                "give the branches a next step",
             )
-        if isinstance(step, model.StartScenarioStep) and step.scenario == scenario.id:
+        if isinstance(step, model.StartScenarioStep) and step.scenario == scenario_id:
             yield Problem(
                 "graph.self_start",
-                f"This step starts its own scenario '{scenario.id}'.",
+                f"This step starts its own scenario '{scenario_id}'.",
                 path=("steps", step.id, "scenario"),
                 step=step.id,
                 hint="use a loop with a wait inside the scenario instead",

@@ -1,7 +1,9 @@
 """The one entry point for scenarios: YAML text or file → checked, compiled Scenario.
 
 Passes, each reporting every problem it finds: safe YAML (yamlio) → structure (schema) →
-graph → templates. A scenario comes back only when no pass found an error; warnings never block.
+graph → steps (entry rules, webhook URLs) → templates. When the structure has errors, the later
+passes run on the steps that loaded, so one run reports everything. A scenario comes back only
+when no pass found an error; warnings never block.
 A *bundle* is what a published version stores: the YAML text plus the templates it uses; its
 hash identifies the version.
 """
@@ -18,8 +20,8 @@ from typing import Any, TypeVar
 from marshmallow import ValidationError
 
 from engine.errors import NotFound, ScenarioInvalid
-from engine.spec.graph import check_graph, check_raw_edges
-from engine.spec.model import Scenario
+from engine.spec.graph import check_graph, check_partial_graph, check_raw_edges
+from engine.spec.model import Scenario, Step
 from engine.spec.problems import Problem, has_errors
 from engine.spec.schema import load_document
 from engine.spec.schema_problems import loadable_steps, schema_problems
@@ -29,6 +31,8 @@ from engine.spec.templates import (
     check_steps,
     check_templates,
 )
+from engine.spec.trigger_checks import anniversary_problems
+from engine.spec.webhook_urls import WebhookRules, check_webhook_urls
 from engine.spec.yamlio import MAX_BYTES, Positions, decode_source, parse_yaml
 
 Sources = Mapping[str, Mapping[str, str]]
@@ -83,20 +87,41 @@ def _filename_problem(data: Any, filename: str | None) -> list[Problem]:
     return [Problem("scenario.filename", message, ("id",), severity="warning", hint=hint)]
 
 
-def _partial_template_problems(
+def _step_problems(
+    problems: list[Problem], data: Any, steps: Mapping[str, Step], templates_root: Path | None
+) -> list[Problem]:
+    """Checks that read the loaded steps one by one: entry rules, webhook URLs."""
+    found = anniversary_problems(data)
+    if templates_root is not None:
+        # a workspace folder: its channels.yaml says what the webhook channel lets through;
+        # a stored bundle is not checked again (the guard stands behind it at send time)
+        rules = WebhookRules.beside(templates_root.parent)
+        found += (
+            _guarded(problems, "webhooks", lambda: check_webhook_urls(steps.values(), rules)) or []
+        )
+    return found
+
+
+def _partial_problems(
     problems: list[Problem], data: Any, root: Path | None, sources: Sources | None
 ) -> list[Problem]:
-    # the steps that load on their own get their channel and template checks now, so one broken
-    # step does not hide the problems of the others until it is fixed
+    # the steps that load on their own get their graph, channel and template checks now, so one
+    # broken step does not hide the problems of the others until it is fixed
+    steps = loadable_steps(data)
+    found = _guarded(problems, "graph", lambda: check_partial_graph(data, steps)) or []
     block = data.get("data") if isinstance(data, Mapping) else None
     block = block if isinstance(block, Mapping) else {}
     library = TemplateLibrary(root, sources)
-    checked = _guarded(
-        problems,
-        "templates",
-        lambda: check_steps(loadable_steps(data).values(), block, library),
+    checked = _guarded(problems, "templates", lambda: check_steps(steps.values(), block, library))
+    return (
+        found + (checked.problems if checked else []) + _step_problems(problems, data, steps, root)
     )
-    return checked.problems if checked else []
+
+
+# Errors a stored version may carry from before lint checked them: the send-time guard refuses
+# what they are about (the sandbox will not render a private attribute), so the version still
+# loads and its sends fail one by one, journaled, instead of the whole version failing to load.
+GUARDED_AT_SEND = frozenset({"template.private_attribute"})
 
 
 def lint_document(
@@ -104,8 +129,13 @@ def lint_document(
     filename: str | None = None,
     templates_root: Path | None = None,
     template_sources: Sources | None = None,
+    tolerated: frozenset[str] = frozenset(),
 ) -> LintResult:
-    """Run every pass over a scenario text; the full result, for linters and the designer."""
+    """Run every pass over a scenario text; the full result, for linters and the designer.
+
+    With `templates_root`, the scenarios' folder is its parent: its channels.yaml sets what
+    the webhook URL check lets through. Errors whose code is in `tolerated` come back as warnings.
+    """
     try:
         data, positions = parse_yaml(text, filename)
     except ScenarioInvalid as exc:
@@ -115,7 +145,7 @@ def lint_document(
         kwargs = _guarded(problems, "structure", lambda: load_document(data))
     except ValidationError as exc:
         problems += schema_problems(exc, data) + check_raw_edges(data)
-        problems += _partial_template_problems(problems, data, templates_root, template_sources)
+        problems += _partial_problems(problems, data, templates_root, template_sources)
         kwargs = None
     draft = None
     if kwargs is not None:
@@ -124,10 +154,12 @@ def lint_document(
     if draft is None:
         return LintResult(None, _place(problems, positions, filename), data, positions)
     problems += _guarded(problems, "graph", lambda: check_graph(draft)) or []
+    problems += _step_problems(problems, data, draft.steps, templates_root)
     library = TemplateLibrary(templates_root, template_sources)
     checked = _guarded(problems, "templates", lambda: check_templates(draft, library))
     if checked is not None:
         problems += checked.problems
+    problems = [replace(p, severity="warning") if p.code in tolerated else p for p in problems]
     result = LintResult(None, _place(problems, positions, filename), data, positions, draft)
     if checked is None or has_errors(result.problems):
         return result
@@ -213,13 +245,22 @@ def scenario_bundle(path: Path | str) -> dict[str, Any]:
     return {"yaml": text, "templates": templates}
 
 
-def load_bundle(bundle: Mapping[str, Any], filename: str | None = None) -> Scenario:
-    """Load a stored bundle; templates come from it only (`filename` just labels problems)."""
+def load_bundle(
+    bundle: Mapping[str, Any], filename: str | None = None, *, stored: bool = False
+) -> Scenario:
+    """Load a bundle; templates come from it only (`filename` just labels problems).
+
+    `stored`: a version already published, which still loads with the errors GUARDED_AT_SEND.
+    """
     text, templates = bundle.get("yaml"), bundle.get("templates", {})
     if not isinstance(text, str) or not _is_sources(templates):
         message = "A bundle is {yaml: text, templates: {name: {part: text}}}."
         raise ScenarioInvalid([Problem("bundle.invalid", message, file=filename)])
-    return load_scenario_text(text, filename, template_sources=templates)
+    tolerated = GUARDED_AT_SEND if stored else frozenset()
+    result = lint_document(text, filename, template_sources=templates, tolerated=tolerated)
+    if result.scenario is None:
+        raise ScenarioInvalid([p for p in result.problems if p.severity == "error"])
+    return result.scenario
 
 
 def _is_sources(value: Any) -> bool:

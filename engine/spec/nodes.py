@@ -29,7 +29,9 @@ from engine.spec.fields import (
     Filters,
     Identifier,
     LocalTime,
+    OneOf,
     PlainMapping,
+    WebUrl,
     Weekdays,
 )
 
@@ -199,7 +201,7 @@ class SendSchema(StepSchema):
         load_default=None, metadata={"help": "Template folder under templates/."}
     )
     content = fields.Dict(
-        keys=fields.String(validate=validate.OneOf(TEMPLATE_PARTS)),
+        keys=fields.String(validate=OneOf(TEMPLATE_PARTS)),
         values=fields.String(),
         load_default=dict,
         metadata={"help": "Inline template parts (subject, text, html, title, body)."},
@@ -209,7 +211,7 @@ class SendSchema(StepSchema):
     )
     on_blocked = fields.String(
         load_default=None,
-        validate=validate.OneOf(["skip", "defer", "fallback", "exit"]),
+        validate=OneOf(["skip", "defer", "fallback", "exit"]),
         metadata={"help": "When the policy blocks it: skip, defer, fallback or exit."},
     )
     defer_max = Duration(load_default=None, metadata={"help": "Longest deferral, e.g. 2d."})
@@ -244,8 +246,8 @@ class UpdateSchema(StepSchema):
 
 class WebhookSchema(StepSchema):
     model_class = model.WebhookStep
-    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
-    method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT", "PATCH"]))
+    url = WebUrl(required=True)
+    method = fields.String(load_default="POST", validate=OneOf(["POST", "PUT", "PATCH"]))
     payload = PlainMapping(
         load_default=dict, metadata={"help": "JSON body; text values are templates."}
     )

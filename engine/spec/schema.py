@@ -28,6 +28,7 @@ from engine.spec.fields import (
     Filters,
     Identifier,
     LocalTime,
+    OneOf,
     PlainMapping,
 )
 from engine.spec.nodes import NODE_TYPES
@@ -55,7 +56,7 @@ class SenderSchema(_Strict):
 
 
 class EntrySchema(_Strict):
-    reentry = fields.String(load_default="never", validate=validate.OneOf(model.REENTRY))
+    reentry = fields.String(load_default="never", validate=OneOf(model.REENTRY))
     cooldown = Duration(load_default=None)
     concurrent = fields.Boolean(load_default=False)
 
@@ -207,9 +208,9 @@ class ScenarioSchema(_Strict):
     id = Identifier(required=True)
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     description = fields.String(load_default="")
-    objective = fields.String(required=True, validate=validate.OneOf(model.OBJECTIVES))
+    objective = fields.String(required=True, validate=OneOf(model.OBJECTIVES))
     priority = fields.Integer(load_default=50, strict=True, validate=validate.Range(min=0, max=100))
-    kind = fields.String(load_default="marketing", validate=validate.OneOf(model.KINDS))
+    kind = fields.String(load_default="marketing", validate=OneOf(model.KINDS))
     topic = fields.String(load_default=None)
     audience = ConditionField(load_default=None)
     triggers = fields.List(TriggerField(), required=True, validate=validate.Length(min=1))

@@ -27,6 +27,8 @@ from engine.spec.schema import (
 Path = tuple[str | int, ...]
 _HINT = re.compile(r"^(?P<message>.*?)[.;]?\s+(?P<hint>did you mean '[^']*'\?|use one of .*)$")
 _MISSING = "Missing data for required field."
+# messages that have a code of their own rather than schema.invalid, by how they start
+_CODES = {"expression reads the private attribute": "expression.private_attribute"}
 
 
 def _unwrap(node: Schema | fields.Field[Any], raw: Any) -> Schema | fields.Field[Any]:
@@ -123,7 +125,8 @@ def schema_problems(error: ValidationError, data: Any) -> list[Problem]:
         elif text == _MISSING:
             code, message = "schema.required", f"Missing required field '{name}'."
         else:
-            code = "schema.invalid"
+            prefix = next((k for k in _CODES if message.startswith(k)), None)
+            code = _CODES[prefix] if prefix else "schema.invalid"
         extra = dict(KEY) if on_key else {}
         problems.append(Problem(code, message, path=path, step=step, hint=hint, extra=extra))
     return problems

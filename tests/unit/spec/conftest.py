@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.spec.loader import lint_text
+from engine.spec.problems import Problem
+
 CART_YAML = """\
 # Cart abandonment: remind by email, then SMS; an order at any time converts.
 format_version: 1
@@ -110,3 +113,12 @@ def cart_yaml() -> str:
 def cart_template() -> dict[str, str]:
     """The parts of the cart-reminder email template."""
     return dict(CART_TEMPLATE)
+
+
+# a manual scenario 's' in five lines: what a test writes after it starts at line 6
+HEAD = "format_version: 1\nid: s\nname: S\nobjective: other\ntriggers: [{manual: true}]\n"
+
+
+def problems_of(body: str, head: str = HEAD) -> list[Problem]:
+    """The problems of `head + body`, linted as s.yaml without templates."""
+    return lint_text(head + body, "s.yaml", template_sources={})[1]
