@@ -301,7 +301,7 @@
     var verbs = [["removed", S.removed], ["delayed", S.delayedShort], ["rerouted", S.rerouted]];
     c.reasons.forEach(function (r) {
       verbs.forEach(function (v) {
-        if (r[v[0]] !== r["alone_" + v[0]]) rows.push(row(humanRule(r.reason) + " · " + v[1], r.reason, r[v[0]], r["alone_" + v[0]]));
+        if (r[v[0]] !== r["alone_" + v[0]]) rows.push(row(v[1] + " · " + humanRule(r.reason), r.reason, r[v[0]], r["alone_" + v[0]]));
       });
     });
     if (!c.reasons.length) rows.push(el("tr", {}, [el("td", { colspan: "4", class: "muted", text: S.sameAlone })]));
