@@ -1,5 +1,6 @@
 """Simulate before publishing: the saved draft of a scenario, run by the real worker on a virtual
-clock over a throw-away database (`engine.simulate`), from the designer.
+clock over a throw-away database (`engine.simulate`), from the designer, with the workspace's
+other live journeys (`designer.simulation_journeys`) and compared with a run alone.
 
 This module checks the form and shapes the answer; `designer.simulation_run` samples real
 contacts and runs the child process. One run at a time per process, since a run keeps a CPU core
@@ -34,6 +35,8 @@ from designer.editor_words import node_types
 from designer.editor_words import strings as canvas_strings
 from designer.i18n import current_language
 from designer.i18n import gettext as _
+from designer.simulation_competition import VERBS, compare
+from designer.simulation_journeys import Lineup, lineup
 from designer.simulation_run import Job, Options, run_with_limit, sample_contacts
 from designer.workspace import Workspace
 from engine.config import Settings
@@ -51,8 +54,9 @@ MAX_DAYS = 90
 MAX_SEED = 2**31 - 1
 TIME_LIMIT = 240.0  # seconds; `SIMULATION_TIME_LIMIT` in the app config overrides it
 DEFAULTS: dict[str, Any] = dict(
-    population="generated", contacts=1000, sample="random", days=14, policy=True, seed=7
-)
+    population="generated", contacts=1000, sample="random", days=14, policy=True, seed=7,
+    alone=False,
+)  # fmt: skip
 # One run at a time in this process; a second request is answered 409 rather than queued.
 RUNNING = threading.Lock()
 
@@ -108,9 +112,10 @@ def parse_options(body: Any, settings: Settings, now: datetime) -> Options:
     """The form's values, checked against the limits; ApiError names the field."""
     if not isinstance(body, dict):
         raise ApiError(400, "invalid", _("Send the options as a JSON object."))
-    policy = body.get("policy", DEFAULTS["policy"])
-    if not isinstance(policy, bool):
-        raise ApiError(400, "invalid", _("Choose yes or no."), "policy")
+    policy, alone = (body.get(name, DEFAULTS[name]) for name in ("policy", "alone"))
+    for name, value in (("policy", policy), ("alone", alone)):
+        if not isinstance(value, bool):
+            raise ApiError(400, "invalid", _("Choose yes or no."), name)
     return Options(
         population=_choice(body, "population", ("generated", "sample")),
         contacts=_integer(body, "contacts", 1, MAX_CONTACTS),
@@ -119,6 +124,7 @@ def parse_options(body: Any, settings: Settings, now: datetime) -> Options:
         policy=policy,
         seed=_integer(body, "seed", 0, MAX_SEED),
         start=_start(body.get("start"), settings, now),
+        alone=alone,
     )
 
 
@@ -161,8 +167,11 @@ def _step_order(scenario: Scenario) -> list[str]:
     return order + [s for s in steps if s not in order]
 
 
-def summary(scenario: Scenario, options: Options, result: dict[str, Any]) -> dict[str, Any]:
-    """The JSON answer: counts only, arranged for the page (steps in order, days filled in)."""
+def summary(
+    scenario: Scenario, options: Options, result: dict[str, Any], journeys: Lineup
+) -> dict[str, Any]:
+    """The JSON answer: counts only, arranged for the page (steps in order, days filled in),
+    for the open journey; `competition` says what the other journeys of the run took from it."""
     report, sid = result["report"], scenario.id
     reached = report["steps"].get(sid, {})
     at_step = result["at_step"]
@@ -181,10 +190,10 @@ def summary(scenario: Scenario, options: Options, result: dict[str, Any]) -> dic
     first = options.start.date()
     days = [(first + timedelta(days=i)).isoformat() for i in range(options.days + 1)]
     sends = {
-        ch: [per_day.get(d, 0) for d in days] for ch, per_day in sorted(report["sends"].items())
+        ch: [per_day.get(d, 0) for d in days] for ch, per_day in sorted(result["sends"].items())
     }
     policy = [
-        {"reason": reason, **{k: n.get(k, 0) for k in ("removed", "delayed", "rerouted")}}
+        {"reason": reason, **{k: n.get(k, 0) for k in VERBS}}
         for reason, n in sorted(result["policy"].items(), key=lambda kv: -sum(kv[1].values()))
     ]
     refused = report["refused_entries"].get(sid, {})
@@ -194,22 +203,42 @@ def summary(scenario: Scenario, options: Options, result: dict[str, Any]) -> dic
         "start": report["start"],
         "end": report["end"],
         "contacts": report["contacts"],
-        "totals": {
-            "entered": report["entries"].get(sid, 0),
-            "not_entered": sum(refused.values()),
-            "converted": report["converted"].get(sid, 0),
-            "waiting": report["waiting"].get(sid, 0),
-            "sent": sum(sum(counts) for counts in sends.values()),
-            "removed": sum(p["removed"] for p in policy),
-            "delayed": sum(p["delayed"] for p in policy),
-            "rerouted": sum(p["rerouted"] for p in policy),
-        },
+        "totals": _totals(sid, result),
         "steps": steps,
         "not_entered": refused,
         "outcomes": report["outcomes"].get(sid, {}),
         "sends": {"days": days, "channels": sends},
-        "decisions": report["decisions"],
+        "decisions": result["decisions"],
         "policy": policy,
+        "competition": _competition(sid, result, journeys),
+    }
+
+
+def _totals(sid: str, result: dict[str, Any]) -> dict[str, int]:
+    """The open journey's headline counts in one run."""
+    report, policy = result["report"], result["policy"].values()
+    return {
+        "entered": report["entries"].get(sid, 0),
+        "not_entered": sum(report["refused_entries"].get(sid, {}).values()),
+        "converted": report["converted"].get(sid, 0),
+        "waiting": report["waiting"].get(sid, 0),
+        "sent": sum(sum(per_day.values()) for per_day in result["sends"].values()),
+        **{v: sum(n.get(v, 0) for n in policy) for v in VERBS},
+    }
+
+
+def _competition(sid: str, result: dict[str, Any], journeys: Lineup) -> dict[str, Any]:
+    """The journeys the open one ran with, and per policy reason what it lost to them: the
+    run with them against the run alone, on the same contacts and events."""
+    alone, figures = result["alone"], result["rivals"]
+    if alone is None:  # asked alone, or nothing else to run with
+        return {"alone": True, "journeys": [], "left_out": [], "alone_totals": None, "reasons": []}
+    return {
+        "alone": False,
+        "journeys": [{**r.to_dict(), **figures.get(r.id, {})} for r in journeys.rivals],
+        "left_out": [j.to_dict() for j in journeys.left_out],
+        "alone_totals": _totals(sid, alone),
+        "reasons": compare(result["policy"], alone["policy"]),
     }
 
 
@@ -306,13 +335,15 @@ def _simulate(scenario_id: str) -> dict[str, Any]:
                 message = _("There is no contact in the database yet: simulate generated ones.")
                 raise ApiError(400, "no_contacts", message, "population")
         settings = state.settings.evolve(database_url="")
-        job = Job(found.path, settings, policy, options, contacts, history)
+        journeys = lineup(state.engine, _workspace(), scenario_id)
+        rivals, order = journeys.rivals, journeys.order
+        job = Job(found.path, rivals, order, settings, policy, options, contacts, history)
         result = run_with_limit(
             job, float(current_app.config.get("SIMULATION_TIME_LIMIT", TIME_LIMIT))
         )
     finally:
         RUNNING.release()
-    answer = summary(scenario, options, result)
+    answer = summary(scenario, options, result, journeys)
     answer["elapsed"] = round(time.monotonic() - began, 2)
     return answer
 

@@ -1,5 +1,6 @@
 """A simulation run: real contacts sampled from the database, and the child process that runs
-the worker on them (or on generated ones) over a throw-away database.
+the worker on them (or on generated ones) over a throw-away database, the open journey with the
+other journeys of the workspace (`designer.simulation_journeys`), then alone to compare.
 
 The real database is only read; the child receives a picklable `Job` and answers counts only.
 """
@@ -12,7 +13,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,21 @@ from sqlalchemy.engine import Connection, Engine
 
 from designer import ApiError
 from designer.i18n import gettext as _
+from designer.simulation_competition import rival_figures, verb
+from designer.simulation_journeys import Rival
 from engine.config import Settings
 from engine.errors import ParcoursError
 from engine.policy.model import Policy
 from engine.store.db import SQLITE_BEGIN
-from engine.store.models import ConsentState, Contact, Enrollment, Event, JournalEntry, Suppression
+from engine.store.models import (
+    ConsentState,
+    Contact,
+    Enrollment,
+    Event,
+    JournalEntry,
+    Send,
+    Suppression,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +56,7 @@ class Options:
     policy: bool
     seed: int
     start: datetime
+    alone: bool  # without the other journeys
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "start": self.start.isoformat()}
@@ -55,6 +67,8 @@ class Job:
     """What the child process needs: everything picklable, nothing tied to the request."""
 
     path: Path
+    rivals: list[Rival]  # the other journeys; with `options.alone` they only shape the events
+    order: list[str]  # every journey id, the order the events are generated in
     settings: Settings
     policy: Policy | None
     options: Options
@@ -150,48 +164,80 @@ def _history(
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Run one simulation (in the child process); the report plus per-step and policy details."""
+    """Run one simulation (in the child process): the report and the open journey's details
+    with the other journeys, then on the same contacts and events alone. Alone (asked, or with
+    no other journey) it runs once; the events are those of every journey either way, so the
+    alone figures are the same whether asked for or compared with."""
+    from engine.policy.gate import lookback
     from engine.simulate import generate_contacts, generate_events, simulate
-    from engine.spec.loader import load_scenario_file
+    from engine.spec.loader import load_bundle, load_scenario_file
 
     options = job.options
     scenario = load_scenario_file(job.path)
+    journeys = {r.id: r.bundle for r in job.rivals}
+    loaded = {r: load_bundle(b) for r, b in journeys.items()} | {scenario.id: scenario}
+    lineup = [loaded[i] for i in job.order if i in loaded]
     contacts = job.contacts
     if contacts is None:
         contacts = generate_contacts(options.contacts, options.seed)
-    events = generate_events([scenario], contacts, options.start, options.days, options.seed)
+    events = generate_events(lineup, contacts, options.start, options.days, options.seed)
     if job.contacts is not None:  # real contacts keep their own past, not a generated one
         events = [e for e in events if e["occurred_at"] >= options.start] + job.history
-    details: dict[str, Any] = {}
-    report = simulate(
-        [job.path],
-        contacts,
-        events,
-        options.start,
-        options.days,
-        settings=job.settings,
-        resolution=job.resolution,
-        policy=job.policy,
-        inspect=lambda engine: details.update(_details(engine)),
-    )
-    return {"report": report.to_dict(), **details}
+    window = lookback(job.policy) if job.policy is not None else None
+
+    def run(paths: list[Path | dict[str, Any]], rivals: list[str]) -> dict[str, Any]:
+        details: dict[str, Any] = {}
+
+        def inspect(engine: Engine) -> None:
+            details.update(_details(engine, scenario.id))
+            details["rivals"] = rival_figures(engine, scenario.id, rivals, window)
+
+        report = simulate(
+            paths,
+            contacts,
+            events,
+            options.start,
+            options.days,
+            settings=job.settings,
+            resolution=job.resolution,
+            policy=job.policy,
+            inspect=inspect,
+        )
+        return {"report": report.to_dict(), **details}
+
+    own: list[Path | dict[str, Any]] = [job.path]
+    if options.alone or not job.rivals:
+        return {**run(own, []), "alone": None}
+    together = run([journeys.get(i, job.path) for i in job.order if i in loaded], list(journeys))
+    return {**together, "alone": run(own, [])}
 
 
-def _details(engine: Engine) -> dict[str, Any]:
-    """What the report does not split: where enrollments stand, what each policy rule did."""
+def _details(engine: Engine, scenario_id: str) -> dict[str, Any]:
+    """What the report does not split by journey: where the open journey's enrollments stand,
+    what each policy rule did to its messages, its sends per channel per day, its decisions."""
     at: dict[str, Counter[str]] = defaultdict(Counter)
     policy: dict[str, Counter[str]] = defaultdict(Counter)
+    sends: dict[str, Counter[str]] = defaultdict(Counter)
+    decisions: Counter[str] = Counter()
     with engine.connect() as conn:
-        for step, status in conn.execute(select(Enrollment.step_id, Enrollment.status)):
+        enrollments = select(Enrollment.step_id, Enrollment.status)
+        for step, status in conn.execute(enrollments.where(Enrollment.scenario_id == scenario_id)):
             at[step or ""]["waiting" if status == "active" else "ended"] += 1
-        query = select(JournalEntry.reason, JournalEntry.data)
-        for reason, data in conn.execute(query.where(JournalEntry.kind == "decision")):
-            action = (data or {}).get("action", "skip")
-            verb = {"defer": "delayed", "fallback": "rerouted"}.get(action, "removed")
-            policy[reason or "unknown"][verb] += 1
+        journal = select(JournalEntry.kind, JournalEntry.reason, JournalEntry.data).where(
+            JournalEntry.scenario_id == scenario_id, JournalEntry.kind.in_(("send", "decision"))
+        )
+        for kind, reason, data in conn.execute(journal):
+            decisions[reason or "allowed"] += 1
+            if kind == "decision":
+                policy[reason or "unknown"][verb(data)] += 1
+        own = select(Send.channel, Send.created_at).where(Send.scenario_id == scenario_id)
+        for channel, created in conn.execute(own):
+            sends[channel][created.astimezone(UTC).date().isoformat()] += 1
     return {
         "at_step": {step: dict(n) for step, n in at.items()},
         "policy": {reason: dict(n) for reason, n in policy.items()},
+        "sends": {ch: dict(sorted(days.items())) for ch, days in sends.items()},
+        "decisions": dict(decisions),
     }
 
 

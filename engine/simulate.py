@@ -176,7 +176,7 @@ def generate_events(
 
 
 def simulate(
-    paths: Sequence[Path],
+    paths: Sequence[Path | Mapping[str, Any]],
     contacts: Sequence[Mapping[str, Any]],
     events: Sequence[Mapping[str, Any]],
     start: datetime,
@@ -189,6 +189,9 @@ def simulate(
     policy: Policy | None = None,
 ) -> SimulationReport:
     """Run the scenarios in `paths` for the given contacts and events; return the report.
+
+    Each item of `paths` is a scenario file or a stored bundle (a published version, as
+    `engine.versions` keeps it), so a journey can run as it is live rather than as edited.
 
     `inspect`, when given, is called with the SQLAlchemy engine after the run and before the
     throw-away database is dropped, so tests can read the sends, journal and enrollments tables.
@@ -214,7 +217,7 @@ def simulate(
 
 def _run(
     engine: Any,
-    paths: Sequence[Path],
+    paths: Sequence[Path | Mapping[str, Any]],
     contacts: Sequence[Mapping[str, Any]],
     events: Sequence[Mapping[str, Any]],
     start: datetime,
@@ -230,8 +233,9 @@ def _run(
     scenarios = []
     with Session(engine) as session, session.begin():
         for path in paths:
-            bundle = scenario_bundle(path)
-            publish_bundle(session, bundle, str(path), by="simulate", now=start)
+            bundle = scenario_bundle(path) if isinstance(path, Path) else dict(path)
+            source = str(path) if isinstance(path, Path) else None
+            publish_bundle(session, bundle, source, by="simulate", now=start)
             scenarios.append(load_bundle(bundle))
     with engine.begin() as conn:
         cleaned = [

@@ -10,6 +10,7 @@
   var lang = document.documentElement.lang || "en";
   var number = new Intl.NumberFormat(lang);
   var percent = new Intl.NumberFormat(lang, { style: "percent", maximumFractionDigits: 1 });
+  var signed = new Intl.NumberFormat(lang, { signDisplay: "exceptZero" });
   var dayLabel = new Intl.DateTimeFormat(lang, { day: "numeric", month: "short", timeZone: "UTC" });
   var startLabel = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" });
   var COLORS = { email: "#4f46e5", sms: "#0f9d6b", push: "#c77700", call: "#0e8fd6", mail: "#7c5cff", onsite: "#d4334a" };
@@ -46,6 +47,7 @@
       sample: f.sample.value,
       days: Number(f.days.value),
       policy: f.policy.checked,
+      alone: f.alone.checked,
       seed: Number(f.seed.value),
     };
     if (f.start.value) body.start = f.start.value;
@@ -141,6 +143,7 @@
     renderSends(data.sends);
     renderOutcomes(data.outcomes, data.not_entered);
     renderPolicy(data.policy, o.policy);
+    renderCompetition(data.competition, t, o.alone);
   }
   function setTile(name, value, sub) {
     results.querySelector("[data-total=" + name + "]").textContent = number.format(value);
@@ -265,6 +268,44 @@
       }) },
       options: options,
     });
+  }
+
+  // What the other journeys took: the run with them against the run alone, rule by rule.
+  function renderCompetition(c, totals, asked) {
+    var note = $("competition-note"), tables = $("competition-tables"), leftOut = $("left-out");
+    leftOut.hidden = !c.left_out.length;
+    leftOut.textContent = c.left_out.length ? text("leftOut", { list: c.left_out.map(function (j) {
+      return j.name + " (" + (S["status." + j.status] || j.status) + ")";
+    }).join(", ") }) : "";
+    tables.hidden = c.alone;
+    if (c.alone) { note.textContent = asked ? S.ranAlone : S.noRivals; return; }
+    var alone = c.alone_totals;
+    note.textContent = text("withOthers", { alone: number.format(alone.sent), sent: number.format(totals.sent) });
+    var rivals = $("rivals-table").tBodies[0], lost = $("lost-table").tBodies[0];
+    rivals.replaceChildren.apply(rivals, c.journeys.map(function (j) {
+      return el("tr", {}, [
+        el("td", {}, [el("strong", { text: j.name }), el("div", { class: "hint", text: S["source." + j.source] || j.source })]),
+        el("td", { class: "num", text: number.format(j.entered) }),
+        el("td", { class: "num", text: number.format(j.sent) }),
+        el("td", { class: "num", text: number.format(j.removed + j.delayed + j.rerouted) }),
+      ]);
+    }));
+    function row(label, code, together, byItself) {
+      var name = el("td", {}, [document.createTextNode(label + " ")]);
+      if (code) name.appendChild(el("code", { text: code }));
+      return el("tr", {}, [name, el("td", { class: "num", text: number.format(together) }),
+        el("td", { class: "num", text: number.format(byItself) }),
+        el("td", { class: "num", text: signed.format(together - byItself) })]);
+    }
+    var rows = [row(S.sentRow, "", totals.sent, alone.sent)];
+    var verbs = [["removed", S.removed], ["delayed", S.delayedShort], ["rerouted", S.rerouted]];
+    c.reasons.forEach(function (r) {
+      verbs.forEach(function (v) {
+        if (r[v[0]] !== r["alone_" + v[0]]) rows.push(row(v[1] + " · " + humanRule(r.reason), r.reason, r[v[0]], r["alone_" + v[0]]));
+      });
+    });
+    if (!c.reasons.length) rows.push(el("tr", {}, [el("td", { colspan: "4", class: "muted", text: S.sameAlone })]));
+    lost.replaceChildren.apply(lost, rows);
   }
 
   if (window.Chart) {

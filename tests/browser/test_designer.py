@@ -225,7 +225,18 @@ def test_simulate_and_edit_a_template_in_the_browser(page_for: PageFor, site: Si
     rows = page.eval_on_selector_all("#steps-table tbody tr", "rows => rows.length")
     assert rows >= 4  # one row per step of the journey
     page.wait_for_selector("#sends-chart")
+    # With the other journeys of the workspace by default, and what they took from this one.
+    rivals = page.eval_on_selector_all("#rivals-table tbody tr", "rows => rows.length")
+    assert rivals == 6  # the six other examples, never published: run from their files
+    assert page.is_visible("#lost-table") and "alone" in page.inner_text("#competition-note")
     site.shot(page, "simulate")
+    page.check("input[name=alone]")
+    page.click("#simulate-run")
+    page.wait_for_function(
+        "() => document.getElementById('competition-tables').hidden"
+        " && document.getElementById('competition-note').textContent.includes('ran alone')",
+        timeout=120_000,
+    )
 
     page.goto(site.url + "/templates/welcome")
     page.wait_for_selector('[data-testid="part-subject"] textarea')

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from designer import Parcours
+from designer.cli import cli
 from designer.simulation import RUNNING
 from engine.ingest import clean_contact, record_events, record_imported_consents, upsert_contacts
+from engine.spec.loader import scenario_bundle
 from engine.store import models
+from engine.versions import publish_bundle
 
 START = "2025-03-03T09:00:00Z"
 SMALL: dict[str, Any] = {"contacts": 60, "days": 7, "seed": 7, "start": START}
@@ -217,3 +224,143 @@ def test_a_run_past_the_time_limit_is_stopped(login: Login, designer_app: Flask)
     assert response.status_code == 504
     assert response.get_json()["error"]["code"] == "timeout"
     assert not RUNNING.locked()
+
+
+# Two offers on the same sign-up, and a cap of one email a week: the first (higher priority,
+# sending at once) always wins, the second (an hour later) loses whenever both run.
+OFFER = """\
+format_version: 1
+id: {id}
+name: {name}
+objective: activation
+priority: {priority}
+topic: promotions
+triggers:
+  - event: signed_up
+entry:
+  reentry: never
+steps:
+  {first}
+  offer:
+    type: send
+    channel: email
+    template: welcome
+"""
+ONE_EMAIL_A_WEEK = """\
+format_version: 1
+topics:
+  promotions: Promotions
+caps:
+  - id: email-once
+    channels: [email]
+    max: 1
+    window: 7d
+outcome:
+  action: skip
+pressure:
+  under_extra: 0  # no extra message for contacts who have had few
+"""
+
+
+def _offer(folder: Path, scenario_id: str, priority: int, wait: bool) -> Path:
+    first = "wait-1h:\n    type: wait\n    duration: 1h\n    next: offer" if wait else ""
+    text = OFFER.format(id=scenario_id, name=scenario_id.title(), priority=priority, first=first)
+    path = folder / f"{scenario_id}.yaml"
+    path.write_text(text.replace("  \n", ""), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def competing(state: Parcours) -> Path:
+    """A workspace of three offers: `first-offer` published and live, `second-offer` only a
+    file (never published), `paused-offer` published then paused; a one-email-a-week cap."""
+    folder = state.settings.scenarios_dir
+    for path in folder.glob("*.yaml"):
+        path.unlink()
+    (folder / "policy.yaml").write_text(ONE_EMAIL_A_WEEK, encoding="utf-8")
+    first = _offer(folder, "first-offer", 90, wait=False)
+    paused = _offer(folder, "paused-offer", 95, wait=False)
+    _offer(folder, "second-offer", 10, wait=True)
+    with Session(state.engine) as session, session.begin():
+        publish_bundle(session, scenario_bundle(first), str(first), by="test")
+        publish_bundle(session, scenario_bundle(paused), str(paused), by="test", status="paused")
+    return folder
+
+
+@pytest.mark.slow  # starts a process
+def test_by_default_the_open_journey_runs_with_the_other_live_journeys(
+    login: Login, competing: Path
+) -> None:
+    data = simulate(login("marketer"), "second-offer", **SMALL).get_json()
+    competition = data["competition"]
+    assert competition["alone"] is False
+    # Live in the database, or never published (the file, as `parcours simulate` runs it);
+    # a paused journey takes no entry, so it competes with nothing.
+    assert [j["id"] for j in competition["journeys"]] == ["first-offer"]
+    assert competition["journeys"][0]["source"] == "published"
+    assert [(j["id"], j["status"]) for j in competition["left_out"]] == [("paused-offer", "paused")]
+    first = competition["journeys"][0]
+    assert first["sent"] > 0 and first["entered"] == data["totals"]["entered"]
+    # With the others, the cap removes the open journey's emails; alone, it removes none and
+    # each of them goes out. Consent or suppression remove the same messages in both runs.
+    reasons = {r["reason"]: r for r in competition["reasons"]}
+    assert list(reasons) == ["cap:email-once"]
+    capped = reasons["cap:email-once"]
+    assert capped["removed"] > 0 and capped["alone_removed"] == 0
+    alone = competition["alone_totals"]
+    assert data["totals"]["sent"] == 0 and alone["sent"] == capped["removed"]
+    assert alone["removed"] == data["totals"]["removed"] - capped["removed"]
+    assert alone["entered"] == data["totals"]["entered"]
+    # Each removed message went to a contact the competitor had just written to.
+    assert first["removed"] == capped["removed"]
+    # Only the open journey's own figures fill the page, not the competitor's sends.
+    assert "allowed" not in data["decisions"]
+    assert data["decisions"]["cap:email-once"] == capped["removed"]
+
+
+@pytest.mark.slow  # starts a process
+def test_alone_the_open_journey_meets_no_competition(login: Login, competing: Path) -> None:
+    marketer = login("marketer")
+    alone = simulate(marketer, "second-offer", **SMALL, alone=True).get_json()
+    assert alone["options"]["alone"] is True
+    assert alone["competition"]["journeys"] == [] and alone["competition"]["reasons"] == []
+    assert alone["competition"]["alone_totals"] is None
+    assert not any(p["reason"].startswith("cap:") for p in alone["policy"])
+    assert alone["totals"]["sent"] > 0
+    together = simulate(marketer, "second-offer", **SMALL).get_json()
+    assert alone["totals"]["sent"] > together["totals"]["sent"]
+    # The same contacts and events: alone is what the comparison with the others ran.
+    assert alone["totals"] == together["competition"]["alone_totals"]
+
+
+@pytest.mark.slow  # starts a process
+def test_with_no_database_state_the_other_journeys_are_the_files_like_the_cli(
+    login: Login, state: Parcours, competing: Path, tmp_path: Path
+) -> None:
+    with state.engine.begin() as conn:
+        conn.execute(update(models.ScenarioRecord).values(current_version_id=None))
+        conn.execute(delete(models.ScenarioVersion))
+        conn.execute(delete(models.ScenarioRecord))
+    data = simulate(login("marketer"), "second-offer", **SMALL).get_json()
+    journeys = {j["id"]: j for j in data["competition"]["journeys"]}
+    assert sorted(journeys) == ["first-offer", "paused-offer"]
+    assert {j["source"] for j in journeys.values()} == {"file"}
+    assert data["competition"]["left_out"] == []
+    args = ["simulate", str(competing), "--generate", "60", "--days", "7", "--seed", "7"]
+    result = CliRunner().invoke(cli, [*args, "--start", START, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["entries"] == {
+        "second-offer": data["totals"]["entered"],
+        **{k: j["entered"] for k, j in journeys.items()},
+    }
+    assert sum(report["sends"]["email"].values()) == data["totals"]["sent"] + sum(
+        j["sent"] for j in journeys.values()
+    )
+
+
+def test_the_form_offers_to_run_the_journey_alone(login: Login) -> None:
+    html = login("viewer").get("/scenarios/cart-abandonment/simulate").get_data(as_text=True)
+    assert 'name="alone"' in html and "This journey alone" in html
+    french = login("viewer").get("/scenarios/cart-abandonment/simulate?lang=fr")
+    assert "Ce parcours seul" in french.get_data(as_text=True)
