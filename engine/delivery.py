@@ -154,7 +154,8 @@ class Dispatcher:
                         continue  # the lease ran out and another pass has it
                     outcome = self._deliver(row, now, report)
                     # Recorded at once, one short transaction per send: a provider's delivery
-                    # report can arrive seconds later and must find the send `sent`.
+                    # report can arrive seconds later and must find the send `sent` with its
+                    # provider id.
                     with self.engine.begin() as conn:
                         self._record(conn, row, outcome, now, report)
         finally:
