@@ -18,6 +18,9 @@ class ChannelInfo:
     realtime: bool
     cost: float  # per message, in the workspace currency
     max_length: int | None  # characters of the main text part, if limited
+    # The provider dedupes on the send key (idempotency key): the delivery loop sends a message
+    # whose outcome is unknown (no answer, or in flight when a worker died) again, rather than
+    # marking it ambiguous. A channel whose provider only sometimes dedupes sets it per instance.
     idempotent_provider: bool
     required_parts: tuple[tuple[str, ...], ...]  # each inner tuple: at least one of these parts
     optional_parts: tuple[str, ...] = ()

@@ -42,6 +42,9 @@ class WebhookSettings:
     user_agent: str = "Parcours-Webhook/1"
     max_redirects: int = 0  # 0: a 3xx answer is a permanent failure
     ca_file: str | None = None  # CA bundle for receivers with a private CA
+    # The receiver deduplicates on Idempotency-Key: a message whose answer was lost (or that was
+    # in flight when a worker died) is sent again with the same key instead of marked ambiguous.
+    idempotent: bool = False
 
     def __post_init__(self) -> None:
         if not self.secret:
@@ -109,9 +112,11 @@ class WebhookChannel(Channel):
         clock: Callable[[], float] = time.time,
     ) -> None:
         if info is None:
+            from dataclasses import replace
+
             from channels.registry import channel_info
 
-            info = channel_info("webhook")
+            info = replace(channel_info("webhook"), idempotent_provider=settings.idempotent)
         self.info = info
         self.settings = settings
         self.clock = clock

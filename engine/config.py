@@ -36,6 +36,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TICK_SECONDS", "1.0", "Interval of the worker's tick.", float),
     Setting("LEASE_SECONDS", "60", "How long a claimed batch stays reserved to one worker.", int),
     Setting(
+        "DELIVERY_LEASE_SECONDS",
+        "30",
+        "How long the delivery loop's claim on queued messages lasts without a heartbeat (renewed "
+        "every third of it while the loop runs): a stopped worker's messages are free again "
+        "after this.",
+        int,
+    ),
+    Setting(
         "ANNIVERSARY_EVERY_SECONDS", "3600", "How often birthday-style triggers are scanned.", int
     ),
     Setting(
@@ -81,6 +89,7 @@ class Settings:
     batch_size: int
     tick_seconds: float
     lease_seconds: int
+    delivery_lease_seconds: int
     anniversary_every_seconds: int
     anniversary_lookahead_hours: int
     trigger_max_age_hours: int

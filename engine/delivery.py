@@ -2,17 +2,20 @@
 
 Lifecycle of a send in the ledger (`sends.status`):
 
-    queued ──claim──▶ sending ──provider accepted──▶ sent ──report──▶ delivered / bounced / failed
-      ▲                  │
+    queued ──hand-over──▶ sending ──provider accepted──▶ sent ──report──▶ delivered / bounced
+      ▲ (claimed: leased)     │
       └─ transient error (retried at next_attempt_at, backoff) ─┘
-                         ├─ permanent error ──▶ failed (bounced + suppression for a bad address)
-                         └─ no answer after the message left ──▶ ambiguous (never resent blindly)
+                              ├─ permanent error ──▶ failed (bounced + suppression of the address)
+                              └─ no answer after the message left ──▶ ambiguous (not resent blindly)
 
-A claim is short: rows are marked `sending` with a lease and committed, the providers are called
-with no transaction open, and each outcome is written (fenced on the attempt number) as soon as
-the provider answers. A worker that dies in between leaves `sending` rows whose lease runs out:
-an idempotent provider (which dedupes on the send key) gets them again, any other marks them
-`ambiguous`, so a crash never sends a message twice.
+A pass claims a batch of queued rows: they stay `queued` and are leased to the pass (owner and
+`lease_until`), which a heartbeat renews while the pass runs. Just before its provider call, each
+row is marked `sending` and committed (the hand-over, fenced on the owner), then the provider is
+called with no transaction open, and the outcome is written as soon as it answers. When a worker
+dies, its heartbeat stops and its lease runs out within one lease: the rows it had not handed
+over are queued ones like any other, and the one it had (at most one per pass) is `sending`:
+an idempotent provider (which dedupes on the send key) gets it again, any other marks it
+`ambiguous`, so a crash never sends a message twice and strands only what was in flight.
 
 Channels come from `channels.yaml` beside the scenarios (see engine.channel_config); a channel
 not configured there goes to the outbox and its sends are `sent` when they are recorded.
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from channels import (
@@ -38,6 +43,7 @@ from channels import (
     TransientChannelError,
 )
 from channels.errors import AmbiguousDeliveryError, ChannelConfigError
+from engine.heartbeat import Heartbeat
 from engine.runtime.clock import Clock, SystemClock
 from engine.store.models import Contact, Send
 
@@ -47,6 +53,7 @@ MAX_ATTEMPTS = 6
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
 CONFIG_PAUSE = timedelta(minutes=5)  # a misconfigured channel is tried again after this
+LEASE = timedelta(seconds=30)  # PARCOURS_DELIVERY_LEASE_SECONDS's default
 
 # Prepares the message just before it leaves (tracking links, unsubscribe URL...).
 Prepare = Callable[[OutboundMessage], OutboundMessage]
@@ -91,6 +98,7 @@ class _Claimed:
     attempts: int
     contact_id: int
     contact: Mapping[str, Any]
+    owner: str  # the pass that leased it
 
 
 @dataclass(frozen=True)
@@ -111,9 +119,9 @@ class Dispatcher:
         channels: Mapping[str, Channel],
         clock: Clock | None = None,
         batch: int = 50,
-        # Longer than a whole batch can take (50 sends at a provider's worst timeouts): a claim
-        # that runs out while its worker is still delivering would be marked ambiguous.
-        lease: timedelta = timedelta(minutes=15),
+        # Renewed every third of it while a pass runs, so it may be far shorter than a batch
+        # takes: it is how long a dead worker's messages wait for another.
+        lease: timedelta = LEASE,
         prepare: Prepare | None = None,
     ) -> None:
         self.engine = engine
@@ -122,6 +130,9 @@ class Dispatcher:
         self.batch = batch
         self.lease = lease
         self.prepare = prepare
+        # When the current pass claimed its rows (a dispatcher runs one pass at a time): leases
+        # are counted from the pass's `now`, so they follow an injected clock too.
+        self._started = time.monotonic()
 
     def run_once(self, now: datetime | None = None) -> DeliveryReport:
         """Expire stale claims, then claim, deliver and record one batch."""
@@ -133,12 +144,22 @@ class Dispatcher:
             self._expire(conn, now)
             claimed = self._claim(conn, now)
         report.claimed = len(claimed)
-        for row in claimed:
-            outcome = self._deliver(row, now, report)
-            # Recorded at once, one short transaction per send: a provider's delivery report
-            # can arrive seconds later and must find the send `sent` with its provider id.
-            with self.engine.begin() as conn:
-                self._record(conn, row, outcome, now, report)
+        if not claimed:
+            return report
+        beat = self.lease.total_seconds() / 3
+        try:
+            with Heartbeat(beat, lambda: self._renew(claimed, now)):
+                for row in claimed:
+                    if not self._hand_over(row, now):
+                        continue  # the lease ran out and another pass has it
+                    outcome = self._deliver(row, now, report)
+                    # Recorded at once, one short transaction per send: a provider's delivery
+                    # report can arrive seconds later and must find the send `sent` with its
+                    # provider id.
+                    with self.engine.begin() as conn:
+                        self._record(conn, row, outcome, now, report)
+        finally:
+            self._release(claimed)
         return report
 
     def close(self) -> None:
@@ -150,22 +171,24 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ claim
     def _expire(self, conn: Connection, now: datetime) -> None:
-        """`sending` rows whose claim ran out: again for idempotent providers, else ambiguous."""
+        """Rows in flight whose claim ran out: again for idempotent providers, else ambiguous.
+        (Claimed rows never handed over are still `queued`: they only wait for the lease.)"""
         idempotent = [n for n, c in self.channels.items() if c.info.idempotent_provider]
         stale = and_(Send.status == "sending", Send.lease_until < now)
+        free = {"lease_until": None, "lease_owner": None}
         if idempotent:
             conn.execute(
                 update(Send)
                 .where(stale, Send.channel.in_(idempotent))
-                .values(status="queued", lease_until=None, next_attempt_at=now)
+                .values(status="queued", next_attempt_at=now, **free)
             )
         conn.execute(
             update(Send)
             .where(stale)
             .values(
                 status="ambiguous",
-                lease_until=None,
                 error="the worker stopped while the provider had the message; not resent",
+                **free,
             )
         )
 
@@ -176,6 +199,7 @@ class Dispatcher:
                 Send.status == "queued",
                 Send.channel.in_(list(self.channels)),
                 or_(Send.next_attempt_at.is_(None), Send.next_attempt_at <= now),
+                or_(Send.lease_until.is_(None), Send.lease_until < now),
             )
             .order_by(Send.id)
             .limit(self.batch)
@@ -185,10 +209,12 @@ class Dispatcher:
         ids = list(conn.execute(due).scalars())
         if not ids:
             return []
+        owner = uuid.uuid4().hex
+        self._started = time.monotonic()
         conn.execute(
             update(Send)
             .where(Send.id.in_(ids), Send.status == "queued")
-            .values(status="sending", lease_until=now + self.lease, attempts=Send.attempts + 1)
+            .values(lease_owner=owner, lease_until=self._lease_end(now))
         )
         rows = conn.execute(
             select(
@@ -197,7 +223,7 @@ class Dispatcher:
                 Contact.locale, Contact.timezone,
             )
             .join(Contact, Contact.id == Send.contact_id)
-            .where(Send.id.in_(ids), Send.status == "sending")
+            .where(Send.id.in_(ids), Send.lease_owner == owner)
             .order_by(Send.id)
         ).all()  # fmt: skip
         claimed = []
@@ -209,10 +235,42 @@ class Dispatcher:
 
                 contact.update(push_recipient(conn, r.contact_id))
             payload = r.payload or {}
-            row = _Claimed(r.id, r.send_key, r.channel, r.topic, r.kind, payload, r.attempts,
-                           r.contact_id, contact)  # fmt: skip
+            row = _Claimed(r.id, r.send_key, r.channel, r.topic, r.kind, payload,
+                           r.attempts + 1, r.contact_id, contact, owner)  # fmt: skip
             claimed.append(row)
         return claimed
+
+    def _lease_end(self, now: datetime) -> datetime:
+        """The pass's time (`now` plus what has elapsed since the claim) plus one lease."""
+        return now + timedelta(seconds=time.monotonic() - self._started) + self.lease
+
+    def _renew(self, claimed: list[_Claimed], now: datetime) -> None:
+        """The heartbeat: extend the lease of the pass's rows not settled yet."""
+        with self.engine.begin() as conn:
+            held = _held(claimed, "queued", "sending")
+            conn.execute(update(Send).where(held).values(lease_until=self._lease_end(now)))
+
+    def _hand_over(self, row: _Claimed, now: datetime) -> bool:
+        """Mark the row in flight, committed before the provider call: after a crash, only such
+        rows may have reached the provider. False when the claim was lost."""
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(Send)
+                    .where(
+                        Send.id == row.id, Send.status == "queued", Send.lease_owner == row.owner
+                    )
+                    .values(
+                        status="sending", attempts=row.attempts, lease_until=self._lease_end(now)
+                    )
+                ).rowcount
+            )
+
+    def _release(self, claimed: list[_Claimed]) -> None:
+        """Free the rows of a pass that stopped early (an error), for the next pass."""
+        with self.engine.begin() as conn:
+            held = _held(claimed, "queued")
+            conn.execute(update(Send).where(held).values(lease_owner=None, lease_until=None))
 
     # ------------------------------------------------------------------ deliver
     def _message(self, row: _Claimed) -> OutboundMessage:
@@ -264,7 +322,7 @@ class Dispatcher:
     ) -> None:  # fmt: skip
         from engine.reports import record_outcome
 
-        values: dict[str, Any] = {"status": out.status, "lease_until": None}
+        values: dict[str, Any] = {"status": out.status, "lease_until": None, "lease_owner": None}
         values["error"] = (out.error or "")[:1000] or None
         if out.status == "sent":
             values.update(provider_id=out.provider_id, sent_at=now)
@@ -282,7 +340,7 @@ class Dispatcher:
             report.bounced += out.status == "bounced"
         written = conn.execute(
             update(Send)
-            .where(Send.id == row.id, Send.status == "sending", Send.attempts == row.attempts)
+            .where(Send.id == row.id, Send.status == "sending", Send.lease_owner == row.owner)
             .values(**values)
         ).rowcount
         if written and out.status in ("bounced", "failed", "ambiguous"):
@@ -291,6 +349,15 @@ class Dispatcher:
                 conn, row.channel, row.send_key, row.contact_id, row.contact["external_id"],
                 row.contact, out.status, out.error, now,
             )  # fmt: skip
+
+
+def _held(claimed: list[_Claimed], *statuses: str) -> ColumnElement[bool]:
+    """Rows of one pass's claim still leased to it, in one of `statuses`."""
+    return and_(
+        Send.id.in_([r.id for r in claimed]),
+        Send.lease_owner == claimed[0].owner,
+        Send.status.in_(statuses),
+    )
 
 
 def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
@@ -305,7 +372,8 @@ def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
         from engine.push import forget_gone
 
         channels["push"].on_gone = forget_gone(engine)  # type: ignore[attr-defined]
-    return Dispatcher(engine, channels, prepare=tracking_prepare(settings))
+    lease = timedelta(seconds=settings.delivery_lease_seconds)
+    return Dispatcher(engine, channels, lease=lease, prepare=tracking_prepare(settings))
 
 
 def tracking_prepare(settings: Any, clock: Clock | None = None) -> Prepare:

@@ -43,8 +43,9 @@ BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 SCENARIO_STATUSES = ("live", "paused", "draft")
 ENROLLMENT_STATUSES = ("active", "completed", "converted", "exited", "failed")
 SEND_KINDS = ("marketing", "transactional")
-# queued → sending (claimed, leased) → sent → delivered; or back to queued (a transient error,
-# retried at next_attempt_at), failed, bounced, or ambiguous (the provider may have it).
+# queued (claimed: leased to one delivery pass) → sending (handed to the provider) → sent →
+# delivered; or back to queued (a transient error, retried at next_attempt_at), failed, bounced,
+# or ambiguous (the provider may have it).
 SEND_STATUSES = ("queued", "sending", "sent", "delivered", "failed", "bounced", "ambiguous")
 
 
@@ -218,9 +219,11 @@ class Send(Base):
     # No wall-clock default: caps count sends per day, so this must come from the injected clock.
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
-    # Delivery: when a queued send may be tried (again), and until when a claim holds it.
+    # Delivery: when a queued send may be tried (again), and which delivery pass holds it until
+    # when (renewed by the pass's heartbeat).
     next_attempt_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
 
 
 class JournalEntry(Base):

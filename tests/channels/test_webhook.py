@@ -26,7 +26,14 @@ import pytest
 from channels.errors import AmbiguousDeliveryError, PermanentChannelError, TransientChannelError
 from channels.message import OutboundMessage
 from channels.netguard import BlockedAddress
-from channels.webhook import WebhookChannel, WebhookSettings, retry_schedule, verify_signature
+from channels.webhook import (
+    WebhookChannel,
+    WebhookSettings,
+    retry_schedule,
+    verify_signature,
+    webhook_channel_from_config,
+)
+from tests.serving import serving
 from tests.tls import self_signed
 
 SECRET = "whsec-test-0123456789"
@@ -113,14 +120,8 @@ def receiver(
     if tls is not None:
         tls.sni_callback = lambda sock, name, ctx: server.sni.append(name)
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture
@@ -597,3 +598,12 @@ def test_retry_schedule_is_deterministic_with_a_seed() -> None:
     assert first != [retry_schedule(a, seed="sk-2") for a in range(1, 8)]
     with pytest.raises(ValueError):
         retry_schedule(0)
+
+
+def test_a_receiver_that_dedupes_on_the_idempotency_key_makes_the_channel_idempotent() -> None:
+    """The delivery loop sends such a channel's lost or interrupted messages again (same key)
+    instead of marking them ambiguous."""
+    plain = webhook_channel_from_config({"secret": SECRET})
+    dedupes = webhook_channel_from_config({"secret": SECRET, "idempotent": True})
+    assert (plain.info.idempotent_provider, dedupes.info.idempotent_provider) == (False, True)
+    assert dedupes.info.name == "webhook"
