@@ -127,7 +127,7 @@ def _located(problem: Problem, positions: Positions, filename: str | None) -> Pr
     return replace(problem, file=filename, line=line, column=column)
 
 
-def _build_one(name: str, settings: Mapping[str, Any], environ: Mapping[str, str]) -> Channel:
+def _build_one(settings: Mapping[str, Any], environ: Mapping[str, str]) -> Channel:
     options = {k: v for k, v in settings.items() if k != "provider"}
     return _factory(_providers()[settings["provider"]])(options, environ)
 
@@ -143,7 +143,7 @@ def _built_or_problems(
         if settings["provider"] == "outbox":
             continue
         try:
-            built[name] = _build_one(name, settings, environ)
+            built[name] = _build_one(settings, environ)
         except ChannelConfigError as exc:
             found = settings_problems(name, settings, str(exc))
             problems += [_located(p, positions, filename) for p in found]

@@ -136,6 +136,7 @@ def test_a_broken_file_is_reported_with_its_line(lint, name: str, case: str) -> 
     status, output, path = lint(name, raw)
     assert status == 1, output
     _assert_located(output, path, code, line, text)
+    assert output.rstrip().endswith(" in 1 file"), output
 
 
 def test_the_example_policy_and_a_valid_channels_file_lint_clean(lint) -> None:  # type: ignore[no-untyped-def]
