@@ -199,6 +199,10 @@ def create_app(
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    from designer.jsonbody import refuse_invalid_input
+
+    # first of all hooks: the CSRF check reads the form, and no check should see a NUL
+    app.before_request(refuse_invalid_input)
     # Key order carries meaning in a scenario document (the first step starts): keep it.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.jinja_env.policies["json.dumps_kwargs"] = {"sort_keys": False}  # the tojson filter

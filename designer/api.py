@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import uuid
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from designer import ApiError, Parcours
+from designer.jsonbody import request_json
 from engine.channel_config import delivering_channels
 from engine.consent import (
     OPTED_IN,
@@ -38,9 +38,7 @@ from engine.consent import (
 from engine.enroll import Candidate, enroll
 from engine.errors import ScenarioInvalid
 from engine.ingest import (
-    MAX_JSON_DEPTH,
     RowInvalid,
-    check_json,
     clean_contact,
     clean_event,
     contact_profile,
@@ -98,27 +96,7 @@ def json_body() -> Any:
             "unsupported_media_type",
             "Send JSON with the header Content-Type: application/json.",
         )
-    data = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
-    if not data.strip():
-        raise ApiError(400, "invalid_json", "The body is empty; send a JSON document.")
-    try:
-        body = json.loads(data, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ApiError(
-            400, "too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels."
-        ) from None
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
-    try:
-        check_json(body, "")
-    except RowInvalid as exc:
-        code = "too_deep" if "nested" in exc.message else "invalid_json"
-        raise ApiError(400, code, exc.message, exc.field or None) from None
-    return body
-
-
-def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
+    return request_json()
 
 
 def idempotency_key() -> str | None:

@@ -26,6 +26,7 @@ from designer.auth import audit, can, requires
 from designer.editor_words import node_types as node_types  # re-exported for the live view
 from designer.editor_words import strings as strings
 from designer.i18n import gettext as _
+from designer.jsonbody import request_json
 from designer.workspace import SCENARIO_ID, Conflict, Workspace
 from engine.enroll import contact_views
 from engine.errors import NotFound, ScenarioInvalid
@@ -109,7 +110,7 @@ def _on_stop(exc: _Stop) -> Response:
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = request_json()
     if not isinstance(body, dict):
         raise _Stop(json_error(400, "bad_request", _("Send a JSON object.")))
     return body

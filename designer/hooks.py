@@ -10,7 +10,6 @@ channels/README.md.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any, Protocol
@@ -31,6 +30,7 @@ from channels.sms_callbacks import (
 )
 from channels.sms_http import SmsHttpChannel
 from designer import ApiError, error_response, parcours
+from designer.jsonbody import parse_json
 from engine.channel_config import channels_path, load_channels
 from engine.errors import ScenarioInvalid
 from engine.reports import apply_complaint, apply_delivery_report, record_inbound_sms
@@ -75,8 +75,10 @@ def _callback_settings(name: str) -> CallbackSettings:
     if cached is None or cached[0] != stamp:
         try:
             channel = load_channels(path.parent).get(name)
-        except (ScenarioInvalid, ChannelConfigError):
-            logger.exception("the channels file cannot be loaded; %s callbacks are refused", name)
+        except (ScenarioInvalid, ChannelConfigError) as exc:
+            # the file's own problems, with their lines, are what an operator needs; a
+            # traceback of the loader would only hide them
+            logger.error("%s callbacks are refused until the channels file is fixed: %s", name, exc)
             raise ApiError(
                 503,
                 "channels_invalid",
@@ -110,6 +112,9 @@ def _signed_body(name: str) -> bytes:
 def _signed_payload() -> dict[str, Any]:
     """The SMS callback's body as a dict (JSON or form fields), once its signature is checked."""
     body = _signed_body("sms")
+    if request.mimetype != "application/x-www-form-urlencoded":
+        payload: dict[str, Any] = parse_json(body, dict, "invalid_payload")
+        return payload
     try:
         return payload_from_body(body, request.content_type or "")
     except SmsPayloadError as exc:
@@ -191,10 +196,7 @@ def email_events() -> Response:
 def _email_events(body: bytes) -> list[tuple[str, str, str | None]]:
     """(message_id, event, error) of each event in the body; every one is checked before any
     is applied, and a 400 names the first bad field ("message_id", or "2.event" in a list)."""
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid_payload", f"unreadable callback body: {exc}") from None
+    data = parse_json(body, code="invalid_payload")
     batch = isinstance(data, list)
     items = data if isinstance(data, list) else [data]
     if batch and len(items) > MAX_BATCH:

@@ -37,6 +37,7 @@ from designer.editor import (
     sms_length,
 )
 from designer.i18n import gettext as _
+from designer.jsonbody import request_json
 from designer.workspace import Workspace, write_atomically
 from engine.spec.expressions import (
     HTML_ENV,
@@ -166,7 +167,7 @@ def _parts_field(body: Mapping[str, Any], existing: Mapping[str, str]) -> dict[s
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = request_json()
     if not isinstance(body, dict):
         raise _Stop(json_error(400, "bad_request", _("Send a JSON object.")))
     return body
@@ -441,7 +442,7 @@ STARTERS = {"text": "{{ contact.first_name }},\n", "html": "<p>{{ contact.first_
 @requires("marketer")
 def create() -> Any:
     """A new template folder, with the parts its channel takes (JSON: the parts given)."""
-    body = request.get_json(silent=True) if request.is_json else None
+    body = request_json(optional=True) if request.is_json else None
     source = body if isinstance(body, dict) else request.form
     form = {k: str(source.get(k) or v).strip() for k, v in _new_form().items()}
     errors: dict[str, str] = {}

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, request
 from channels.errors import ChannelConfigError
 from designer import ApiError, parcours
 from designer.api import json_body
+from designer.jsonbody import request_json
 from engine.channel_config import channels_path
 from engine.errors import ScenarioInvalid
 from engine.onsite import OnsiteSettings, next_offer, onsite_settings, record_click
@@ -65,7 +66,7 @@ def check_site_key() -> None:
         request.headers.get("X-Site-Key") or request.args.get("key") or request.form.get("key")
     ) or ""
     if not given and request.is_json:
-        body = request.get_json(silent=True)
+        body = request_json()
         given = str(body.get("key") or "") if isinstance(body, dict) else ""
     if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
         raise ApiError(401, "unauthorized", "Missing or wrong site key.", "key")

@@ -21,6 +21,7 @@ from channels.errors import ChannelConfigError, ChannelError
 from channels.pinned_http import parse_target
 from channels.webpush import Subscription, WebPushSettings, webpush_settings_from_config
 from designer import ApiError, Parcours, error_response
+from designer.jsonbody import request_json
 from engine.channel_config import CHANNELS_FILE, channels_path
 from engine.errors import ScenarioInvalid
 from engine.ingest import contact_ids
@@ -100,9 +101,7 @@ def _body(settings: WebPushSettings) -> dict[str, Any]:
     """The JSON body of a subscribe/unsubscribe call, its origin and site key checked."""
     if request.headers.get("Origin") is not None and _allowed_origin(settings) is None:
         raise ApiError(403, "origin_refused", "This site's origin is not in push.origins.")
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "Send a JSON object.")
+    data: dict[str, Any] = request_json(dict)
     key = data.get("key")
     if (
         not settings.site_key

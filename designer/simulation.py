@@ -35,6 +35,7 @@ from designer.editor_words import node_types
 from designer.editor_words import strings as canvas_strings
 from designer.i18n import current_language
 from designer.i18n import gettext as _
+from designer.jsonbody import request_json
 from designer.simulation_competition import VERBS, compare
 from designer.simulation_journeys import Lineup, lineup
 from designer.simulation_run import Job, Options, run_with_limit, sample_contacts
@@ -312,7 +313,8 @@ def run(scenario_id: str) -> Any:
 
 def _simulate(scenario_id: str) -> dict[str, Any]:
     state = parcours()
-    options = parse_options(request.get_json(silent=True), state.settings, state.clock.now())
+    body = request_json(optional=True) if request.is_json else None
+    options = parse_options(body, state.settings, state.clock.now())
     try:
         found = _workspace().load(scenario_id)
     except NotFound:

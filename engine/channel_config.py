@@ -34,9 +34,10 @@ from typing import Any
 
 from channels import Channel, channel_names
 from channels.errors import ChannelConfigError
-from engine.errors import ScenarioInvalid
+from engine.channel_problems import settings_problems
+from engine.errors import NotFound, ScenarioInvalid
 from engine.spec.problems import Problem, did_you_mean
-from engine.spec.yamlio import parse_yaml
+from engine.spec.yamlio import Positions, at_file_start, parse_yaml, read_source
 
 CHANNELS_FILE = "channels.yaml"
 ENTRY_POINT_GROUP = "parcours.providers"
@@ -84,13 +85,18 @@ class _Placeholders(dict[str, str]):
         return "placeholder"
 
 
-def _parse(text: str, filename: str | None) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+def _parse(
+    text: str, filename: str | None
+) -> tuple[dict[str, dict[str, Any]], Positions, list[Problem]]:
+    """The channels' settings and their positions; ScenarioInvalid when the YAML is unsafe."""
     data, positions = parse_yaml(text, filename)
     problems: list[Problem] = []
     if data is None:
-        return {}, []
+        return {}, positions, []
     if not isinstance(data, Mapping):
-        return {}, [Problem("channels.invalid", "The file maps channel names to settings.")]
+        message = "The file maps channel names to settings (email: {provider: smtp, ...})."
+        problem = Problem("channels.invalid", message, (), filename, 1, 1)
+        return {}, positions, [problem]
     known = channel_names()
     providers = _providers()
     config: dict[str, dict[str, Any]] = {}
@@ -111,67 +117,91 @@ def _parse(text: str, filename: str | None) -> tuple[dict[str, dict[str, Any]], 
             problems.append(Problem("channels.provider", message, (*where, "provider"), hint=hint))
             continue
         config[str(name)] = dict(settings)
-    located = []
-    for p in problems:
-        line, column = positions.locate(p.path, prefer_key=p.code == "channels.unknown") or (
-            None,
-            None,
-        )
-        located.append(replace(p, file=filename, line=line, column=column))
-    return config, located
+    return config, positions, [_located(p, positions, filename) for p in problems]
 
 
-def build_channels(
-    config: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]
-) -> dict[str, Channel]:
-    """The configured channels (outbox ones left out); ChannelConfigError names the channel."""
-    providers = _providers()
+def _located(problem: Problem, positions: Positions, filename: str | None) -> Problem:
+    # a problem about a whole channel (unknown, no provider) is shown on its name
+    on_key = problem.extra.get("at") == "key" or len(problem.path) == 1
+    line, column = positions.locate(problem.path, prefer_key=on_key) or (1, 1)
+    return replace(problem, file=filename, line=line, column=column)
+
+
+def _build_one(settings: Mapping[str, Any], environ: Mapping[str, str]) -> Channel:
+    options = {k: v for k, v in settings.items() if k != "provider"}
+    return _factory(_providers()[settings["provider"]])(options, environ)
+
+
+def _built_or_problems(
+    config: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str],
+    positions: Positions, filename: str | None,
+) -> tuple[dict[str, Channel], list[Problem]]:  # fmt: skip
+    """Every channel that builds, and one located problem per setting of those that do not."""
     built: dict[str, Channel] = {}
+    problems: list[Problem] = []
     for name, settings in config.items():
-        provider = settings["provider"]
-        if provider == "outbox":
+        if settings["provider"] == "outbox":
             continue
-        options = {k: v for k, v in settings.items() if k != "provider"}
         try:
-            built[name] = _factory(providers[provider])(options, environ)
+            built[name] = _build_one(settings, environ)
         except ChannelConfigError as exc:
-            raise ChannelConfigError(f"{CHANNELS_FILE}, channel {name}: {exc}") from None
-    return built
+            found = settings_problems(name, settings, str(exc))
+            problems += [_located(p, positions, filename) for p in found]
+    return built, problems
 
 
 def lint_channels_text(text: str, filename: str | None = None) -> list[Problem]:
-    """Every problem of a channels file, checked without its secrets."""
+    """Every problem of a channels file, checked without its secrets, each with its line."""
     try:
-        config, problems = _parse(text, filename)
+        config, positions, problems = _parse(text, filename)
+    except ScenarioInvalid as exc:
+        return at_file_start(exc.problems)
+    return problems + _built_or_problems(config, _Placeholders(), positions, filename)[1]
+
+
+def lint_channels_file(path: Path) -> list[Problem]:
+    """`lint_channels_text` on a file, read as safely as a scenario (size, UTF-8)."""
+    try:
+        text = read_source(path, "channels file")
+    except NotFound:
+        return []
     except ScenarioInvalid as exc:
         return exc.problems
-    for name, settings in config.items():
-        try:
-            build_channels({name: settings}, _Placeholders())
-        except ChannelConfigError as exc:
-            problems.append(Problem("channels.settings", str(exc), (name,), filename))
-    return problems
+    return lint_channels_text(text, str(path))
 
 
-def _read(scenarios_dir: Path) -> dict[str, dict[str, Any]]:
+def _read(scenarios_dir: Path) -> tuple[dict[str, dict[str, Any]], Positions, str]:
+    """The parsed channels file (empty without one); ScenarioInvalid with located problems."""
     path = channels_path(scenarios_dir)
-    if not path.exists():
-        return {}
-    config, problems = _parse(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = read_source(path, "channels file")
+    except NotFound:
+        return {}, Positions(), str(path)
+    try:
+        config, positions, problems = _parse(text, str(path))
+    except ScenarioInvalid as exc:
+        raise ScenarioInvalid(at_file_start(exc.problems)) from None
     if problems:
         raise ScenarioInvalid(problems)
-    return config
+    return config, positions, str(path)
 
 
 def load_channels(
     scenarios_dir: Path, environ: Mapping[str, str] | None = None
 ) -> dict[str, Channel]:
-    """The workspace's configured channels (none without a file); raises on a broken file."""
-    return build_channels(_read(scenarios_dir), os.environ if environ is None else environ)
+    """The workspace's configured channels (none without a file); a broken file or an unset
+    secret raises ScenarioInvalid, each problem with its line."""
+    config, positions, filename = _read(scenarios_dir)
+    environ = os.environ if environ is None else environ
+    built, problems = _built_or_problems(config, environ, positions, filename)
+    if problems:
+        raise ScenarioInvalid(problems)
+    return built
 
 
 def delivering_channels(scenarios_dir: Path) -> frozenset[str]:
     """The channels a provider delivers (the delivery loop claims their queued sends), read
     without their secrets, so a process that only records sends needs none of them. Raises
     ScenarioInvalid on a broken file."""
-    return frozenset(n for n, s in _read(scenarios_dir).items() if s["provider"] != "outbox")
+    config = _read(scenarios_dir)[0]
+    return frozenset(n for n, s in config.items() if s["provider"] != "outbox")

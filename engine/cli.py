@@ -113,8 +113,9 @@ def lint(paths: tuple[Path, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in problems], indent=2))
     else:
-        files = len(scenario_files(list(paths)))
-        click.echo(format_problems(problems, color=sys.stdout.isatty(), files=files))
+        # the policy and channels files count once they have something to say
+        files = {str(f) for f in scenario_files(list(paths))} | {p.file for p in problems if p.file}
+        click.echo(format_problems(problems, color=sys.stdout.isatty(), files=len(files)))
     if any(p.severity == "error" for p in problems):
         sys.exit(1)
 

@@ -362,7 +362,7 @@ def _held(claimed: list[_Claimed], *statuses: str) -> ColumnElement[bool]:
 
 def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
     """The dispatcher for the channels of `channels.yaml` beside the scenarios; None when every
-    channel goes to the outbox. A broken file raises (ScenarioInvalid / ChannelConfigError)."""
+    channel goes to the outbox. A broken file raises ScenarioInvalid, each problem located."""
     from engine.channel_config import load_channels
 
     channels = load_channels(settings.scenarios_dir)

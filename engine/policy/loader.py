@@ -43,7 +43,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from engine.errors import ScenarioInvalid
+from engine.errors import NotFound, ScenarioInvalid
 from engine.policy.model import (
     CALENDAR,
     CONSENT_MODES,
@@ -58,7 +58,7 @@ from engine.policy.model import (
 from engine.spec.fields import Duration, Identifier, LocalTime, Weekdays
 from engine.spec.problems import Problem, did_you_mean, has_errors
 from engine.spec.schema_problems import schema_problems
-from engine.spec.yamlio import Positions, parse_yaml
+from engine.spec.yamlio import Positions, at_file_start, parse_yaml, read_source
 
 HOLIDAY_CALENDARS = ("FR",)
 
@@ -219,23 +219,40 @@ def lint_policy_text(text: str, filename: str | None = None) -> tuple[Policy | N
     try:
         data, positions = parse_yaml(text, filename)
     except ScenarioInvalid as exc:
-        return None, _place(exc.problems, Positions(), filename)
+        return None, at_file_start(_place(exc.problems, Positions(), filename))
+    data = {} if data is None else data  # an empty file misses format_version, said on line 1
+    if not isinstance(data, Mapping):
+        message = "The policy is a mapping of settings (format_version, topics, consent, caps...)."
+        problem = Problem("policy.invalid", message, hint="start with 'format_version: 1'")
+        return None, at_file_start(_place([problem], positions, filename))
     try:
-        policy: Policy = PolicySchema().load(data if isinstance(data, Mapping) else {})
+        policy: Policy = PolicySchema().load(data)
     except ValidationError as exc:
-        return None, _place(schema_problems(exc, data), positions, filename)
+        problems = schema_problems(exc, data, PolicySchema())
+        return None, at_file_start(_place(problems, positions, filename))
     problems = _place(_channel_problems(policy, channel_names()), positions, filename)
     if has_errors(problems):
-        return None, problems
+        return None, at_file_start(problems)
     digest = hashlib.sha256(text.encode()).hexdigest()
     return Policy(**{**policy.__dict__, "content_hash": digest}), problems
 
 
+def lint_policy_file(path: Path) -> tuple[Policy | None, list[Problem]]:
+    """`lint_policy_text` on a file, read as safely as a scenario (size, UTF-8); the defaults
+    when there is no file."""
+    try:
+        text = read_source(path, "policy file")
+    except NotFound:
+        return Policy(), []
+    except ScenarioInvalid as exc:
+        return None, exc.problems
+    return lint_policy_text(text, str(path))
+
+
 def load_policy_file(path: Path) -> Policy:
-    """The policy in `path`; a missing file means the defaults. Raises ScenarioInvalid."""
-    if not path.exists():
-        return Policy()
-    policy, problems = lint_policy_text(path.read_text(encoding="utf-8"), str(path))
+    """The policy in `path`; a missing file means the defaults. Raises ScenarioInvalid, whose
+    problems each name the file, line and column."""
+    policy, problems = lint_policy_file(path)
     if policy is None:
         raise ScenarioInvalid([p for p in problems if p.severity == "error"])
     return policy

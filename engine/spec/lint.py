@@ -68,15 +68,15 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
     problems: list[Problem] = []
     results: list[tuple[Path, LintResult]] = []
     for policy in policy_files(paths):
-        from engine.policy.loader import lint_policy_text
+        from engine.policy.loader import lint_policy_file
 
-        problems += lint_policy_text(policy.read_text(encoding="utf-8"), str(policy))[1]
+        problems += lint_policy_file(policy)[1]
     for path in paths:
         channels = path / CHANNELS_FILE if path.is_dir() else path
         if channels.name == CHANNELS_FILE and channels.is_file():
-            from engine.channel_config import lint_channels_text
+            from engine.channel_config import lint_channels_file
 
-            problems += lint_channels_text(channels.read_text(encoding="utf-8"), str(channels))
+            problems += lint_channels_file(channels)
     for file in scenario_files(paths):
         result, found = _lint_file(file)
         problems += found

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from marshmallow import ValidationError
 
-from engine.errors import NotFound, ScenarioInvalid
+from engine.errors import ScenarioInvalid
 from engine.spec.graph import check_graph, check_partial_graph, check_raw_edges
 from engine.spec.model import Scenario, Step
 from engine.spec.problems import Problem, has_errors
@@ -33,7 +33,7 @@ from engine.spec.templates import (
 )
 from engine.spec.trigger_checks import anniversary_problems
 from engine.spec.webhook_urls import WebhookRules, check_webhook_urls
-from engine.spec.yamlio import MAX_BYTES, Positions, decode_source, parse_yaml
+from engine.spec.yamlio import Positions, parse_yaml, read_source
 
 Sources = Mapping[str, Mapping[str, str]]
 T = TypeVar("T")
@@ -195,20 +195,7 @@ def load_scenario_text(
 
 def read_scenario_text(path: Path) -> str:
     """A scenario file's text; NotFound when missing, ScenarioInvalid when unreadable."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_BYTES + 4)  # a BOM plus one byte over: enough to see the limit
-    except FileNotFoundError:
-        raise NotFound(f"scenario file {path} does not exist") from None
-    except OSError as exc:
-        problem = Problem(
-            "file.unreadable", f"Cannot read the file: {exc.strerror}", file=str(path)
-        )
-        raise ScenarioInvalid([problem]) from None
-    if len(raw) > MAX_BYTES + 3:
-        message = f"The file is over {MAX_BYTES:,} bytes, the limit for a scenario."
-        raise ScenarioInvalid([Problem("yaml.limit", message, file=str(path))])
-    return decode_source(raw, str(path))
+    return read_source(path, "scenario file")
 
 
 def load_scenario_file(path: Path | str) -> Scenario:

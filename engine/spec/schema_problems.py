@@ -44,9 +44,10 @@ def _field_named(schema: Schema, key: str | int) -> fields.Field[Any] | None:
     return next((f for n, f in schema.fields.items() if (f.data_key or n) == key), None)
 
 
-def node_at(path: Path, data: Any) -> Schema | fields.Field[Any] | None:
-    """The schema (for a mapping) or field that reads the document at `path`, if known."""
-    node: Schema | fields.Field[Any] = ScenarioSchema()
+def node_at(path: Path, data: Any, root: Schema | None = None) -> Schema | fields.Field[Any] | None:
+    """The schema (for a mapping) or field that reads the document at `path`, if known;
+    `root` is the document's schema (a scenario's by default)."""
+    node: Schema | fields.Field[Any] = root or ScenarioSchema()
     raw = data
     for part in path:
         node = _unwrap(node, raw)
@@ -77,40 +78,43 @@ def _child(raw: Any, part: str | int) -> Any:
     return None
 
 
-def declared_names(path: Path, data: Any) -> list[str]:
+def declared_names(path: Path, data: Any, root: Schema | None = None) -> list[str]:
     """Field names (as written in YAML) the mapping at `path` accepts; empty when unknown."""
-    node = node_at(path, data)
+    node = node_at(path, data, root)
     if not isinstance(node, Schema):
         return []
     return [f.data_key or name for name, f in node.fields.items()]
 
 
-def _walk(messages: Any, path: Path, data: Any) -> Iterator[tuple[Path, str, bool]]:
+def _walk(
+    messages: Any, path: Path, data: Any, root: Schema | None = None
+) -> Iterator[tuple[Path, str, bool]]:
     """(path, message, on_key) for every leaf message."""
     if isinstance(messages, Mapping):
         is_dict_entry = set(messages) <= {"key", "value"} and isinstance(
-            node_at(path[:-1], data), fields.Dict
+            node_at(path[:-1], data, root), fields.Dict
         )
         for key, value in messages.items():
             if key == "_schema":
-                yield from _walk(value, path, data)
+                yield from _walk(value, path, data, root)
             elif key == "_id":  # a step id that is not valid: the key itself is wrong
-                yield from ((p, m, True) for p, m, _ in _walk(value, path, data))
+                yield from ((p, m, True) for p, m, _ in _walk(value, path, data, root))
             elif is_dict_entry:  # fields.Dict reports {'<k>': {'key': [...], 'value': [...]}}
-                yield from ((p, m, key == "key") for p, m, _ in _walk(value, path, data))
+                yield from ((p, m, key == "key") for p, m, _ in _walk(value, path, data, root))
             else:
-                yield from _walk(value, (*path, key), data)
+                yield from _walk(value, (*path, key), data, root)
     elif isinstance(messages, list | tuple):
         for item in messages:
-            yield from _walk(item, path, data)
+            yield from _walk(item, path, data, root)
     else:
         yield path, str(messages), False
 
 
-def schema_problems(error: ValidationError, data: Any) -> list[Problem]:
-    """One Problem per marshmallow message, with code, step id, path and hint."""
+def schema_problems(error: ValidationError, data: Any, root: Schema | None = None) -> list[Problem]:
+    """One Problem per marshmallow message, with code, step id, path and hint; `root` is the
+    schema that raised `error` when it is not a scenario's (the policy file's, for one)."""
     problems = []
-    for path, text, on_key in _walk(error.messages, (), data):
+    for path, text, on_key in _walk(error.messages, (), data, root):
         message, hint = text, None
         found = _HINT.match(text)
         if found:
@@ -120,7 +124,7 @@ def schema_problems(error: ValidationError, data: Any) -> list[Problem]:
         if message.startswith("Unknown field"):
             code, on_key = "schema.unknown_field", True
             if hint is None:
-                hint = did_you_mean(name, declared_names(path[:-1], data))
+                hint = did_you_mean(name, declared_names(path[:-1], data, root))
             message = f"Unknown field '{name}'."
         elif text == _MISSING:
             code, message = "schema.required", f"Missing required field '{name}'."

@@ -1,4 +1,5 @@
-"""Safe YAML for scenarios: parsing with limits and positions, and a comment-keeping round trip.
+"""Safe YAML for scenarios, the policy and the channels file: parsing with limits and positions,
+and a comment-keeping round trip.
 
 `parse_yaml` turns untrusted text into plain Python data (dict, list, str, int, float, bool, None)
 plus the 1-based line and column of every key and value, or raises ScenarioInvalid. It checks the
@@ -34,6 +35,7 @@ rewritten into it by the first edit.
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -44,13 +46,14 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
-from engine.errors import ScenarioInvalid
+from engine.errors import NotFound, ScenarioInvalid
 from engine.spec import roundtrip
 from engine.spec.problems import Problem
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32
 MAX_NODES = 10_000
+UTF16_HINT = "the file looks like UTF-16: save it as UTF-8"
 CORE_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
 ) | {"!"}
@@ -94,16 +97,18 @@ def _index_mark(text: str, index: int) -> Mark:
 def _check_text(text: str, filename: str | None) -> list[Problem]:
     nul = text.find("\x00")
     if nul >= 0:
-        return [
-            _problem("yaml.encoding", "NUL byte in the file.", filename, _index_mark(text, nul))
-        ]
+        mark = _index_mark(text, nul)
+        problem = _problem("yaml.encoding", "NUL byte in the file.", filename, mark)
+        if text.count("\x00") * 3 >= len(text):  # every other byte: UTF-16 without its BOM
+            problem = replace(problem, hint=UTF16_HINT)
+        return [problem]
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         mark = _index_mark(text, exc.start)
         return [_problem("yaml.encoding", "The file is not valid UTF-8.", filename, mark)]
     if size > MAX_BYTES:
-        message = f"The file is {size:,} bytes; a scenario is at most {MAX_BYTES:,} bytes."
+        message = f"The file is {size:,} bytes; the limit is {MAX_BYTES:,} bytes."
         return [_problem("yaml.limit", message, filename, None)]
     return []
 
@@ -120,17 +125,17 @@ def _scan(stream: Iterator[events.Event], filename: str | None) -> list[Problem]
         if isinstance(event, events.DocumentStartEvent):
             documents += 1
             if documents > 1:
-                message = "Only one YAML document per scenario file (remove the second '---')."
+                message = "Only one YAML document per file (remove the second '---')."
                 return [_problem("yaml.syntax", message, filename, _event_mark(event))]
         if isinstance(event, events.AliasEvent):
-            message = f"Aliases (*{event.anchor}) are not allowed in scenarios; repeat the value."
+            message = f"Aliases (*{event.anchor}) are not allowed; repeat the value."
             return [_problem("yaml.alias", message, filename, _event_mark(event))]
         if not isinstance(event, events.NodeEvent):
             if isinstance(event, events.CollectionEndEvent):
                 depth -= 1
             continue
         if event.anchor is not None:
-            message = f"Anchors (&{event.anchor}) are not allowed in scenarios; repeat the value."
+            message = f"Anchors (&{event.anchor}) are not allowed; repeat the value."
             return [_problem("yaml.alias", message, filename, _event_mark(event))]
         tag = getattr(event, "tag", None)
         if tag is not None and str(tag) not in CORE_TAGS:
@@ -138,7 +143,7 @@ def _scan(stream: Iterator[events.Event], filename: str | None) -> list[Problem]
             problems.append(_problem("yaml.tag", message, filename, _event_mark(event)))
         count += 1
         if count > MAX_NODES:
-            message = f"More than {MAX_NODES:,} values; split the scenario."
+            message = f"More than {MAX_NODES:,} values; split the file."
             return [_problem("yaml.limit", message, filename, _event_mark(event))]
         if isinstance(event, events.CollectionStartEvent):
             depth += 1
@@ -241,13 +246,42 @@ def parse_yaml(text: str, filename: str | None = None) -> tuple[Any, Positions]:
 
 
 def decode_source(raw: bytes, filename: str | None = None) -> str:
-    """Decode a scenario file's bytes as UTF-8 (a BOM is accepted); raise ScenarioInvalid."""
+    """Decode a YAML file's bytes as UTF-8 (a BOM is accepted); raise ScenarioInvalid."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         mark = (raw[: exc.start].count(b"\n") + 1, exc.start - raw.rfind(b"\n", 0, exc.start))
         problem = _problem("yaml.encoding", "The file is not valid UTF-8.", filename, mark)
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            problem = replace(problem, hint=UTF16_HINT)
         raise ScenarioInvalid([problem]) from None
+
+
+def at_file_start(problems: list[Problem]) -> list[Problem]:
+    """Problems no part of the document locates (an empty file's missing field) shown at 1:1,
+    so every line of a lint report carries file:line:col."""
+    return [p if p.line is not None else replace(p, line=1, column=1) for p in problems]
+
+
+def read_source(path: pathlib.Path, what: str = "file") -> str:
+    """The text of a YAML file: NotFound when missing, ScenarioInvalid (located) when it cannot
+    be read, is over MAX_BYTES or is not UTF-8. Reads at most the limit, whatever the file's size.
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 4)  # a BOM plus one byte over: enough to see the limit
+    except FileNotFoundError:
+        raise NotFound(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        message = f"Cannot read the file: {exc.strerror}"
+        raise ScenarioInvalid([Problem("file.unreadable", message, file=str(path))]) from None
+    if len(raw) > MAX_BYTES + 3:
+        # shown where the limit is crossed, so an editor jumps to the part to move out
+        over = raw[:MAX_BYTES]
+        mark = (over.count(b"\n") + 1, MAX_BYTES - over.rfind(b"\n"))
+        message = f"The file is over {MAX_BYTES:,} bytes, the limit for a {what}."
+        raise ScenarioInvalid([_problem("yaml.limit", message, str(path), mark)])
+    return decode_source(raw, str(path))
 
 
 # ------------------------------------------------------------------ round trip
