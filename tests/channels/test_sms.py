@@ -121,57 +121,116 @@ def test_same_keys_and_values_as_the_designer_counter_away_from_boundaries() -> 
 # ------------------------------------------------------------------ STOP replies
 
 
-@pytest.mark.parametrize(
-    ("text", "keyword"),
-    [
-        ("STOP", "STOP"),
-        ("Stop", "STOP"),
-        ("stop", "STOP"),
-        ("Stop!", "STOP"),
-        (" Stop. ", "STOP"),
-        ("STOP 36180", "STOP"),
-        ("STOP36180", "STOP"),
-        ("Stop merci", "STOP"),
-        ("STOP svp 🙏", "STOP"),
-        ("stop sms", "STOP SMS"),
-        ("STOP-SMS", "STOP SMS"),
-        ("STOPALL", "STOPALL"),
-        ("stop all", "STOPALL"),
-        (" arrêt ", "ARRET"),
-        ("ARRÊT", "ARRET"),
-        ("Arret 38100", "ARRET"),
-        ("UNSUBSCRIBE", "UNSUBSCRIBE"),
-        ("désabonner", "DESABONNER"),
-        ("DÉSABONNEMENT", "DESABONNEMENT"),
-        ("End", "END"),
-        ("cancel", "CANCEL"),
-        ("QUIT.", "QUIT"),
-        ("opt out", "OPTOUT"),
-        ("Revoke", "REVOKE"),
-    ],
-)
+# Carrier keywords and the refusals people actually write: each must opt out.
+STOP_REPLIES = [
+    ("STOP", "STOP"),
+    ("Stop", "STOP"),
+    ("stop", "STOP"),
+    ("Stop!", "STOP"),
+    (" Stop. ", "STOP"),
+    ("STOP 36180", "STOP"),
+    ("STOP36180", "STOP"),
+    ("Stop merci", "STOP"),
+    ("STOP svp 🙏", "STOP"),
+    ("stop sms", "STOP SMS"),
+    ("STOP-SMS", "STOP SMS"),
+    ("STOPALL", "STOPALL"),
+    ("stop all", "STOPALL"),
+    (" arrêt ", "ARRET"),
+    ("ARRÊT", "ARRET"),
+    ("Arret 38100", "ARRET"),
+    ("UNSUBSCRIBE", "UNSUBSCRIBE"),
+    ("désabonner", "DESABONNER"),
+    ("DÉSABONNEMENT", "DESABONNEMENT"),
+    ("End", "END"),
+    ("cancel", "CANCEL"),
+    ("QUIT.", "QUIT"),
+    ("opt out", "OPTOUT"),
+    ("Revoke", "REVOKE"),
+    # the usual French form, phrases, typos and other languages' keywords
+    ("STOP PUB", "STOP PUB"),
+    ("Stop pub", "STOP PUB"),
+    ("STOP MESSAGES", "STOP MESSAGES"),
+    ("stop it", "STOP IT"),
+    ("Stop texting me", "STOP TEXTING ME"),
+    ("Please stop texting me", "STOP TEXTING ME"),
+    ("Unsubscribe me", "UNSUBSCRIBE ME"),
+    ("REMOVE", "REMOVE"),
+    ("remove me", "REMOVE ME"),
+    ("stopp", "STOPP"),
+    ("STOPPEN", "STOPPEN"),
+    ("désinscrire", "DESINSCRIRE"),
+    ("se désabonner", "SE DESABONNER"),
+    ("Je veux me désinscrire", "JE VEUX ME DESINSCRIRE"),
+    ("arrêter", "ARRETER"),
+    # look-alike letters, repeated words, a trailing code of any length
+    ("S\u0422\u041e\u0420", "STOP"),  # Cyrillic TE, O, ER
+    ("\u0405\u03a4\u039f\u03a1", "STOP"),  # Cyrillic DZE, Greek TAU, OMICRON, RHO
+    ("\uff33\uff34\uff2f\uff30", "STOP"),  # full-width letters
+    ("STOP STOP", "STOP"),
+    ("stop, stop, STOP!!", "STOP"),
+    ("STOP123456789", "STOP"),
+    ("STOP 123456789", "STOP"),
+]
+
+
+@pytest.mark.parametrize(("text", "keyword"), STOP_REPLIES)
 def test_stop_replies_match(text: str, keyword: str) -> None:
     assert is_stop_reply(text) == keyword
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "don't stop sending",
-        "stop sending me offers please",
-        "Please stop texting me",  # free text: for a person to read, not an automatic opt-out
-        "STOP 123456789",  # nine digits is not a short code
-        "36180",
-        "merci",
-        "",
-        "stopper",
-        "the end",
-        "Arrêtez de m'écrire",
-        "START",
-    ],
-)
+# Ordinary messages that contain a keyword: none may opt anybody out.
+NOT_STOP = [
+    "don't stop sending",
+    "stop sending me offers please",
+    "36180",
+    "merci",
+    "",
+    "stopper",
+    "the end",
+    "Arrêtez de m'écrire",  # free text: for a person to read, not an automatic opt-out
+    "START",
+    "Don't stop",
+    "Never stop",
+    "stop by the store tomorrow",
+    "I will not stop buying",
+    "Can't stop loving this shop",
+    "Stop! That's a great deal",
+    "stop it, this is hilarious 😂",
+    "remove me? no way, I love it",
+    "When does the offer end?",
+    "end of season sale?",
+    "Cancel my order 1234",
+    "I want to cancel my appointment",
+    "Quit joking, is this real?",
+    "Please remove item 3 from my basket",
+    "Arrêt de bus devant le magasin ?",
+    "À quelle heure vous arrêtez ?",
+    "Je ne veux pas me désinscrire",
+    "Je veux me désinscrire de la newsletter email, pas des SMS",
+    "Le STOP c'est quoi ?",
+    "STOPPING BY LATER",
+    "stops",
+    "stop2win",
+    "Top promo !",
+    "OK merci",
+    "Unsubscribe? never!",
+    "Can I pause instead of stop?",
+    "p\u043e\u0441\u0442",  # Cyrillic letters that look like nothing we match
+]
+
+
+@pytest.mark.parametrize("text", NOT_STOP)
 def test_other_replies_do_not_match(text: str) -> None:
     assert is_stop_reply(text) is None
+
+
+def test_stop_corpus_counts() -> None:
+    """Every refusal honoured, no false opt-out: the figures SMS.md quotes."""
+    honoured = sum(is_stop_reply(text) == keyword for text, keyword in STOP_REPLIES)
+    false_opt_outs = sum(is_stop_reply(text) is not None for text in NOT_STOP)
+    assert (honoured, len(STOP_REPLIES)) == (46, 46)
+    assert (false_opt_outs, len(NOT_STOP)) == (0, 36)
 
 
 # ------------------------------------------------------------------ a real provider on 127.0.0.1
