@@ -64,6 +64,8 @@ def workspace(workspace: Path, provider: tuple[str, list[dict[str, Any]]]) -> Pa
         "sms:\n"
         "  provider: sms_http\n"
         f"  url: {provider[0]}\n"
+        "  allow: [127.0.0.1]\n"  # the fake is on loopback, like an on-premise gateway
+        "  allow_http: true\n"
         "  sender: Boutique\n"
         "  callback_secret: ${SMS_CALLBACK_SECRET}\n"
         f"  callback_header: {HEADER}\n"
