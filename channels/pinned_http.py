@@ -1,9 +1,11 @@
-"""One HTTP request through the outbound address guard, for channels that call a URL.
+"""One HTTP request through the outbound address guard: the only way channels call a URL.
 
 The push channels post to push service endpoints taken from subscriptions (data a browser sent
-us) or to a configured provider, the webhook channel to receivers' URLs; either way the
-connection goes to a vetted address only (`channels.netguard`). Errors say whether the receiver
-may have the request: nothing left (transient), the request left without an answer (ambiguous).
+us) or to a configured provider, the webhook channel to receivers' URLs, the SMS channel to its
+provider; whoever chose the URL, the connection goes to a vetted address only
+(`channels.netguard`). A provider module that opened its own connection would escape the guard:
+tests/test_architecture.py fails when one does. Errors say whether the receiver may have the
+request: nothing left (transient), the request left without an answer (ambiguous).
 Redirects are not followed here: a channel that follows them parses and vets each Location as a
 new target.
 """
@@ -98,7 +100,12 @@ class Transport:
         return self.request("POST", target, body, headers, what)
 
     def request(
-        self, method: str, target: Target, body: bytes, headers: Mapping[str, str], what: str
+        self,
+        method: str,
+        target: Target,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        what: str,
     ) -> Answer:
         """Send `method` with `body` to one vetted address of `target`.
 
@@ -135,8 +142,10 @@ class Transport:
                 try:
                     response = conn.getresponse()
                 except (OSError, http.client.HTTPException) as exc:
+                    timed_out = isinstance(exc, TimeoutError)
+                    late = f" within {self.read_timeout:g}s" if timed_out else ""
                     raise AmbiguousDeliveryError(
-                        f"{what}: {target.origin} got the request but no answer came back "
+                        f"{what}: {target.origin} got the request but no answer came back{late} "
                         f"({type(exc).__name__}); it may have been accepted"
                     ) from None
                 found = {k.lower(): v for k, v in response.getheaders()}

@@ -1,8 +1,11 @@
 """The SMS channel over a provider's HTTP API, plus the provider's callbacks.
 
 `SmsHttpChannel` posts one request per message, in the built-in JSON shape or in a field template
-the provider expects; `parse_delivery_report`, `parse_inbound` and `verify_callback_signature`
-read what the provider calls back with. Configuration and shapes are documented in SMS.md.
+the provider expects, through the address guard (`channels.pinned_http`): the URL is the
+operator's, yet a mistyped or hostile one must not reach the loopback interface, the private
+network or a metadata service, so an on-premise gateway is reached only through `allow`.
+`parse_delivery_report`, `parse_inbound` and `verify_callback_signature` read what the provider
+calls back with. Configuration and shapes are documented in SMS.md.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import base64
 import difflib
 import email.utils
-import http.client
 import json
 import os
 import re
@@ -24,13 +26,14 @@ from typing import Any, Literal
 from channels.base import Channel, ChannelInfo
 from channels.config import coerce_number, resolve_secrets
 from channels.errors import (
-    AmbiguousDeliveryError,
     ChannelConfigError,
     PermanentChannelError,
     TransientChannelError,
 )
 from channels.message import OutboundMessage, Receipt
+from channels.netguard import AddressPolicy, BlockedAddress, refusal_without_dns
 from channels.outbox import BUILTIN_CHANNELS
+from channels.pinned_http import Answer, Transport, parse_target
 from channels.sms_callbacks import (
     DeliveryReport,
     InboundMapping,
@@ -79,7 +82,7 @@ def _help(text: str) -> dict[str, str]:
 class SmsHttpSettings:
     """How to reach the provider. Every problem is reported at once (ChannelConfigError)."""
 
-    url: str = field(metadata=_help("provider endpoint, http(s); an API key may sit in the query"))
+    url: str = field(metadata=_help("provider endpoint, https; an API key may sit in the query"))
     sender: str = field(
         metadata=_help("alphanumeric sender id (1-11 letters, digits, spaces) or a number")
     )
@@ -125,9 +128,11 @@ class SmsHttpSettings:
     idempotency_header: str = field(
         default="Idempotency-Key", metadata=_help("header carrying the send key; empty: none")
     )
+    allow: tuple[str, ...] = field(default=(), metadata=_help("guard exemptions (CIDR, hosts)"))
+    allow_http: bool = field(default=False, metadata=_help("accept an http:// url"))
 
     def __post_init__(self) -> None:
-        problems = [*_url_problems(self.url), *_sender_problems(self.sender)]
+        problems = [*_url_problems(self), *_sender_problems(self.sender)]
         problems += _auth_problems(self)
         if self.method not in ("POST", "PUT", "GET"):
             problems.append(f"method: '{self.method}' is not POST, PUT or GET")
@@ -157,13 +162,21 @@ class SmsHttpSettings:
         return tuple(s for s in values if s) + keys
 
 
-def _url_problems(url: str) -> list[str]:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return [f"url: '{parts.scheme}://{parts.hostname or ''}…' is not an http(s) URL"]
+def _url_problems(s: SmsHttpSettings) -> list[str]:
+    """The URL's scheme and form, and the guard's verdict where it needs no DNS (literal
+    addresses, `localhost`, metadata names): `parcours lint` reports those before any send."""
+    parts = urllib.parse.urlsplit(s.url)
     if parts.username or parts.password:
         return ["url: put credentials in auth, not in the URL"]
-    return []
+    try:
+        target = parse_target(s.url, allow_http=s.allow_http, what="url")
+        policy = AddressPolicy(s.allow)
+    except PermanentChannelError as exc:
+        return [str(exc)]
+    except ValueError as exc:
+        return [f"allow: {exc}"]
+    refusal = refusal_without_dns(target.host, policy)
+    return [] if refusal is None else [f"url: {refusal} (`allow` in channels.yaml)"]
 
 
 def _sender_problems(sender: str) -> list[str]:
@@ -224,6 +237,14 @@ class SmsHttpChannel(Channel):
         self.settings = settings
         self.info = replace(SMS_INFO, max_length=settings.max_segments * 153)
         self._clock = clock  # only to turn a Retry-After date into seconds
+        self.target = parse_target(settings.url, allow_http=settings.allow_http, what="url")
+        self.transport = Transport(
+            AddressPolicy(settings.allow),
+            ssl.create_default_context(),
+            settings.timeout,
+            settings.timeout,
+            MAX_RESPONSE_BYTES,
+        )
 
     def send(self, message: OutboundMessage) -> Receipt:
         to = normalise_phone(str(message.recipient.get("phone") or ""))
@@ -242,7 +263,8 @@ class SmsHttpChannel(Channel):
                 f"send {key}: {facts['segments']} segments ({facts['length']} {facts['encoding']} "
                 f"units) is over the limit of {self.settings.max_segments}{hint}"
             )
-        status, headers, body = self._request(self.request_fields(message, to), key)
+        answer = self._request(self.request_fields(message, to), key)
+        status, headers, body = answer.status, answer.headers, answer.body
         if 200 <= status < 300:
             found = lookup(_json_or_none(body), self.settings.response_id_path)
             # accepted without a readable id: the reference (send_key) still matches the reports
@@ -254,6 +276,10 @@ class SmsHttpChannel(Channel):
             raise TransientChannelError(f"{where}: {detail}", retry_after=retry_after)
         if status in (401, 402):  # bad credentials or no credit: no message can pass
             raise ChannelConfigError(f"{where} (check the SMS account and auth): {detail}")
+        if 300 <= status < 400:  # followed, it could lead anywhere, inside included
+            raise ChannelConfigError(
+                f"{where}: redirects are not followed; point url at the final address"
+            )
         raise PermanentChannelError(f"{where}: {detail}")
 
     def request_fields(self, message: OutboundMessage, to: str) -> dict[str, str]:
@@ -274,56 +300,29 @@ class SmsHttpChannel(Channel):
             return fields
         return {name: values.get(source, source) for name, source in s.template.items()}
 
-    def _request(self, fields: dict[str, str], key: str) -> tuple[int, dict[str, str], bytes]:
+    def _request(self, fields: dict[str, str], key: str) -> Answer:
         s = self.settings
-        parts = urllib.parse.urlsplit(s.url)
-        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        target = self.target
         headers = {"Accept": "application/json", "User-Agent": "parcours-sms"}
         headers.update(self._auth_headers())
+        headers["Connection"] = "close"
         if s.idempotency_header:
             headers[s.idempotency_header] = key
         body: bytes | None = None
         form = urllib.parse.urlencode(fields)
         if s.method == "GET":
-            target += ("&" if parts.query else "?") + form
+            target = replace(target, path=target.path + ("&" if "?" in target.path else "?") + form)
         elif s.request_format == "template" and s.template_encoding == "form":
             body = form.encode("ascii")
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         else:
             body = json.dumps(fields, ensure_ascii=False).encode("utf-8")
             headers["Content-Type"] = "application/json; charset=utf-8"
-        factory: type[http.client.HTTPConnection] = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
-        host = parts.hostname or ""
-        conn = factory(host, parts.port, timeout=s.timeout)
         try:
-            try:  # nothing has left yet: a failure here is safe to retry
-                conn.connect()
-                conn.request(s.method, target, body=body, headers=headers)
-            except ssl.SSLCertVerificationError as exc:
-                raise ChannelConfigError(
-                    f"send {key}: {host}'s certificate is not trusted"
-                ) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                raise TransientChannelError(
-                    f"send {key}: cannot reach {host}: {type(exc).__name__}"
-                ) from exc
-            try:  # the whole request left: without an answer, it may have been accepted
-                response = conn.getresponse()
-                data = response.read(MAX_RESPONSE_BYTES)
-            except (OSError, http.client.HTTPException) as exc:
-                what = (
-                    f"no answer within {s.timeout:g}s"
-                    if isinstance(exc, TimeoutError)
-                    else (f"the answer was cut ({type(exc).__name__})")
-                )
-                raise AmbiguousDeliveryError(
-                    f"send {key}: {host} got the request but {what}; it may have been accepted"
-                ) from exc
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-        finally:
-            conn.close()
+            return self.transport.request(s.method, target, body, headers, f"send {key}")
+        except BlockedAddress as exc:
+            # The same URL serves every message: none can pass until the operator fixes it.
+            raise ChannelConfigError(f"send {key}: url: {exc} (`allow` in channels.yaml)") from exc
 
     def _auth_headers(self) -> dict[str, str]:
         s = self.settings
@@ -424,6 +423,14 @@ def sms_channel_from_config(
 def _coerce(key: str, value: Any) -> Any:
     if key in ("timeout", "max_segments"):
         return coerce_number(key, value, float if key == "timeout" else int)
+    if key == "allow":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError("'allow' must be a list of CIDR blocks, addresses or host names")
+        return tuple(value)
+    if key == "allow_http":
+        if not isinstance(value, bool):
+            raise ValueError("'allow_http' must be true or false")
+        return value
     if key == "template":
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
             raise ValueError("'template' must map field names to text")

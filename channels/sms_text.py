@@ -82,17 +82,33 @@ def sms_length(text: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ STOP replies
 
-# Normalised keyword (see _normalise, spaces removed) → the canonical keyword returned.
+# Normalised keyword or phrase (see _words, spaces removed) → the canonical keyword returned.
+# Only whole messages match, so a phrase belongs here when saying nothing else it means "no more
+# messages": "stop by the store" or "cancel my order" are not on the list and stay free text.
 STOP_KEYWORDS = {
     "stop": "STOP",
     "stopsms": "STOP SMS",
     "stopall": "STOPALL",
+    "stoppub": "STOP PUB",
+    "stopmessages": "STOP MESSAGES",
+    "stopit": "STOP IT",
+    "stoptextingme": "STOP TEXTING ME",
+    "stopp": "STOPP",
+    "stoppen": "STOPPEN",
     "arret": "ARRET",
     "arretsms": "ARRET SMS",
+    "arreter": "ARRETER",
     "unsubscribe": "UNSUBSCRIBE",
+    "unsubscribeme": "UNSUBSCRIBE ME",
+    "remove": "REMOVE",
+    "removeme": "REMOVE ME",
     "desabonner": "DESABONNER",
+    "sedesabonner": "SE DESABONNER",
     "desabonnement": "DESABONNEMENT",
+    "desinscrire": "DESINSCRIRE",
     "desinscription": "DESINSCRIPTION",
+    "jeveuxmedesinscrire": "JE VEUX ME DESINSCRIRE",
+    "jeveuxmedesabonner": "JE VEUX ME DESABONNER",
     "end": "END",
     "cancel": "CANCEL",
     "quit": "QUIT",
@@ -101,32 +117,45 @@ STOP_KEYWORDS = {
 }
 # Courtesy words that may surround the keyword without changing its meaning.
 COURTESY_WORDS = frozenset({"merci", "svp", "stp", "please", "pls", "thanks", "thx"})
-_SHORT_CODE = re.compile(r"\d{1,8}")
+# Cyrillic and Greek letters drawn like Latin ones (lower case: looked up after casefold), so
+# STOP typed with a Cyrillic TE, O and ER is read as STOP. A short explicit table rather than the
+# Unicode confusables data: that maps thousands of symbols, some to several letters ("rn" → "m"),
+# and only these letters occur in keyboard mix-ups of our keywords.
+LOOKALIKES = str.maketrans(
+    "авсдеԁһіјкӏмнорԛѕтхуԝ" + "αβεηικμνορτυχζ",
+    "abcdedhijklmhopqstxyw" + "abehikmnoptyxz",
+)
+# The operator's short code or any number after the keyword ("STOP 36180", "STOP123456789"); up
+# to 15 digits, the longest phone number.
+_TRAILING_CODE = re.compile(r"\d{1,15}$")
 
 
-def _normalise(text: str) -> list[str]:
-    """Lower-case ASCII words: accents dropped, punctuation, symbols and emoji become spaces."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+def _words(text: str) -> list[str]:
+    """Lower-case ASCII words: width, accents and look-alike letters folded; punctuation,
+    symbols and emoji become spaces."""
+    folded = unicodedata.normalize("NFKC", text).casefold().translate(LOOKALIKES)
+    bare = "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
     return re.sub(r"[\W_]+", " ", bare, flags=re.ASCII).split()
 
 
 def is_stop_reply(text: str) -> str | None:
     """The canonical opt-out keyword if this inbound SMS is an opt-out reply, else None.
 
-    The rule: after normalisation (case, accents, punctuation, emoji and extra spaces ignored) the
-    whole message must be one keyword of STOP_KEYWORDS, spaces inside it optional ("STOP SMS",
-    "stop-sms", "STOPSMS"), optionally followed by a short code of up to 8 digits ("STOP 36180",
-    "STOP36180") and surrounded by courtesy words ("Stop merci", "STOP svp"). Any other word makes
-    it free text, which is not an opt-out: "don't stop sending", "stop sending me offers please".
+    The rule: after normalisation (width, case, accents, look-alike Cyrillic and Greek letters,
+    punctuation, emoji and extra spaces ignored; a word repeated in a row counted once) the whole
+    message must be one keyword or phrase of STOP_KEYWORDS, spaces inside it optional ("STOP SMS",
+    "stop-sms", "STOPSMS"), optionally followed by a number ("STOP 36180", "STOP123456789") and
+    surrounded by courtesy words ("Stop merci", "Please stop texting me"). Any other word makes
+    it free text, which is not an opt-out: "don't stop", "stop by the store tomorrow".
     """
-    words = _normalise(text)
+    found = _words(text)
+    words = [w for i, w in enumerate(found) if i == 0 or w != found[i - 1]]
     while words and words[0] in COURTESY_WORDS:
         words.pop(0)
     while words and words[-1] in COURTESY_WORDS:
         words.pop()
     compact = "".join(words)
-    code = re.search(r"\d+$", compact)
-    if code and _SHORT_CODE.fullmatch(code.group()):
+    code = _TRAILING_CODE.search(compact)
+    if code and code.start() > 0:
         compact = compact[: code.start()]
     return STOP_KEYWORDS.get(compact)

@@ -43,3 +43,60 @@ def test_import_rules(package: str) -> None:
 def test_rules_see_real_imports() -> None:
     """The walk finds imports at all (a rule that checks nothing would always pass)."""
     assert "engine.spec.conditions" in _imports(ROOT / "engine" / "runtime" / "interpreter.py")
+
+
+# --- outgoing connections ------------------------------------------------------------------------
+
+# Modules that open connections to another host. Everything else that calls out (any provider a
+# later change adds) must go through channels.pinned_http, whose connections pass the address
+# guard; a module that imported a client library directly would reach whatever its URL names.
+NETWORK_CLIENTS = ("http.client", "urllib.request", "urllib3", "requests", "httpx", "aiohttp")
+SOCKET_OPENERS = frozenset({"socket", "create_connection", "socketpair", "fromfd"})
+MAY_CONNECT = {
+    "channels/netguard.py": "the guard itself: vets the address, then connects to it",
+    "channels/pinned_http.py": "the one HTTP transport, over netguard's pinned connections",
+    # SMTP, not HTTP: one relay the operator names, never an address from data
+    "channels/email_smtp.py": "smtplib",
+}
+
+
+def _connections(path: Path) -> list[str]:
+    """What in `path` can open a connection: client imports, socket constructors, smtplib."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for name in _imports(path):
+        if name == "smtplib" or any(name == c or name.startswith(c + ".") for c in NETWORK_CLIENTS):
+            found.append(f"imports {name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in ("urllib", "http"):
+            found += [f"imports {node.module}.{a.name}" for a in node.names if a.name != "parse"]
+        elif isinstance(node, ast.ImportFrom) and node.module == "socket":
+            found += [f"imports socket.{a.name}" for a in node.names if a.name in SOCKET_OPENERS]
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "socket"
+            and node.attr in SOCKET_OPENERS
+        ):
+            found.append(f"calls socket.{node.attr} (line {node.lineno})")
+    return found
+
+
+def test_outgoing_connections_go_through_the_guarded_transport() -> None:
+    offenders = []
+    for package in ("channels", "engine", "designer"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            where = str(path.relative_to(ROOT))
+            if where not in MAY_CONNECT:
+                offenders += [f"{where} {what}" for what in _connections(path)]
+    assert not offenders, (
+        "send HTTP through channels.pinned_http.Transport (the address guard):\n"
+        + "\n".join(offenders)
+    )
+
+
+def test_the_connection_check_sees_real_connections() -> None:
+    """The exempt modules are caught by the walk (a check that finds nothing would always pass)."""
+    assert "imports http.client" in _connections(ROOT / "channels" / "pinned_http.py")
+    assert any("socket.socket" in c for c in _connections(ROOT / "channels" / "netguard.py"))
+    assert _connections(ROOT / "channels" / "email_smtp.py") == ["imports smtplib"]

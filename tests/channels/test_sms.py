@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -121,57 +122,116 @@ def test_same_keys_and_values_as_the_designer_counter_away_from_boundaries() -> 
 # ------------------------------------------------------------------ STOP replies
 
 
-@pytest.mark.parametrize(
-    ("text", "keyword"),
-    [
-        ("STOP", "STOP"),
-        ("Stop", "STOP"),
-        ("stop", "STOP"),
-        ("Stop!", "STOP"),
-        (" Stop. ", "STOP"),
-        ("STOP 36180", "STOP"),
-        ("STOP36180", "STOP"),
-        ("Stop merci", "STOP"),
-        ("STOP svp 🙏", "STOP"),
-        ("stop sms", "STOP SMS"),
-        ("STOP-SMS", "STOP SMS"),
-        ("STOPALL", "STOPALL"),
-        ("stop all", "STOPALL"),
-        (" arrêt ", "ARRET"),
-        ("ARRÊT", "ARRET"),
-        ("Arret 38100", "ARRET"),
-        ("UNSUBSCRIBE", "UNSUBSCRIBE"),
-        ("désabonner", "DESABONNER"),
-        ("DÉSABONNEMENT", "DESABONNEMENT"),
-        ("End", "END"),
-        ("cancel", "CANCEL"),
-        ("QUIT.", "QUIT"),
-        ("opt out", "OPTOUT"),
-        ("Revoke", "REVOKE"),
-    ],
-)
+# Carrier keywords and the refusals people actually write: each must opt out.
+STOP_REPLIES = [
+    ("STOP", "STOP"),
+    ("Stop", "STOP"),
+    ("stop", "STOP"),
+    ("Stop!", "STOP"),
+    (" Stop. ", "STOP"),
+    ("STOP 36180", "STOP"),
+    ("STOP36180", "STOP"),
+    ("Stop merci", "STOP"),
+    ("STOP svp 🙏", "STOP"),
+    ("stop sms", "STOP SMS"),
+    ("STOP-SMS", "STOP SMS"),
+    ("STOPALL", "STOPALL"),
+    ("stop all", "STOPALL"),
+    (" arrêt ", "ARRET"),
+    ("ARRÊT", "ARRET"),
+    ("Arret 38100", "ARRET"),
+    ("UNSUBSCRIBE", "UNSUBSCRIBE"),
+    ("désabonner", "DESABONNER"),
+    ("DÉSABONNEMENT", "DESABONNEMENT"),
+    ("End", "END"),
+    ("cancel", "CANCEL"),
+    ("QUIT.", "QUIT"),
+    ("opt out", "OPTOUT"),
+    ("Revoke", "REVOKE"),
+    # the usual French form, phrases, typos and other languages' keywords
+    ("STOP PUB", "STOP PUB"),
+    ("Stop pub", "STOP PUB"),
+    ("STOP MESSAGES", "STOP MESSAGES"),
+    ("stop it", "STOP IT"),
+    ("Stop texting me", "STOP TEXTING ME"),
+    ("Please stop texting me", "STOP TEXTING ME"),
+    ("Unsubscribe me", "UNSUBSCRIBE ME"),
+    ("REMOVE", "REMOVE"),
+    ("remove me", "REMOVE ME"),
+    ("stopp", "STOPP"),
+    ("STOPPEN", "STOPPEN"),
+    ("désinscrire", "DESINSCRIRE"),
+    ("se désabonner", "SE DESABONNER"),
+    ("Je veux me désinscrire", "JE VEUX ME DESINSCRIRE"),
+    ("arrêter", "ARRETER"),
+    # look-alike letters, repeated words, a trailing code of any length
+    ("S\u0422\u041e\u0420", "STOP"),  # Cyrillic TE, O, ER
+    ("\u0405\u03a4\u039f\u03a1", "STOP"),  # Cyrillic DZE, Greek TAU, OMICRON, RHO
+    ("\uff33\uff34\uff2f\uff30", "STOP"),  # full-width letters
+    ("STOP STOP", "STOP"),
+    ("stop, stop, STOP!!", "STOP"),
+    ("STOP123456789", "STOP"),
+    ("STOP 123456789", "STOP"),
+]
+
+
+@pytest.mark.parametrize(("text", "keyword"), STOP_REPLIES)
 def test_stop_replies_match(text: str, keyword: str) -> None:
     assert is_stop_reply(text) == keyword
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "don't stop sending",
-        "stop sending me offers please",
-        "Please stop texting me",  # free text: for a person to read, not an automatic opt-out
-        "STOP 123456789",  # nine digits is not a short code
-        "36180",
-        "merci",
-        "",
-        "stopper",
-        "the end",
-        "Arrêtez de m'écrire",
-        "START",
-    ],
-)
+# Ordinary messages that contain a keyword: none may opt anybody out.
+NOT_STOP = [
+    "don't stop sending",
+    "stop sending me offers please",
+    "36180",
+    "merci",
+    "",
+    "stopper",
+    "the end",
+    "Arrêtez de m'écrire",  # free text: for a person to read, not an automatic opt-out
+    "START",
+    "Don't stop",
+    "Never stop",
+    "stop by the store tomorrow",
+    "I will not stop buying",
+    "Can't stop loving this shop",
+    "Stop! That's a great deal",
+    "stop it, this is hilarious 😂",
+    "remove me? no way, I love it",
+    "When does the offer end?",
+    "end of season sale?",
+    "Cancel my order 1234",
+    "I want to cancel my appointment",
+    "Quit joking, is this real?",
+    "Please remove item 3 from my basket",
+    "Arrêt de bus devant le magasin ?",
+    "À quelle heure vous arrêtez ?",
+    "Je ne veux pas me désinscrire",
+    "Je veux me désinscrire de la newsletter email, pas des SMS",
+    "Le STOP c'est quoi ?",
+    "STOPPING BY LATER",
+    "stops",
+    "stop2win",
+    "Top promo !",
+    "OK merci",
+    "Unsubscribe? never!",
+    "Can I pause instead of stop?",
+    "p\u043e\u0441\u0442",  # Cyrillic letters that look like nothing we match
+]
+
+
+@pytest.mark.parametrize("text", NOT_STOP)
 def test_other_replies_do_not_match(text: str) -> None:
     assert is_stop_reply(text) is None
+
+
+def test_stop_corpus_counts() -> None:
+    """Every refusal honoured, no false opt-out: the figures SMS.md quotes."""
+    honoured = sum(is_stop_reply(text) == keyword for text, keyword in STOP_REPLIES)
+    false_opt_outs = sum(is_stop_reply(text) is not None for text in NOT_STOP)
+    assert (honoured, len(STOP_REPLIES)) == (46, 46)
+    assert (false_opt_outs, len(NOT_STOP)) == (0, 36)
 
 
 # ------------------------------------------------------------------ a real provider on 127.0.0.1
@@ -193,6 +253,7 @@ class FakeProvider:
     reply_body: bytes = b'{"id": "prov-1"}'
     reply_headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    port: int = 0
 
     def reply(self, status: int, body: Any, **headers: str) -> None:
         self.status = status
@@ -200,8 +261,9 @@ class FakeProvider:
         self.reply_headers = headers
 
 
-@pytest.fixture
-def provider() -> Iterator[FakeProvider]:
+@contextmanager
+def fake_provider(host: str = "127.0.0.1") -> Iterator[FakeProvider]:
+    """A provider's API listening on `host` until the block ends."""
     fake = FakeProvider(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -226,14 +288,27 @@ def provider() -> Iterator[FakeProvider]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = ThreadingHTTPServer((host, 0), Handler)
+    fake.port = server.server_address[1]
+    fake.url = f"http://{host}:{fake.port}"
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    with fake_provider() as fake:
+        yield fake
+
+
+# The fake listens on 127.0.0.1 over plain http: like an on-premise gateway, it must be allowed.
+LOCAL: dict[str, Any] = {"allow": ("127.0.0.1",), "allow_http": True}
 
 
 def sms(
@@ -244,6 +319,7 @@ def sms(
 
 def test_builtin_json_request(provider: FakeProvider) -> None:
     settings = SmsHttpSettings(
+        **LOCAL,
         url=provider.url + "/v1/sms?account=42",
         sender="Parcours",
         auth="bearer",
@@ -270,6 +346,7 @@ def test_builtin_json_request(provider: FakeProvider) -> None:
 
 def test_form_template_with_basic_auth(provider: FakeProvider) -> None:
     settings = SmsHttpSettings(
+        **LOCAL,
         url=provider.url + "/Accounts/AC1/Messages.json",
         sender="+33700000001",
         auth="basic",
@@ -309,6 +386,7 @@ def test_form_template_with_basic_auth(provider: FakeProvider) -> None:
 
 def test_header_auth_and_numeric_provider_id(provider: FakeProvider) -> None:
     settings = SmsHttpSettings(
+        **LOCAL,
         url=provider.url,
         sender="36180",
         auth="header",
@@ -323,14 +401,16 @@ def test_header_auth_and_numeric_provider_id(provider: FakeProvider) -> None:
 
 def test_accepted_without_an_id_falls_back_to_the_send_key(provider: FakeProvider) -> None:
     provider.reply(200, b"OK")
-    receipt = SmsHttpChannel(SmsHttpSettings(url=provider.url, sender="Parcours")).send(sms())
+    receipt = SmsHttpChannel(SmsHttpSettings(**LOCAL, url=provider.url, sender="Parcours")).send(
+        sms()
+    )
     assert receipt.provider_id == "v1:e7:s3:0"
 
 
 def test_503_with_retry_after_is_transient(provider: FakeProvider) -> None:
     provider.reply(503, {"message": "maintenance"}, Retry_After="30")
     with pytest.raises(TransientChannelError) as caught:
-        SmsHttpChannel(SmsHttpSettings(url=provider.url, sender="Parcours")).send(sms())
+        SmsHttpChannel(SmsHttpSettings(**LOCAL, url=provider.url, sender="Parcours")).send(sms())
     assert caught.value.retry_after == 30.0
     assert "HTTP 503" in str(caught.value) and "maintenance" in str(caught.value)
     assert "v1:e7:s3:0" in str(caught.value)
@@ -339,14 +419,16 @@ def test_503_with_retry_after_is_transient(provider: FakeProvider) -> None:
 def test_429_with_a_retry_after_date_is_transient(provider: FakeProvider) -> None:
     provider.reply(429, {}, Retry_After=email.utils.formatdate(time.time() + 120, usegmt=True))
     with pytest.raises(TransientChannelError) as caught:
-        SmsHttpChannel(SmsHttpSettings(url=provider.url, sender="Parcours")).send(sms())
+        SmsHttpChannel(SmsHttpSettings(**LOCAL, url=provider.url, sender="Parcours")).send(sms())
     assert caught.value.retry_after is not None
     assert 115 <= caught.value.retry_after <= 121
 
 
 def test_400_is_permanent_with_the_provider_text_and_no_secret(provider: FakeProvider) -> None:
     token = "tok-very-secret-99"
-    settings = SmsHttpSettings(url=provider.url, sender="Parcours", auth="bearer", token=token)
+    settings = SmsHttpSettings(
+        **LOCAL, url=provider.url, sender="Parcours", auth="bearer", token=token
+    )
     provider.reply(400, {"error": {"code": 21211, "message": f"Invalid 'To' number (key {token})"}})
     with pytest.raises(PermanentChannelError) as caught:
         SmsHttpChannel(settings).send(sms())
@@ -360,7 +442,7 @@ def test_400_is_permanent_with_the_provider_text_and_no_secret(provider: FakePro
 def test_a_plain_text_error_body_is_quoted(provider: FakeProvider) -> None:
     provider.reply(403, b"destination not allowed")
     with pytest.raises(PermanentChannelError, match="HTTP 403: destination not allowed") as caught:
-        SmsHttpChannel(SmsHttpSettings(url=provider.url, sender="Parcours")).send(sms())
+        SmsHttpChannel(SmsHttpSettings(**LOCAL, url=provider.url, sender="Parcours")).send(sms())
     assert not isinstance(caught.value, ChannelConfigError)  # one recipient, not the channel
 
 
@@ -368,14 +450,16 @@ def test_a_plain_text_error_body_is_quoted(provider: FakeProvider) -> None:
     "phone", ["0612345678", "", None, "+0612345678", "+33 6 12 AB", "33612345678"]
 )
 def test_invalid_phone_is_permanent_before_any_request(provider: FakeProvider, phone: Any) -> None:
-    channel = SmsHttpChannel(SmsHttpSettings(url=provider.url, sender="Parcours"))
+    channel = SmsHttpChannel(SmsHttpSettings(**LOCAL, url=provider.url, sender="Parcours"))
     with pytest.raises(PermanentChannelError, match=r"E\.164"):
         channel.send(sms(phone=phone))
     assert provider.requests == []
 
 
 def test_too_many_segments_is_permanent_before_any_request(provider: FakeProvider) -> None:
-    channel = SmsHttpChannel(SmsHttpSettings(url=provider.url, sender="Parcours", max_segments=2))
+    channel = SmsHttpChannel(
+        SmsHttpSettings(**LOCAL, url=provider.url, sender="Parcours", max_segments=2)
+    )
     channel.send(sms(text="a" * 306))  # exactly two segments: allowed
     with pytest.raises(PermanentChannelError, match="3 segments") as caught:
         channel.send(sms(text="ç" + "a" * 140))  # UCS-2 because of ç: 141 units, 3 segments
@@ -388,13 +472,15 @@ def test_401_is_a_configuration_error(provider: FakeProvider) -> None:
     with pytest.raises(
         ChannelConfigError, match=r"HTTP 401 \(check the SMS account and auth\): Authenticate"
     ):
-        SmsHttpChannel(SmsHttpSettings(url=provider.url, sender="Parcours")).send(sms())
+        SmsHttpChannel(SmsHttpSettings(**LOCAL, url=provider.url, sender="Parcours")).send(sms())
 
 
 def test_a_timeout_after_the_request_left_is_ambiguous(provider: FakeProvider) -> None:
     provider.delay = 1.0
-    channel = SmsHttpChannel(SmsHttpSettings(url=provider.url, sender="Parcours", timeout=0.2))
-    with pytest.raises(AmbiguousDeliveryError, match=r"no answer within 0\.2s"):
+    channel = SmsHttpChannel(
+        SmsHttpSettings(**LOCAL, url=provider.url, sender="Parcours", timeout=0.2)
+    )
+    with pytest.raises(AmbiguousDeliveryError, match=r"no answer came back within 0\.2s"):
         channel.send(sms())
     assert len(provider.requests) == 1  # it did arrive: a blind resend could deliver twice
 
@@ -403,10 +489,112 @@ def test_an_unreachable_provider_is_transient_not_ambiguous() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    channel = SmsHttpChannel(SmsHttpSettings(url=f"http://127.0.0.1:{port}", sender="Parcours"))
-    with pytest.raises(TransientChannelError, match="cannot reach") as caught:
+    channel = SmsHttpChannel(
+        SmsHttpSettings(**LOCAL, url=f"http://127.0.0.1:{port}", sender="Parcours")
+    )
+    with pytest.raises(TransientChannelError, match="cannot connect") as caught:
         channel.send(sms())
     assert not isinstance(caught.value, AmbiguousDeliveryError)
+
+
+# --- the address guard: the provider URL is configuration, yet it may not reach inside ----------
+
+# Internal destinations; {port} is the fake provider's, so a loopback spelling that slipped
+# through would be counted by it. The others are refused before any connection is tried.
+INTERNAL_URLS = [
+    "http://127.0.0.1:{port}/v1",
+    "http://127.0.0.2:{port}/v1",
+    "http://localhost:{port}/v1",
+    "http://sms.localhost:{port}/v1",
+    "http://[::1]:{port}/v1",
+    "http://[::ffff:127.0.0.1]:{port}/v1",
+    "http://[::ffff:7f00:1]:{port}/v1",
+    "http://[64:ff9b::7f00:1]:{port}/v1",
+    "http://[2002:7f00:1::]:{port}/v1",
+    "http://2130706433:{port}/v1",
+    "http://0x7f000001:{port}/v1",
+    "http://0x7f.1:{port}/v1",
+    "http://0177.0.0.1:{port}/v1",
+    "http://127.1:{port}/v1",
+    "http://0.0.0.0:{port}/v1",
+    "http://[::]:{port}/v1",
+    "https://10.0.0.1/v1",
+    "https://172.16.0.1/v1",
+    "https://192.168.1.1/v1",
+    "https://100.64.0.1/v1",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::ffff:169.254.169.254]/latest/meta-data/",
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "https://[fe80::1]/v1",
+    "https://[fd00::1]/v1",
+    "https://224.0.0.1/v1",
+]
+
+
+@pytest.mark.parametrize("url", INTERNAL_URLS)
+def test_an_internal_provider_url_is_refused_before_any_request(
+    provider: FakeProvider, url: str
+) -> None:
+    config = {"url": url.format(port=provider.port) + "?key=s3cret-api-key", "sender": "Parcours"}
+    with pytest.raises(ChannelConfigError) as caught:
+        sms_channel_from_config({**config, "allow_http": True}, environ={})
+    message = str(caught.value)
+    assert "url: refused to connect to" in message and "allow list" in message
+    assert "s3cret-api-key" not in message
+    assert provider.requests == []
+
+
+def test_a_provider_name_resolving_inside_is_refused_at_send(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A public-looking name whose DNS answer is loopback: refused once resolved, not dialled."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "sms.rebind.example":
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    url = f"http://sms.rebind.example:{provider.port}/v1"
+    channel = SmsHttpChannel(SmsHttpSettings(url=url, sender="Parcours", allow_http=True))
+    with pytest.raises(ChannelConfigError, match=r"refused to connect to sms\.rebind\.example"):
+        channel.send(sms())
+    assert provider.requests == []
+
+
+def test_a_redirect_to_loopback_is_not_followed(provider: FakeProvider) -> None:
+    with fake_provider("127.0.0.2") as gateway:
+        gateway.reply(307, b"", Location=provider.url + "/v1")
+        settings = SmsHttpSettings(url=gateway.url, sender="Parcours", allow=("127.0.0.2/32",),
+                                   allow_http=True)  # fmt: skip
+        with pytest.raises(ChannelConfigError, match="redirects are not followed"):
+            SmsHttpChannel(settings).send(sms())
+        assert len(gateway.requests) == 1
+    assert provider.requests == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/v1", "http://2130706433:{port}/v1"])
+def test_the_allow_list_lets_an_on_premise_gateway_receive_the_message(
+    provider: FakeProvider, url: str
+) -> None:
+    channel = sms_channel_from_config(
+        {"url": url.format(port=provider.port), "sender": "Parcours",
+         "allow": ["127.0.0.1"], "allow_http": True},
+        environ={},
+    )  # fmt: skip
+    assert channel.send(sms()).provider_id == "prov-1"
+    assert len(provider.requests) == 1
+
+
+def test_plain_http_needs_allow_http(provider: FakeProvider) -> None:
+    with pytest.raises(
+        ChannelConfigError, match=r"plain http refused, https only \(see allow_http"
+    ):
+        sms_channel_from_config({"url": provider.url, "sender": "P", "allow": ["127.0.0.1"]}, {})
+    with pytest.raises(ChannelConfigError, match=r"allow: allow list entry '10\.0\.0\.0/33'"):
+        SmsHttpSettings(url="https://sms.example/v1", sender="Parcours", allow=("10.0.0.0/33",))
+    assert provider.requests == []
 
 
 def test_channel_from_config_resolves_secrets(provider: FakeProvider) -> None:
@@ -414,6 +602,8 @@ def test_channel_from_config_resolves_secrets(provider: FakeProvider) -> None:
         {
             "url": provider.url,
             "sender": "Parcours",
+            "allow": ["127.0.0.1"],
+            "allow_http": True,
             "auth": "bearer",
             "token": "${SMS_TOKEN}",
             "max_segments": "3",

@@ -205,6 +205,7 @@ def test_the_confirmation_sms_goes_to_the_sms_provider(
     url, received = sms_provider
     (workspace / "channels.yaml").write_text(
         f"sms:\n  provider: sms_http\n  url: {url}\n  sender: Boutique\n"
+        "  allow: [127.0.0.1]\n  allow_http: true\n"
     )
     key = sign_up(client, "sms")
     assert the_send(state, key).status == "queued"
@@ -258,6 +259,7 @@ def test_without_a_provider_the_confirmation_is_in_the_outbox(
     # Only SMS has a provider: the email confirmation is kept by the outbox.
     (workspace / "channels.yaml").write_text(
         "sms:\n  provider: sms_http\n  url: http://127.0.0.1:9/v1\n  sender: Boutique\n"
+        "  allow: [127.0.0.1]\n  allow_http: true\n"
     )
     key = sign_up(client)
     send = the_send(state, key)

@@ -64,6 +64,8 @@ def workspace(workspace: Path, provider: tuple[str, list[dict[str, Any]]]) -> Pa
         "sms:\n"
         "  provider: sms_http\n"
         f"  url: {provider[0]}\n"
+        "  allow: [127.0.0.1]\n"  # the fake is on loopback, like an on-premise gateway
+        "  allow_http: true\n"
         "  sender: Boutique\n"
         "  callback_secret: ${SMS_CALLBACK_SECRET}\n"
         f"  callback_header: {HEADER}\n"
@@ -374,6 +376,32 @@ def test_a_free_text_reply_is_only_recorded(
     assert reply.properties == {"text": "Don't stop, I love it"}
     assert [c["state"] for c in consents(client, "ana")["consents"]] == ["opted_in"]
     assert events(state, "unsubscribed") == [] and woken.count == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword"),
+    [("Stop pub", "STOP PUB"), ("S\u0422\u041e\u0420", "STOP"), ("Je veux me désinscrire",
+     "JE VEUX ME DESINSCRIRE"), ("STOP STOP", "STOP"), ("STOP123456789", "STOP")],
+)  # fmt: skip
+def test_refusals_as_people_write_them_opt_out(
+    delivered: dict[str, int], client: FlaskClient, text: str, keyword: str
+) -> None:
+    answer = post(client, "/hooks/sms/inbound", {"from": ANA, "text": text})
+    assert answer.get_json() == {"ok": True, "changed": 1, "opted_out": 1}
+    last = consents(client, "ana")["history"][-1]
+    assert (last["state"], last["wording"]) == ("opted_out", text)
+    assert last["evidence"]["keyword"] == keyword
+
+
+@pytest.mark.parametrize(
+    "text", ["stop by the store tomorrow", "I will not stop buying", "Cancel my order 1234"]
+)
+def test_a_sentence_that_contains_a_keyword_does_not_opt_out(
+    delivered: dict[str, int], client: FlaskClient, text: str
+) -> None:
+    answer = post(client, "/hooks/sms/inbound", {"from": ANA, "text": text})
+    assert answer.get_json() == {"ok": True, "changed": 1, "opted_out": 0}
+    assert [c["state"] for c in consents(client, "ana")["consents"]] == ["opted_in"]
 
 
 def test_a_reply_from_an_unknown_number_is_recorded_nowhere(
