@@ -203,3 +203,22 @@ def test_the_counts_work_alike_on_sqlite_and_postgresql(engine_url: str) -> None
         assert sorted(names) == ["192.0.2.1", "bob"]  # older counts are gone
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("proxies, seen", [(0, "10.0.0.1"), (1, "203.0.113.9")])
+def test_x_forwarded_for_counts_only_behind_configured_proxies(
+    designer_app: Flask, state: Parcours, proxies: int, seen: str
+) -> None:
+    app = create_app(state.settings.evolve(trusted_proxies=proxies), {"TESTING": True})
+    try:
+        client = app.test_client()
+        token = csrf_of(client)
+        client.post(
+            "/login",
+            data={"username": "admin", "password": "guess", "csrf_token": token},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+            environ_base={"REMOTE_ADDR": "10.0.0.1"},
+        )
+    finally:
+        app.extensions["parcours"].engine.dispose()
+    assert [e.details["address"] for e in failures(state)] == [seen]
