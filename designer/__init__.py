@@ -7,11 +7,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engine.config import Settings, load_settings
 from engine.links import secret_key
@@ -123,6 +125,9 @@ DESIGNER_CSP = (
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 PUBLIC_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+# Sent only when PARCOURS_PUBLIC_URL is https: over plain http (local development) a browser
+# would otherwise refuse the site until max-age runs out.
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def parcours() -> Parcours:
@@ -142,6 +147,8 @@ def _security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Frame-Options", "DENY")
     if request.endpoint != "static":
         response.headers.setdefault("Cache-Control", "no-store")
+    if current_app.config["SESSION_COOKIE_SECURE"]:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
     return response
 
 
@@ -210,6 +217,12 @@ def create_app(
         app.config.from_mapping(test_config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = secret_key(settings)
+    if urlsplit(settings.public_base).scheme == "https":
+        # the session (which holds the CSRF token) never travels over plain http
+        app.config["SESSION_COOKIE_SECURE"] = True
+    if settings.trusted_proxies:
+        # request.remote_addr is then the client's address as the nearest proxies report it
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.extensions["parcours"] = Parcours(
         make_engine(settings.db_url),
         settings,

@@ -14,10 +14,7 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
-import threading
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,7 +22,6 @@ from flask import (
     Blueprint,
     Flask,
     abort,
-    current_app,
     flash,
     g,
     jsonify,
@@ -40,6 +36,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from designer import throttle
 from designer.i18n import gettext as _
 from engine.store.models import USER_ROLES, AuditEntry, User
 
@@ -51,43 +48,19 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Public pages (signed links, site keys), the API (API key) and provider callbacks (signed).
 CSRF_EXEMPT_PREFIXES: tuple[str, ...] = ("api", "public", "hooks.")
 MIN_PASSWORD = 10
-LOCKOUT_FAILURES = 8
-LOCKOUT_SECONDS = 300
 
 auth = Blueprint("auth", __name__)
 
 
-class _Failures:
-    """Failed sign-ins per username, in memory: a burst locks the name for a while."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: dict[str, list[float]] = {}
-
-    def locked(self, username: str) -> bool:
-        with self._lock:
-            recent = [
-                t for t in self._seen.get(username, []) if time.monotonic() - t < LOCKOUT_SECONDS
-            ]
-            self._seen[username] = recent
-            return len(recent) >= LOCKOUT_FAILURES
-
-    def add(self, username: str) -> None:
-        with self._lock:
-            self._seen.setdefault(username, []).append(time.monotonic())
-
-    def clear(self, username: str) -> None:
-        with self._lock:
-            self._seen.pop(username, None)
-
-
-def _failures() -> _Failures:
-    found: _Failures = current_app.extensions["parcours_login_failures"]
-    return found
-
-
 def hash_password(password: str) -> str:
     return generate_password_hash(password)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of the same method and cost as real ones, checked when the name is unknown or
+    disabled: every sign-in then costs one password hash, so timing does not tell names apart."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def password_problem(password: str) -> str | None:
@@ -135,13 +108,17 @@ def ensure_first_admin(engine: Engine) -> str | None:
 
 
 def audit(
-    db: Session, action: str, kind: str, target: str | None, **details: Any
+    db: Session, action: str, kind: str, target: str | None, actor: str | None = None,
+    **details: Any,
 ) -> None:  # fmt: skip
-    """Append to the audit log, in the caller's transaction, as the signed-in user."""
+    """Append to the audit log, in the caller's transaction, as the signed-in user (or `actor`:
+    the name a failed sign-in tried)."""
     user = getattr(g, "user", None)
+    if actor is None:
+        actor = user.username if user is not None else "system"
     db.add(
         AuditEntry(
-            username=user.username if user is not None else "system",
+            username=actor[:64],
             action=action,
             target_kind=kind,
             target_id=target,
@@ -244,36 +221,49 @@ def login() -> Any:
     """Sign in with a username and password."""
     from designer import parcours
 
+    state = parcours()
     error = None
     username = ""
     if request.method == "POST":
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
-        if _failures().locked(username):
-            error = _("Too many failed attempts: wait a few minutes.")
-        else:
-            with Session(parcours().engine) as db, db.begin():
-                user = db.scalar(select(User).where(User.username == username))
-                ok = (
-                    user is not None
-                    and not user.disabled
-                    and check_password_hash(user.password_hash, password)
-                )
-                if ok and user is not None:
-                    _failures().clear(username)
-                    user.last_login_at = datetime.now(UTC)
-                    session.clear()
-                    session["user_id"] = user.id
-                    session["pw"] = user.password_hash[-12:]
-                    if user.language:
-                        session["lang"] = user.language
-                    session.permanent = True
-                    g.user = user
-                    audit(db, "login", "session", user.username)
-                    return redirect(_safe_next(request.args.get("next")))
-            _failures().add(username)
-            error = _("Unknown username or wrong password.")
+        # The address the server sees: behind a proxy, PARCOURS_TRUSTED_PROXIES says how many
+        # X-Forwarded-For hops to believe (ProxyFix); a client cannot pick its own otherwise.
+        address = request.remote_addr or "unknown"
+        with Session(state.engine) as db, db.begin():
+            wait = throttle.reserve(db.connection(), username, address, state.clock.now())
+            if wait:
+                _audit_failure(db, username, address, "throttled")
+        if wait:
+            error = _("Too many failed attempts: try again in %(n)d seconds.", n=wait)
+            page = render_template("login.html", error=error, username=username)
+            return page, 429, {"Retry-After": str(wait)}
+        with Session(state.engine) as db, db.begin():
+            user = db.scalar(select(User).where(User.username == username))
+            usable = user is not None and not user.disabled
+            stored = user.password_hash if user is not None and usable else _dummy_hash()
+            if check_password_hash(stored, password) and user is not None and usable:
+                throttle.signed_in(db.connection(), username, address)
+                user.last_login_at = state.clock.now()
+                session.clear()
+                session["user_id"] = user.id
+                session["pw"] = user.password_hash[-12:]
+                if user.language:
+                    session["lang"] = user.language
+                session.permanent = True
+                g.user = user
+                audit(db, "login", "session", user.username)
+                return redirect(_safe_next(request.args.get("next")))
+            reason = "unknown" if user is None else "disabled" if user.disabled else "wrong"
+            _audit_failure(db, username, address, reason)
+        error = _("Unknown username or wrong password.")
     return render_template("login.html", error=error, username=username), (401 if error else 200)
+
+
+def _audit_failure(db: Session, username: str, address: str, reason: str) -> None:
+    # The name tried and why it failed; never the password, which may be another account's.
+    audit(db, "login_failed", "session", username[:128], actor=username, reason=reason,
+          address=address)  # fmt: skip
 
 
 @auth.post("/logout")
@@ -369,10 +359,11 @@ def update_user(user_id: int) -> Any:
 
 
 def init_app(app: Flask) -> None:
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 12 * 3600)
-    app.extensions["parcours_login_failures"] = _Failures()
+    # Flask's defaults hold these keys already (SameSite None, 31 days): set, not setdefault.
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["PERMANENT_SESSION_LIFETIME"] = 12 * 3600
+    _dummy_hash()  # computed once per process, before the first sign-in
     app.before_request(_load_user)
     app.before_request(_check_csrf)
     app.jinja_env.globals.update(csrf_token=csrf_token, can=can)

@@ -65,6 +65,13 @@ SETTINGS: tuple[Setting, ...] = (
         "https in production; empty: http://HOST:PORT.",
     ),
     Setting(
+        "TRUSTED_PROXIES",
+        "0",
+        "Reverse proxies in front of the server whose X-Forwarded-For is believed for the "
+        "client's address (sign-in throttling, audit, consent evidence); 0: the connection's.",
+        int,
+    ),
+    Setting(
         "API_KEY",
         "",
         "Key for the JSON API (header X-Api-Key); empty: one is generated at "
@@ -96,6 +103,7 @@ class Settings:
     host: str
     port: int
     public_url: str
+    trusted_proxies: int
     api_key: str
     secret_key: str
     log_level: str

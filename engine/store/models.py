@@ -384,6 +384,20 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
+class SignInThrottle(Base):
+    """Failed sign-ins counted per name or per client address (kind "name" / "address").
+
+    In the database so that every process of the designer counts the same attempts.
+    """
+
+    __tablename__ = "sign_in_throttle"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime]
+
+
 class PushSubscription(Base):
     """A browser's Web Push subscription: the push service endpoint and the keys to encrypt for it.
 

@@ -38,7 +38,7 @@ from engine.policy.loading import full_gate_factory
 from engine.policy.model import Policy
 from engine.runner import Worker
 from engine.spec.model import Scenario
-from engine.store.db import make_engine
+from engine.store.db import downgrade, make_engine, upgrade
 from engine.store.models import ConsentRecord, Contact, Send, Suppression
 from engine.versions import VersionCache, publish_bundle
 from tests import gate_race
@@ -100,6 +100,7 @@ CONTACTS = [
     ("nowhere", None),  # unknown zone: the workspace zone (Europe/Paris) applies
 ]
 START = datetime(2026, 3, 6, 18, 0, tzinfo=UTC)  # a Friday evening in Paris
+APPEND_ONLY_REVISION = "0006"  # the revision before the append-only triggers
 TABLES = ("journal", "sends", "enrollments", "event_inbox", "events", "consent_records",
           "consent_states", "suppressions", "pressure", "contacts", "schedule_firings")  # fmt: skip
 
@@ -127,12 +128,16 @@ def world(engine_url: str) -> Engine:
 
 
 def _reset(engine: Engine) -> None:
+    # The consent ledger refuses DELETE; stepping below the migration that guards it (and back)
+    # is the one way to empty it, as a test between examples may.
+    downgrade(engine, APPEND_ONLY_REVISION)
     with engine.begin() as conn:
         for table in TABLES:
             conn.execute(text(f"DELETE FROM {table}"))
         rows = [{"external_id": name, "email": f"{name}@example.com", "phone": "+33611223344",
                  "timezone": zone, "attributes": {}} for name, zone in CONTACTS]  # fmt: skip
         upsert_contacts(conn, rows, START)
+    upgrade(engine)
 
 
 @settings(

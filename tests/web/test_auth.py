@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from designer import Parcours
 from designer.auth import ensure_first_admin
+from designer.throttle import NAME_FREE_FAILURES
+from engine.runtime.clock import VirtualClock
 from engine.store.models import AuditEntry, User
 from tests.web.conftest import PASSWORD, csrf_of
 
@@ -25,17 +28,20 @@ def test_signed_out_pages_redirect_to_login_and_json_gets_401(designer_app: Flas
     assert api.get_json()["error"]["code"] == "login"
 
 
-def test_wrong_password_is_refused_and_a_burst_locks_the_name(designer_app: Flask) -> None:
+def test_wrong_password_is_refused_and_a_burst_is_slowed(
+    designer_app: Flask, state: Parcours
+) -> None:
+    state.clock = VirtualClock(datetime(2026, 6, 1, tzinfo=UTC))  # no time passes in between
     client = designer_app.test_client()
     token = csrf_of(client)
-    for _ in range(8):
+    for _ in range(NAME_FREE_FAILURES):
         r = client.post("/login", data={"username": "viewer", "password": "x", "csrf_token": token})
         assert r.status_code == 401
         assert "wrong password" in r.get_data(as_text=True)
     right = {"username": "viewer", "password": PASSWORD, "csrf_token": token}
-    locked = client.post("/login", data=right)
-    assert locked.status_code == 401
-    assert "Too many failed attempts" in locked.get_data(as_text=True)
+    slowed = client.post("/login", data=right)
+    assert slowed.status_code == 429 and slowed.headers["Retry-After"] == "2"
+    assert "try again in 2 seconds" in slowed.get_data(as_text=True)
 
 
 def test_login_without_csrf_token_is_refused(designer_app: Flask) -> None:
