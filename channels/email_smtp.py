@@ -385,8 +385,17 @@ def smtp_channel_from_config(
                 values[key] = _coerce(key, value)
             except ValueError as exc:
                 problems.append(str(exc))
-    problems += [f"'{key}' is required" for key in ("host", "from_address") if key not in values]
+    missing = [key for key in ("host", "from_address") if key not in values]
+    problems += [f"'{key}' is required" for key in missing]
     if problems:
+        # The settings that were given are still checked, so one run reports every problem.
+        stand_in = {"host": "localhost", "from_address": "parcours@example.com"}
+        try:
+            SmtpSettings(**{**{k: stand_in[k] for k in missing}, **values})
+        except ChannelConfigError as exc:
+            problems += str(exc).removeprefix("SMTP settings: ").split("; ")
+        except TypeError:
+            pass
         raise ChannelConfigError(
             f"SMTP configuration: {'; '.join(problems)}; known keys: {', '.join(declared)}"
         )

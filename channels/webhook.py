@@ -6,6 +6,7 @@ answer maps to a retry decision.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import json
@@ -220,13 +221,36 @@ def webhook_channel_from_config(
     from channels.errors import ChannelConfigError
 
     values = resolve_secrets(config, os.environ if environ is None else environ)
-    known = {f.name for f in dataclasses.fields(WebhookSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ChannelConfigError(f"unknown webhook settings: {', '.join(unknown)}")
+    known = [f.name for f in dataclasses.fields(WebhookSettings)]
+    problems = [_unknown_key(key, known) for key in values if key not in known]
+    if not values.get("secret"):
+        problems.append("'secret' is required: every request is signed with it")
     if "allow" in values:
-        values["allow"] = tuple(values["allow"] or ())
+        allow = values["allow"] or ()
+        if not isinstance(allow, list | tuple) or not all(isinstance(v, str) for v in allow):
+            problems.append("'allow' must be a list of CIDR blocks, addresses or host names")
+        else:
+            values["allow"] = tuple(allow)
+            problems += [f"'allow[{i}]': {p}" for i, p in _allow_problems(allow)]
+    if problems:
+        raise ChannelConfigError(f"webhook settings: {'; '.join(problems)}")
     try:
         return WebhookChannel(WebhookSettings(**values))
     except (TypeError, ValueError) as exc:
         raise ChannelConfigError(f"webhook settings: {exc}") from None
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+
+
+def _allow_problems(allow: Any) -> list[tuple[int, str]]:
+    """The allow-list entries the address guard cannot read, by index."""
+    found = []
+    for i, entry in enumerate(allow):
+        try:
+            AddressPolicy([entry])
+        except ValueError as exc:
+            found.append((i, str(exc)))
+    return found

@@ -157,6 +157,23 @@ def test_every_problem_of_a_channel_gets_its_own_line(lint) -> None:  # type: ig
     assert [ln.split(":")[1] for ln in lines] == ["5", "6", "7"], output
 
 
+def test_a_missing_required_setting_hides_no_other_problem(lint) -> None:  # type: ignore[no-untyped-def]
+    raw = (
+        b"email:\n  provider: smtp\n  host: h\n  port: 99999\n"
+        b"webhook:\n  provider: webhook\n  alow: []\n  allow:\n    - 10.0.0.0/33\n"
+    )
+    status, output, path = lint("channels.yaml", raw)
+    assert status == 1
+    assert "__init__" not in output and "positional argument" not in output, output
+    lines = [ln for ln in output.splitlines() if ln.startswith(str(path))]
+    found = {(ln.split(":")[1], ln.rsplit(": ", 1)[-1].split(" ")[0]) for ln in lines}
+    assert ("4", "Expected") in found, output  # the port, although from_address is missing
+    assert any("'from_address' is required" in ln for ln in lines), output
+    assert any("'secret' is required" in ln for ln in lines), output
+    assert any(ln.split(":")[1] == "7" and "did you mean 'allow'" in ln for ln in lines), output
+    assert any(ln.split(":")[1] == "9" and "10.0.0.0/33" in ln for ln in lines), output
+
+
 def test_loading_a_broken_policy_raises_located_problems(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_bytes(b"format_version: 1\ntopics: {news: caf\xe9}\n")
