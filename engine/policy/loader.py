@@ -43,7 +43,6 @@ from marshmallow import (
     validates_schema,
 )
 
-from engine.errors import NotFound, ScenarioInvalid
 from engine.policy.model import (
     CALENDAR,
     CONSENT_MODES,
@@ -57,8 +56,8 @@ from engine.policy.model import (
 )
 from engine.spec.fields import Duration, Identifier, LocalTime, Weekdays
 from engine.spec.problems import Problem, did_you_mean, has_errors
-from engine.spec.schema_problems import schema_problems
-from engine.spec.yamlio import Positions, at_file_start, parse_yaml, read_source
+from engine.spec.settings_files import lint_file, lint_mapping, loaded
+from engine.spec.yamlio import at_file_start
 
 HOLIDAY_CALENDARS = ("FR",)
 
@@ -216,20 +215,11 @@ def lint_policy_text(text: str, filename: str | None = None) -> tuple[Policy | N
     from channels import channel_names
     from engine.spec.loader import _place
 
-    try:
-        data, positions = parse_yaml(text, filename)
-    except ScenarioInvalid as exc:
-        return None, at_file_start(_place(exc.problems, Positions(), filename))
-    data = {} if data is None else data  # an empty file misses format_version, said on line 1
-    if not isinstance(data, Mapping):
-        message = "The policy is a mapping of settings (format_version, topics, consent, caps...)."
-        problem = Problem("policy.invalid", message, hint="start with 'format_version: 1'")
-        return None, at_file_start(_place([problem], positions, filename))
-    try:
-        policy: Policy = PolicySchema().load(data)
-    except ValidationError as exc:
-        problems = schema_problems(exc, data, PolicySchema())
-        return None, at_file_start(_place(problems, positions, filename))
+    message = "The policy is a mapping of settings (format_version, topics, consent, caps...)."
+    invalid = Problem("policy.invalid", message, hint="start with 'format_version: 1'")
+    policy, problems, positions = lint_mapping(text, filename, PolicySchema(), invalid)
+    if policy is None:
+        return None, problems
     problems = _place(_channel_problems(policy, channel_names()), positions, filename)
     if has_errors(problems):
         return None, at_file_start(problems)
@@ -240,19 +230,10 @@ def lint_policy_text(text: str, filename: str | None = None) -> tuple[Policy | N
 def lint_policy_file(path: Path) -> tuple[Policy | None, list[Problem]]:
     """`lint_policy_text` on a file, read as safely as a scenario (size, UTF-8); the defaults
     when there is no file."""
-    try:
-        text = read_source(path, "policy file")
-    except NotFound:
-        return Policy(), []
-    except ScenarioInvalid as exc:
-        return None, exc.problems
-    return lint_policy_text(text, str(path))
+    return lint_file(path, "policy file", lint_policy_text, Policy())
 
 
 def load_policy_file(path: Path) -> Policy:
     """The policy in `path`; a missing file means the defaults. Raises ScenarioInvalid, whose
     problems each name the file, line and column."""
-    policy, problems = lint_policy_file(path)
-    if policy is None:
-        raise ScenarioInvalid([p for p in problems if p.severity == "error"])
-    return policy
+    return loaded(lint_policy_file(path))
