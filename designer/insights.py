@@ -25,11 +25,13 @@ from designer.i18n import current_language
 from designer.i18n import gettext as _
 from designer.pressure_board import board
 from engine import consent as ledger
+from engine.audience.attributes import contact_metrics, workspace_spec
 from engine.ingest import contact_profile
 from engine.policy.base import ADDRESS_FIELDS
 from engine.policy.model import CapRule, Policy, PressureConfig
 from engine.pressure import explain, load_barometers
 from engine.runtime.timing import zone_for
+from engine.spec.attributes import AttributesSpec
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
 from engine.store.db import SQLITE_BEGIN, id_in
 from engine.store.models import (
@@ -132,6 +134,20 @@ def status_label(status: str) -> str:
               "queued": _("Queued"), "sent": _("Sent"), "delivered": _("Delivered"),
               "bounced": _("Bounced"), "ambiguous": _("Uncertain")}  # fmt: skip
     return labels.get(status, status)
+
+
+def computed_labels() -> dict[str, dict[str, str]]:
+    """Lifecycle stages and RFM classes (engine/spec/attributes.py) in words."""
+    stages = {"prospect": _("Prospect"), "first_purchase": _("First purchase"),
+              "repeat": _("Repeat customer"), "loyal": _("Loyal"), "premium": _("Premium"),
+              "at_risk": _("At risk"), "dormant": _("Dormant"), "lost": _("Lost")}  # fmt: skip
+    classes = {"champions": _("Champions"), "loyal": _("Loyal"),
+               "potential_loyalists": _("Potential loyalists"),
+               "new_customers": _("New customers"), "promising": _("Promising"),
+               "need_attention": _("Need attention"), "about_to_sleep": _("About to sleep"),
+               "at_risk": _("At risk"), "cant_lose_them": _("Can't lose them"),
+               "hibernating": _("Hibernating"), "lost": _("Lost")}  # fmt: skip
+    return {"stages": stages, "classes": classes}
 
 
 def number(value: float, digits: int = 0) -> str:
@@ -407,14 +423,21 @@ def contact(external_id: str) -> Any:
             "history": list(reversed(ledger.consent_history(conn, row.id))),  # newest first
             "suppressions": ledger.contact_suppressions(conn, row),
             "reach": reachability(conn, row, policy, now),
+            "computed": contact_metrics(conn, row.id, _attributes_spec(state), now),
         }
     barometer_rows = [(OVERALL, pressure["overall"]), *pressure["channels"].items()]
     gauges = {channel: gauge(r, policy.pressure) for channel, r in barometer_rows}
     return render_template(
         "contact.html", missing=None, contact=row, pressure=pressure, gauges=gauges,
         barometer_rows=barometer_rows, journeys=journeys, names=names, items=items, older=older,
-        paged=cursor is not None, cfg_half_life=policy.pressure.half_life, **details,
+        paged=cursor is not None, cfg_half_life=policy.pressure.half_life,
+        computed_words=computed_labels(), **details,
     )  # fmt: skip
+
+
+def _attributes_spec(state: Any) -> AttributesSpec:
+    # a broken declaration (lint says why) still lists the purchases, as the defaults read them
+    return workspace_spec(state.settings.scenarios_dir) or AttributesSpec()
 
 
 # ---------------------------------------------------------------- pressure dashboard

@@ -585,14 +585,19 @@ def contact() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
-    """A contact's profile, consents with their history, suppressions and pressure barometer."""
+    """A contact's profile, consents with their history, suppressions, pressure barometer and
+    computed attributes (RFM, lifecycle stage, customer value) with the purchases behind them."""
+    from engine.audience.attributes import contact_metrics, workspace_spec
     from engine.consent import consent_history, consent_states, contact_suppressions
     from engine.ingest import contact_profile
     from engine.policy.loader import load_policy_file
     from engine.policy.loading import policy_path
     from engine.pressure import explain, load_barometers
+    from engine.spec.attributes import AttributesSpec
 
     now = utcnow()
+    # a broken declaration (lint says why) still shows the purchases, as the defaults read them
+    spec = workspace_spec(_settings(ctx.find_root()).scenarios_dir) or AttributesSpec()
     with _database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
         row = _find_contact(conn, external_id)
         # The barometer as of now (scores decay), explained with the workspace thresholds.
@@ -604,6 +609,7 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
             "history": consent_history(conn, row.id),
             "suppressions": contact_suppressions(conn, row),
             "pressure": explain(barometer, policy),
+            "computed": contact_metrics(conn, row.id, spec, now),
         }
     if as_json:
         click.echo(json.dumps(details, indent=2, ensure_ascii=False, default=str))
@@ -653,6 +659,29 @@ def _echo_contact(details: dict[str, Any]) -> None:
         click.echo(f"  {name:<8} {p['state']:<12} score {p['score']:.2f}  ({effect})")
         for signal in p["signals"][:10]:
             click.echo(f"      {json.dumps(signal, ensure_ascii=False, default=str)}")
+    _echo_computed(details["computed"])
+
+
+def _echo_computed(computed: dict[str, Any]) -> None:
+    rfm = computed["rfm"]
+
+    def at(instant: datetime | None) -> str:
+        return _when(instant.isoformat() if instant else None)
+
+    click.echo(f"computed attributes (as of {at(computed['computed_at'])})")
+    click.echo(f"  lifecycle      {computed['lifecycle']}")
+    click.echo(f"  customer value {computed['customer_value']:g} ({rfm['orders']} purchases)")
+    if rfm["r"] is not None:
+        click.echo(f"  rfm            {rfm['class']} (R{rfm['r']} F{rfm['f']} M{rfm['m']})")
+    else:
+        click.echo("  rfm            no score (scored once purchased and recomputed)")
+    click.echo(
+        f"  recency {rfm['recency']} days, frequency {rfm['frequency']} and monetary "
+        f"{rfm['monetary']:g} in {computed['window_days']} days"
+    )
+    for p in computed["purchases"]:
+        window = "" if p["in_window"] else "  (outside the window)"
+        click.echo(f"      {at(p['at'])}  {p['name']}  {p['value']}{window}")
 
 
 # ---------------------------------------------------------------- watching

@@ -56,6 +56,13 @@ SETTINGS: tuple[Setting, ...] = (
         "(they still count as history and wake waiting contacts).",
         int,
     ),
+    Setting(
+        "ATTRIBUTES_EVERY_HOURS",
+        "24",
+        "Hours between two full recomputes of the computed attributes (RFM, lifecycle stage, "
+        "customer value); a purchase refreshes its own contact at once.",
+        int,
+    ),
     Setting("HOST", "127.0.0.1", "Address the HTTP server listens on."),
     Setting("PORT", "8080", "Port of the HTTP server.", int),
     Setting(
@@ -100,6 +107,7 @@ class Settings:
     anniversary_every_seconds: int
     anniversary_lookahead_hours: int
     trigger_max_age_hours: int
+    attributes_every_hours: int
     host: str
     port: int
     public_url: str

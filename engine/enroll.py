@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
+from engine.audience.attributes import VIEW_COLUMNS, metrics_view
 from engine.policy.model import PressureConfig
 from engine.runtime.state import ACTIVE, ContactView, EventView, History
 from engine.spec.model import Scenario
@@ -68,9 +69,13 @@ def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView
     if not wanted:
         return {}
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    # the computed attributes come in the same statement, not one more query per contact
+    metrics = ", ".join(f"m.{name}" for name in VIEW_COLUMNS)
     sql = (
-        "SELECT id, external_id, email, phone, timezone, locale, score, tags, attributes, "
-        f"opted_out FROM contacts WHERE id IN ({', '.join([mark] * len(wanted))})"
+        "SELECT c.id, c.external_id, c.email, c.phone, c.timezone, c.locale, c.score, c.tags, "
+        f"c.attributes, c.opted_out, {metrics} FROM contacts c "
+        "LEFT JOIN contact_metrics m ON m.contact_id = c.id "
+        f"WHERE c.id IN ({', '.join([mark] * len(wanted))})"
     )
     out = {}
     for r in conn.exec_driver_sql(sql, tuple(wanted)).all():
@@ -80,6 +85,7 @@ def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView
         attributes = json.loads(attributes) if isinstance(attributes, str) else attributes
         out[r[0]] = ContactView(r[0], r[1], r[2], r[3], r[4], r[5], r[6], list(tags or []),
                                 dict(attributes or {}), bool(r[9]))  # fmt: skip
+        out[r[0]].metrics = metrics_view(dict(zip(VIEW_COLUMNS, r[10:], strict=True)))
     return out
 
 

@@ -380,6 +380,9 @@ def record_events(conn: Connection, events: list[dict[str, Any]], now: datetime)
     inserted = conn.execute(stmt, rows).scalars().all()
     if inserted:
         conn.execute(insert(EventInbox), [{"event_id": i} for i in inserted])
+        from engine.audience.attributes import on_events
+
+        on_events(conn, rows, now)  # a purchase moves its contact's RFM and stage at once
     return len(inserted), len(events) - len(inserted)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -73,7 +73,31 @@ class Service:
             id="sync-schedules",
             next_run_time=datetime.now(UTC),
         )
+        # Hourly, so a restart neither skips nor repeats the recompute: it runs when due.
+        self.scheduler.add_job(
+            self.recompute_attributes,
+            "interval",
+            hours=1,
+            id="attributes",
+            next_run_time=datetime.now(UTC),
+        )
         self.scheduler.start()
+
+    def recompute_attributes(self) -> None:
+        """The full recompute of the computed attributes, once ATTRIBUTES_EVERY_HOURS passed."""
+        from engine.audience.attributes import recompute_when_due
+
+        try:
+            every = timedelta(hours=self.settings.attributes_every_hours)
+            now = self.worker.clock.now()
+            customers = recompute_when_due(self.worker.engine, self.settings.scenarios_dir, now,
+                                           every)  # fmt: skip
+            if customers is not None:
+                logger.info("computed attributes: %d customers scored", customers,
+                            extra={"action": "attributes"})  # fmt: skip
+        except Exception:
+            logger.exception("computed attributes failed; retrying in an hour",
+                             extra={"action": "attributes"})  # fmt: skip
 
     def shutdown(self) -> None:
         if self.scheduler.running:

@@ -874,7 +874,14 @@ def test_cli_consent_suppress_and_contact_show(run: Any, engine: Engine) -> None
     ):  # fmt: skip
         assert expected in out, expected
     details = json.loads(run("contact", "show", "c1", "--json").output)
-    assert set(details) == {"contact", "consents", "history", "suppressions", "pressure"}
+    assert set(details) == {
+        "contact",
+        "consents",
+        "history",
+        "suppressions",
+        "pressure",
+        "computed",
+    }
     assert details["contact"]["external_id"] == "c1"
     overall = details["pressure"]["overall"]
     assert overall["state"] == "over" and overall["score"] > 7.4

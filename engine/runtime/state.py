@@ -37,6 +37,9 @@ class ContactView:
     # channel ("*" overall) → under | equilibrium | over.
     consents: dict[tuple[str, str], str] = field(default_factory=dict)
     pressure: dict[str, str] = field(default_factory=dict)
+    # Computed attributes (engine.audience.attributes.metrics_view): rfm, lifecycle,
+    # customer_value; read by conditions and templates under those names.
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def template_view(self) -> dict[str, Any]:
         """What templates see as `contact`: attributes plus profile fields."""
@@ -50,6 +53,7 @@ class ContactView:
             score=self.score,
             tags=list(self.tags),
         )
+        view.update(self.metrics)
         return view
 
 

@@ -29,6 +29,8 @@ from engine.spec.durations import parse_duration
 from engine.spec.problems import did_you_mean
 
 PROFILE_FIELDS = ("external_id", "email", "phone", "timezone", "locale", "score", "tags")
+# Computed attributes (engine/spec/attributes.py), read from the metrics, not the attributes.
+METRIC_ROOTS = ("rfm", "lifecycle", "customer_value")
 CONSENT_STATES = ("opted_in", "opted_out", "pending", "expired", "unknown")
 PRESSURE_STATES = ("under", "equilibrium", "over")
 OVERALL = "*"  # the barometer across every channel; as a consent topic, every topic
@@ -55,6 +57,8 @@ class ContactLike(Protocol):
     def consents(self) -> Mapping[tuple[str, str], str]: ...
     @property
     def pressure(self) -> Mapping[str, str]: ...
+    @property
+    def metrics(self) -> Mapping[str, Any]: ...
 
 
 class EventLike(Protocol):
@@ -149,10 +153,11 @@ def _compare(op: str, left: Any, right: Any, now: datetime) -> bool:
 
 
 def resolve_attribute(contact: ContactLike, name: str) -> Any:
-    """Read a profile field or a (dotted) attribute; missing → None."""
+    """Read a profile field, a computed attribute (rfm.class, lifecycle...) or a (dotted)
+    attribute; missing → None."""
     if name in PROFILE_FIELDS:
         return getattr(contact, name)
-    value: Any = contact.attributes
+    value: Any = contact.metrics if name.split(".", 1)[0] in METRIC_ROOTS else contact.attributes
     for part in name.split("."):
         if not isinstance(value, Mapping) or part not in value:
             return None

@@ -18,7 +18,8 @@ _RESET = "\x1b[0m"
 
 POLICY_FILE = "policy.yaml"  # the workspace policy sits beside the scenarios; it is not one
 CHANNELS_FILE = "channels.yaml"  # nor is the channel configuration
-NOT_SCENARIOS = (POLICY_FILE, CHANNELS_FILE)
+ATTRIBUTES_FILE = "attributes.yaml"  # nor the computed attributes' declaration
+NOT_SCENARIOS = (POLICY_FILE, CHANNELS_FILE, ATTRIBUTES_FILE)
 
 
 def scenario_files(paths: Iterable[Path]) -> list[Path]:
@@ -38,8 +39,13 @@ def scenario_files(paths: Iterable[Path]) -> list[Path]:
 
 def policy_files(paths: Iterable[Path]) -> list[Path]:
     """The policy files among `paths` (named, or inside a named directory)."""
-    found = [p / POLICY_FILE if p.is_dir() else p for p in paths]
-    return [p for p in found if p.name == POLICY_FILE and p.is_file()]
+    return _named(paths, POLICY_FILE)
+
+
+def _named(paths: Iterable[Path], name: str) -> list[Path]:
+    """The files called `name` among `paths` (named, or inside a named directory)."""
+    found = [p / name if p.is_dir() else p for p in paths]
+    return [p for p in found if p.name == name and p.is_file()]
 
 
 def _lint_file(path: Path) -> tuple[LintResult | None, list[Problem]]:
@@ -77,6 +83,10 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
             from engine.channel_config import lint_channels_file
 
             problems += lint_channels_file(channels)
+    for attributes in _named(paths, ATTRIBUTES_FILE):
+        from engine.spec.attributes import lint_attributes_file
+
+        problems += lint_attributes_file(attributes)[1]
     for file in scenario_files(paths):
         result, found = _lint_file(file)
         problems += found

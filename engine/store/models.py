@@ -415,3 +415,40 @@ class PushSubscription(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContactMetrics(Base):
+    """A contact's computed attributes (engine/audience/attributes.py): RFM, lifecycle stage,
+    customer value. Rebuilt set-based on a schedule, and for one contact on each purchase."""
+
+    __tablename__ = "contact_metrics"
+    __table_args__ = (Index(None, "lifecycle"), Index(None, "rfm_class"))
+
+    contact_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_purchase_at: Mapped[datetime | None]
+    recency_days: Mapped[int | None]  # as of computed_at
+    orders: Mapped[int] = mapped_column(default=0, server_default="0")  # all time
+    frequency: Mapped[int] = mapped_column(default=0, server_default="0")  # in the window
+    monetary: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # in the window
+    value: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # all time
+    r: Mapped[int | None]
+    f: Mapped[int | None]
+    m: Mapped[int | None]
+    rfm_class: Mapped[str | None] = mapped_column(String(32))
+    lifecycle: Mapped[str] = mapped_column(String(32))
+    computed_at: Mapped[datetime]
+
+
+class ContactMetricRun(Base):
+    """One full recompute: when, over how many customers, and the quintile edges it found, which
+    score a purchasing contact until the next run without recomputing the base."""
+
+    __tablename__ = "contact_metric_runs"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    computed_at: Mapped[datetime]
+    customers: Mapped[int]
+    edges: Mapped[dict[str, Any]]
+    spec_hash: Mapped[str] = mapped_column(String(64))

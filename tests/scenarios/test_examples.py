@@ -28,7 +28,9 @@ from engine.store.models import Contact, Enrollment, JournalEntry, ScheduleFirin
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
-EXAMPLES = sorted(p for p in SCENARIOS.glob("*.yaml") if p.name != "policy.yaml")
+EXAMPLES = sorted(
+    p for p in SCENARIOS.glob("*.yaml") if p.name not in ("policy.yaml", "attributes.yaml")
+)
 WORKSPACE_ZONE = ZoneInfo(load_settings(env={}).timezone)
 PARIS = ZoneInfo("Europe/Paris")
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)

@@ -347,3 +347,21 @@ def test_dashboard_aggregates_on_every_database(app_on: Flask) -> None:
     check_dashboard(client)
     assert client.get("/contacts/over").status_code == 200  # the contact page too
     assert "calm" in client.get("/contacts?q=calm@").get_data(as_text=True)
+
+
+def test_contact_page_shows_computed_attributes_and_the_purchases_behind_them(
+    login: Callable[[str], FlaskClient], state: Parcours, clock: VirtualClock
+) -> None:
+    add_contacts(state.engine, {"external_id": "ana", "email": "ana@example.com"})
+    orders = [
+        {"contact": "ana", "name": "order_placed", "properties": {"total": total},
+         "occurred_at": (T0 - timedelta(days=days)).isoformat()}
+        for total, days in ((120, 400), (35.5, 2))
+    ]  # fmt: skip
+    with state.engine.begin() as conn:
+        record_events(conn, [clean_event(o, T0) for o in orders], T0)
+    page = login("viewer").get("/contacts/ana").get_data(as_text=True)
+    assert 'data-testid="lifecycle">Repeat customer<' in page
+    assert "155.50" in page and "35.50" in page and "outside the window" in page
+    french = login("viewer").get("/contacts/ana?lang=fr").get_data(as_text=True)
+    assert "Client récurrent" in french and "Attributs calculés" in french

@@ -21,7 +21,11 @@ jsonschema = pytest.importorskip("jsonschema")
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = [
     "cart",
-    *sorted(str(p) for p in (ROOT / "scenarios").glob("*.y*ml") if p.name != "policy.yaml"),
+    *sorted(
+        str(p)
+        for p in (ROOT / "scenarios").glob("*.y*ml")
+        if p.name not in ("policy.yaml", "attributes.yaml")
+    ),
 ]
 
 

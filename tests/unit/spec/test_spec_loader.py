@@ -23,7 +23,11 @@ from engine.spec.loader import (
 )
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted(p for p in (ROOT / "scenarios").glob("*.y*ml") if p.name != "policy.yaml")
+EXAMPLES = sorted(
+    p
+    for p in (ROOT / "scenarios").glob("*.y*ml")
+    if p.name not in ("policy.yaml", "attributes.yaml")
+)
 LineOf = Callable[[str, str], int]
 
 

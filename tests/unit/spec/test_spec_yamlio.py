@@ -181,7 +181,11 @@ steps:
 EXAMPLES = [
     "cart",
     "hand-written",
-    *sorted(str(p) for p in (ROOT / "scenarios").glob("*.y*ml") if p.name != "policy.yaml"),
+    *sorted(
+        str(p)
+        for p in (ROOT / "scenarios").glob("*.y*ml")
+        if p.name not in ("policy.yaml", "attributes.yaml")
+    ),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The audience: contacts, what they did, and what is computed about them."""
