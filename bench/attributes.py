@@ -28,7 +28,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from bench.steps import fresh_database
 from engine.audience.attributes import recompute, refresh_contacts
-from engine.spec.attributes import RFM_CLASSES, AttributesSpec, Lifecycle
+from engine.spec.attributes import AttributesSpec, Lifecycle
+from engine.spec.metric_names import RFM_CLASSES
 from engine.store.db import make_engine, upgrade
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -315,3 +315,26 @@ def test_stage_thresholds_must_grow() -> None:
     spec, problems = lint_attributes_text(text, "attributes.yaml")
     assert spec is None
     assert [(p.line, p.path) for p in problems] == [(8, ("lifecycle", "dormant_after"))]
+
+
+@pytest.mark.parametrize(
+    ("condition", "message", "hint"),
+    [
+        ("{attribute: rfm.clas, op: eq, value: champions}",
+         "Unknown computed attribute 'rfm.clas'.", "did you mean 'rfm.class'?"),
+        ("{attribute: lifecycle, op: in, value: [loyal, at-risk]}",
+         "'lifecycle' is never 'at-risk'.", "did you mean 'at_risk'?"),
+        ("{attribute: rfm.class, op: ne, value: champion}",
+         "'rfm.class' is never 'champion'.", "did you mean 'champions'?"),
+        ("{attribute: lifecycle_stage, op: eq, value: anything}", None, None),  # its own
+    ],
+)  # fmt: skip
+def test_lint_names_a_mistyped_computed_attribute_or_value(
+    tmp_path: Path, condition: str, message: str | None, hint: str | None
+) -> None:
+    text = "format_version: 1\nid: vip\nname: VIP\nobjective: other\n"
+    text += f"audience:\n  any:\n    - {condition}\n    - {{tag: vip}}\n"
+    text += "triggers:\n  - event: go\nsteps:\n  done: {type: exit}\n"
+    (tmp_path / "vip.yaml").write_text(text)
+    found = [(p.line, p.message, p.hint) for p in lint_paths([tmp_path / "vip.yaml"])]
+    assert found == ([(7, message, hint)] if message else [])

@@ -39,7 +39,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ScenarioInvalid
-from engine.spec.attributes import RFM_CLASSES, AttributesSpec, load_attributes_file
+from engine.spec.attributes import AttributesSpec, load_attributes_file
+from engine.spec.metric_names import RFM_CLASSES
 from engine.store.db import id_in
 from engine.store.models import Contact, ContactMetricRun, ContactMetrics, Event, UTCDateTime
 

@@ -33,32 +33,6 @@ from engine.spec.settings_files import lint_file, lint_mapping, loaded
 
 ATTRIBUTES_FILE = "attributes.yaml"  # beside the scenarios, like policy.yaml
 
-# Conditions (`attribute: rfm.class`) and templates (`{{ contact.rfm.class }}`) read these from
-# the computed metrics rather than from the contact's own attributes (METRIC_ROOTS).
-RFM_FIELDS = ("recency", "frequency", "monetary", "r", "f", "m", "class", "last_purchase_at",
-              "orders")  # fmt: skip
-
-# The usual RFM segment map, read on the R (recency) and F (frequency) scores, first match wins:
-# (class, lowest R, highest R, lowest F, highest F).
-RFM_CLASSES: tuple[tuple[str, int, int, int, int], ...] = (
-    ("champions", 5, 5, 4, 5),
-    ("loyal", 3, 4, 4, 5),
-    ("potential_loyalists", 4, 5, 2, 3),
-    ("new_customers", 5, 5, 1, 1),
-    ("promising", 4, 4, 1, 1),
-    ("need_attention", 3, 3, 3, 3),
-    ("about_to_sleep", 3, 3, 1, 2),
-    ("cant_lose_them", 1, 2, 5, 5),
-    ("at_risk", 1, 2, 3, 4),
-    ("lost", 1, 1, 1, 1),
-    ("hibernating", 1, 2, 1, 2),
-)
-# Along the funnel; the first that applies wins in the order of `engine.audience.attributes`:
-# prospect, lost, dormant, at_risk, premium, loyal, repeat, first_purchase.
-LIFECYCLE_STAGES = (
-    "prospect", "first_purchase", "repeat", "loyal", "premium", "at_risk", "dormant", "lost",
-)  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Lifecycle:

@@ -26,11 +26,10 @@ from marshmallow import ValidationError
 
 from channels.registry import channel_names
 from engine.spec.durations import parse_duration
+from engine.spec.metric_names import is_metric, metric_problem
 from engine.spec.problems import did_you_mean
 
 PROFILE_FIELDS = ("external_id", "email", "phone", "timezone", "locale", "score", "tags")
-# Computed attributes (engine/spec/attributes.py), read from the metrics, not the attributes.
-METRIC_ROOTS = ("rfm", "lifecycle", "customer_value")
 CONSENT_STATES = ("opted_in", "opted_out", "pending", "expired", "unknown")
 PRESSURE_STATES = ("under", "equilibrium", "over")
 OVERALL = "*"  # the barometer across every channel; as a consent topic, every topic
@@ -157,7 +156,7 @@ def resolve_attribute(contact: ContactLike, name: str) -> Any:
     attribute; missing → None."""
     if name in PROFILE_FIELDS:
         return getattr(contact, name)
-    value: Any = contact.metrics if name.split(".", 1)[0] in METRIC_ROOTS else contact.attributes
+    value: Any = contact.metrics if is_metric(name) else contact.attributes
     for part in name.split("."):
         if not isinstance(value, Mapping) or part not in value:
             return None
@@ -444,6 +443,8 @@ def parse_condition(raw: Any, path: list[str | int], compile_expr: ExpressionCom
             message = "Expected an attribute name, e.g. country or address.city."
             raise _fail([*path, "attribute"], message)
         op, value = _parse_op_value(raw, path, durations=False)
+        if is_metric(name) and (problem := metric_problem(name, op, value)):
+            raise _fail([*path, problem[0]], problem[1])
         return AttributeTest(name, op, value)
     if form == "tag":
         _check_keys(raw, {"tag"}, path)
