@@ -675,6 +675,9 @@ def _echo_computed(computed: dict[str, Any]) -> None:
         click.echo(f"  rfm            {rfm['class']} (R{rfm['r']} F{rfm['f']} M{rfm['m']})")
     else:
         click.echo("  rfm            no score (scored once purchased and recomputed)")
+    if computed["lead_half_life_days"] is not None:
+        half = computed["lead_half_life_days"]
+        click.echo(f"  lead score     {computed['lead_score']:.1f} (halves every {half} days)")
     click.echo(
         f"  recency {rfm['recency']} days, frequency {rfm['frequency']} and monetary "
         f"{rfm['monetary']:g} in {computed['window_days']} days"

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
-from engine.audience.attributes import VIEW_COLUMNS, metrics_view
+from engine.audience.attributes import VIEW_COLUMNS, VIEW_JOINS, VIEW_SELECT, metrics_view
 from engine.policy.model import PressureConfig
 from engine.runtime.state import ACTIVE, ContactView, EventView, History
 from engine.spec.model import Scenario
@@ -70,11 +70,9 @@ def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView
         return {}
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
     # the computed attributes come in the same statement, not one more query per contact
-    metrics = ", ".join(f"m.{name}" for name in VIEW_COLUMNS)
     sql = (
         "SELECT c.id, c.external_id, c.email, c.phone, c.timezone, c.locale, c.score, c.tags, "
-        f"c.attributes, c.opted_out, {metrics} FROM contacts c "
-        "LEFT JOIN contact_metrics m ON m.contact_id = c.id "
+        f"c.attributes, c.opted_out, {VIEW_SELECT} FROM contacts c {VIEW_JOINS} "
         f"WHERE c.id IN ({', '.join([mark] * len(wanted))})"
     )
     out = {}
@@ -85,7 +83,8 @@ def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView
         attributes = json.loads(attributes) if isinstance(attributes, str) else attributes
         out[r[0]] = ContactView(r[0], r[1], r[2], r[3], r[4], r[5], r[6], list(tags or []),
                                 dict(attributes or {}), bool(r[9]))  # fmt: skip
-        out[r[0]].metrics = metrics_view(dict(zip(VIEW_COLUMNS, r[10:], strict=True)))
+        computed = dict(zip((*VIEW_COLUMNS, "lead_score"), r[10:], strict=True))
+        out[r[0]].metrics = metrics_view(computed, r[6])
     return out
 
 

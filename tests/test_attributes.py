@@ -32,6 +32,7 @@ format_version: 1
 purchase_events: [order_placed]
 value: total
 window: 365d
+lead_score: {half_life: 30d}
 lifecycle:
   premium_value: 500
 """
@@ -223,8 +224,9 @@ def test_statements_of_a_recompute_do_not_grow_with_contacts(engine: Engine) -> 
             recompute(conn, SPEC, NOW)
         event.remove(engine, "before_cursor_execute", count)
         counts.append(len(statements))
-    # delete, insert ... select, edges, scores, count, run (and SQLite's BEGIN IMMEDIATE)
-    assert counts[0] == counts[1] <= 7
+    # lock or BEGIN IMMEDIATE, last run, lead scores, delete, insert ... select, edges, scores,
+    # count, new run
+    assert counts[0] == counts[1] <= 9
 
 
 def test_the_worker_recomputes_once_per_period(
@@ -271,12 +273,34 @@ def test_contact_show_lists_them_with_the_purchases_counted(
     result = CliRunner().invoke(cli, ["contact", "show", "ana"])
     assert result.exit_code == 0, result.output
     for expected in ("computed attributes", "lifecycle      repeat", "customer value 155.5",
+                     "lead score     0.0 (halves every 30 days)",
                      "lost (R1 F1 M1)", "order_placed  35.5", "(outside the window)"):  # fmt: skip
         assert expected in result.output, expected
     details = json.loads(CliRunner().invoke(cli, ["contact", "show", "ana", "--json"]).output)
     computed = details["computed"]
     assert (computed["lifecycle"], computed["rfm"]["frequency"]) == ("repeat", 1)
     assert [p["value"] for p in computed["purchases"]] == [35.5, 120]
+
+
+def test_the_lead_score_decays_with_its_half_life(engine: Engine) -> None:
+    from sqlalchemy import update
+
+    decaying = AttributesSpec(lead_half_life=timedelta(days=30))
+    with engine.begin() as conn:
+        cid = add_contact(conn, "lead")
+        conn.execute(update(Contact).where(Contact.id == cid).values(score=40))
+        assert contact_views(conn, [cid])[cid].metrics["lead_score"] == 40  # no decay declared
+        recompute(conn, decaying, NOW)
+        conn.execute(update(Contact).where(Contact.id == cid).values(score=50))
+        # what the score gained since the recompute counts at once, in full
+        assert contact_views(conn, [cid])[cid].metrics["lead_score"] == 50
+        recompute(conn, decaying, NOW + 30 * DAY)
+        view = contact_views(conn, [cid])[cid]
+    assert view.metrics["lead_score"] == pytest.approx(40 / 2 + 10)
+    assert view.score == 50  # the score itself never decays
+    with engine.begin() as conn:
+        recompute(conn, SPEC, NOW + 31 * DAY)  # the half-life removed: the score again
+        assert contact_views(conn, [cid])[cid].metrics["lead_score"] == 50
 
 
 BROKEN = """\
@@ -314,7 +338,7 @@ def test_stage_thresholds_must_grow() -> None:
     text = ATTRIBUTES_YAML + "  at_risk_after: 200d\n  dormant_after: 100d\n"
     spec, problems = lint_attributes_text(text, "attributes.yaml")
     assert spec is None
-    assert [(p.line, p.path) for p in problems] == [(8, ("lifecycle", "dormant_after"))]
+    assert [(p.line, p.path) for p in problems] == [(9, ("lifecycle", "dormant_after"))]
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,11 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    true,
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -42,14 +44,30 @@ from engine.errors import ScenarioInvalid
 from engine.spec.attributes import AttributesSpec, load_attributes_file
 from engine.spec.metric_names import RFM_CLASSES
 from engine.store.db import id_in
-from engine.store.models import Contact, ContactMetricRun, ContactMetrics, Event, UTCDateTime
+from engine.store.models import (
+    Contact,
+    ContactLeadScore,
+    ContactMetricRun,
+    ContactMetrics,
+    Event,
+    UTCDateTime,
+)
 
 logger = logging.getLogger(__name__)
 TILES = 5
 M = ContactMetrics.__table__.c
-# Read with the contact in one statement (engine.enroll.contact_views), in this order.
 VIEW_COLUMNS = ("last_purchase_at", "recency_days", "orders", "frequency", "monetary", "value",
                 "r", "f", "m", "rfm_class", "lifecycle")  # fmt: skip
+# Read with the contact `c` in one statement (engine.enroll.contact_views): these columns after
+# the contact's own, brought by these joins. The lead score is the decayed one plus what the
+# score gained since the last recompute.
+VIEW_SELECT = ", ".join(f"m.{name}" for name in VIEW_COLUMNS) + (
+    ", l.lead_score + c.score - l.score_seen AS lead_score"
+)
+VIEW_JOINS = (
+    "LEFT JOIN contact_metrics m ON m.contact_id = c.id "
+    "LEFT JOIN contact_lead_scores l ON l.contact_id = c.id"
+)
 
 
 def _amount(spec: AttributesSpec, dialect: str) -> ColumnElement[Any]:
@@ -206,9 +224,51 @@ def _serialize(conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(*LOCK_KEYS)))
 
 
+def _decay_lead_scores(
+    conn: Connection, spec: AttributesSpec, now: datetime, previous: datetime | None
+) -> None:
+    """Every contact's lead score halved per `half_life` since the previous run, plus what the
+    raw score gained since; without a half-life, the lead score is the score (no rows). One
+    statement."""
+    if spec.lead_half_life is None:
+        conn.execute(delete(ContactLeadScore))
+        return
+    elapsed = max(now - previous, timedelta(0)) if previous else timedelta(0)
+    factor = 0.5 ** (elapsed / spec.lead_half_life)
+    seen = ContactLeadScore.__table__.alias("seen")
+    decayed = seen.c.lead_score * factor + Contact.score - seen.c.score_seen
+    rows = (
+        select(
+            Contact.id,
+            func.coalesce(decayed, Contact.score),
+            Contact.score,
+            literal(now, UTCDateTime()),
+        )
+        .select_from(Contact.__table__.outerjoin(seen, seen.c.contact_id == Contact.id))
+        .where(true())  # SQLite reads ON CONFLICT after a join's ON otherwise
+    )
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(ContactLeadScore).from_select(
+        ["contact_id", "lead_score", "score_seen", "computed_at"], rows
+    )
+    fresh = upsert.excluded
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["contact_id"],
+            set_={
+                "lead_score": fresh.lead_score,
+                "score_seen": fresh.score_seen,
+                "computed_at": fresh.computed_at,
+            },
+        )
+    )
+
+
 def recompute(conn: Connection, spec: AttributesSpec, now: datetime) -> int:
     """Rebuild every contact's metrics and the quintile edges; returns the customers scored."""
     _serialize(conn)
+    previous = last_run(conn)
+    _decay_lead_scores(conn, spec, now, previous["computed_at"] if previous else None)
     _rebuild(conn, spec, now, None)
     edges = _edges(conn)
     _assign_scores(conn, edges, None)
@@ -281,9 +341,14 @@ def contact_metrics(
 ) -> dict[str, Any]:
     """One contact's computed attributes with the purchases behind them (newest first, each
     marked when inside the window), for `parcours contact show` and the contact page."""
+    lead = ContactLeadScore.__table__.c
     row = conn.execute(
-        select(*(M[name] for name in VIEW_COLUMNS), M.computed_at).where(M.contact_id == contact_id)
-    ).first()
+        select(*(M[name] for name in VIEW_COLUMNS), M.computed_at, Contact.score,
+               (lead.lead_score + Contact.score - lead.score_seen).label("lead_score"))
+        .select_from(Contact.__table__.outerjoin(ContactMetrics).outerjoin(
+            ContactLeadScore.__table__, lead.contact_id == Contact.id))
+        .where(Contact.id == contact_id)
+    ).one()  # fmt: skip
     amount = _amount(spec, conn.dialect.name)
     purchases = conn.execute(
         select(Event.name, Event.occurred_at, amount.label("amount"))
@@ -293,9 +358,10 @@ def contact_metrics(
     ).all()
     since = now - spec.window
     return {
-        **metrics_view(dict(row._mapping) if row else None),
-        "computed_at": row.computed_at if row else None,
+        **metrics_view(dict(row._mapping), row.score),
+        "computed_at": row.computed_at,
         "window_days": spec.window.days,
+        "lead_half_life_days": spec.lead_half_life.days if spec.lead_half_life else None,
         "purchases": [
             {"name": p.name, "at": p.occurred_at, "value": p.amount,
              "in_window": p.occurred_at >= since}
@@ -304,9 +370,10 @@ def contact_metrics(
     }  # fmt: skip
 
 
-def metrics_view(values: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What conditions and templates read: `rfm.*`, `lifecycle`, `customer_value`. A contact
-    with no row yet has never purchased: a prospect."""
+def metrics_view(values: Mapping[str, Any] | None, score: int) -> dict[str, Any]:
+    """What conditions and templates read: `rfm.*`, `lifecycle`, `customer_value`,
+    `lead_score` (the score itself without decay). A contact with no row yet has never
+    purchased: a prospect."""
     v = dict(values or {})
     last = v.get("last_purchase_at")
     if isinstance(last, str):  # SQLite's driver hands back the stored UTC text
@@ -320,6 +387,7 @@ def metrics_view(values: Mapping[str, Any] | None) -> dict[str, Any]:
         },
         "lifecycle": v.get("lifecycle") or "prospect",
         "customer_value": v.get("value") or 0.0,
+        "lead_score": score if v.get("lead_score") is None else float(v["lead_score"]),
     }  # fmt: skip
 
 

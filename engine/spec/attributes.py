@@ -13,6 +13,8 @@ lifecycle:
   at_risk_after: 90d       # days since the last purchase
   dormant_after: 180d
   lost_after: 365d
+lead_score:
+  half_life: 30d           # optional: `lead_score` is the score decayed; omit: the score itself
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class AttributesSpec:
     value: str = "total"
     window: timedelta = timedelta(days=365)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    lead_half_life: timedelta | None = None  # lead_score: {half_life: 30d}
     content_hash: str = ""
 
 
@@ -85,6 +88,10 @@ class LifecycleSchema(_Strict):
         return Lifecycle(**data)
 
 
+class LeadScoreSchema(_Strict):
+    half_life = Duration(required=True)
+
+
 class AttributesSchema(_Strict):
     format_version = fields.Integer(required=True, strict=True, validate=validate.Equal(1))
     purchase_events = fields.List(
@@ -94,11 +101,13 @@ class AttributesSchema(_Strict):
     value = Identifier(load_default="total")
     window = Duration(load_default=timedelta(days=365))
     lifecycle = fields.Nested(LifecycleSchema, load_default=lambda: Lifecycle())
+    lead_score = fields.Nested(LeadScoreSchema, load_default=None)
 
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> AttributesSpec:
         data["purchase_events"] = tuple(dict.fromkeys(data["purchase_events"]))
-        return AttributesSpec(**data)
+        lead = data.pop("lead_score")
+        return AttributesSpec(**data, lead_half_life=lead["half_life"] if lead else None)
 
 
 def lint_attributes_text(

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.spec.problems import did_you_mean
 
-METRIC_ROOTS = ("rfm", "lifecycle", "customer_value")
+METRIC_ROOTS = ("rfm", "lifecycle", "customer_value", "lead_score")
 RFM_FIELDS = ("recency", "frequency", "monetary", "r", "f", "m", "class", "last_purchase_at",
               "orders")  # fmt: skip
 # The usual RFM segment map, read on the R (recency) and F (frequency) scores, first match wins:
@@ -33,7 +33,7 @@ LIFECYCLE_STAGES = (
     "prospect", "first_purchase", "repeat", "loyal", "premium", "at_risk", "dormant", "lost",
 )  # fmt: skip
 _VALUES = {"lifecycle": LIFECYCLE_STAGES, "rfm.class": tuple(c[0] for c in RFM_CLASSES)}
-_NAMES = ("lifecycle", "customer_value", *(f"rfm.{f}" for f in RFM_FIELDS))
+_NAMES = ("lifecycle", "customer_value", "lead_score", *(f"rfm.{f}" for f in RFM_FIELDS))
 
 
 def is_metric(name: str) -> bool:

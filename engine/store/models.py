@@ -452,3 +452,17 @@ class ContactMetricRun(Base):
     customers: Mapped[int]
     edges: Mapped[dict[str, Any]]
     spec_hash: Mapped[str] = mapped_column(String(64))
+
+
+class ContactLeadScore(Base):
+    """The lead score decayed with `lead_score.half_life` of attributes.yaml, as of the last full
+    recompute, and the raw score it had seen then: what the score gained since counts in full."""
+
+    __tablename__ = "contact_lead_scores"
+
+    contact_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    lead_score: Mapped[float] = mapped_column(Float)
+    score_seen: Mapped[int]
+    computed_at: Mapped[datetime]

@@ -1,4 +1,5 @@
-"""Computed attributes: contact_metrics (RFM, lifecycle, customer value) and the full runs.
+"""Computed attributes: contact_metrics (RFM, lifecycle, customer value), the full runs and the
+decayed lead scores.
 
 Revision ID: 0009
 Revises: 0007
@@ -25,8 +26,22 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 When = sa.DateTime(timezone=True)
 
 
+def _keyed_by_contact(table: str) -> tuple[sa.Constraint, ...]:
+    """One row per contact, gone with the contact."""
+    return (
+        sa.ForeignKeyConstraint(
+            ["contact_id"],
+            ["contacts.id"],
+            name=f"fk_{table}_contact_id_contacts",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("contact_id", name=f"pk_{table}"),
+    )
+
+
 def upgrade() -> None:
-    """Create contact_metrics with its lifecycle and class indexes, and contact_metric_runs."""
+    """Create contact_metrics with its lifecycle and class indexes, contact_metric_runs and
+    contact_lead_scores."""
     op.create_table(
         "contact_metrics",
         sa.Column("contact_id", BigIntId, nullable=False),
@@ -42,13 +57,7 @@ def upgrade() -> None:
         sa.Column("rfm_class", sa.String(32), nullable=True),
         sa.Column("lifecycle", sa.String(32), nullable=False),
         sa.Column("computed_at", When, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name="fk_contact_metrics_contact_id_contacts",
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("contact_id", name="pk_contact_metrics"),
+        *_keyed_by_contact("contact_metrics"),
     )
     op.create_index("ix_contact_metrics_lifecycle", "contact_metrics", ["lifecycle"])
     op.create_index("ix_contact_metrics_rfm_class", "contact_metrics", ["rfm_class"])
@@ -61,10 +70,19 @@ def upgrade() -> None:
         sa.Column("spec_hash", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_contact_metric_runs"),
     )
+    op.create_table(
+        "contact_lead_scores",
+        sa.Column("contact_id", BigIntId, nullable=False),
+        sa.Column("lead_score", sa.Float(), nullable=False),
+        sa.Column("score_seen", sa.Integer(), nullable=False),
+        sa.Column("computed_at", When, nullable=False),
+        *_keyed_by_contact("contact_lead_scores"),
+    )
 
 
 def downgrade() -> None:
     """Drop them."""
+    op.drop_table("contact_lead_scores")
     op.drop_table("contact_metric_runs")
     op.drop_index("ix_contact_metrics_rfm_class", "contact_metrics")
     op.drop_index("ix_contact_metrics_lifecycle", "contact_metrics")
