@@ -673,8 +673,10 @@ def _echo_computed(computed: dict[str, Any]) -> None:
     click.echo(f"  customer value {computed['customer_value']:g} ({rfm['orders']} purchases)")
     if rfm["r"] is not None:
         click.echo(f"  rfm            {rfm['class']} (R{rfm['r']} F{rfm['f']} M{rfm['m']})")
+    elif rfm["orders"]:
+        click.echo("  rfm            not scored yet (the next full recompute scores it)")
     else:
-        click.echo("  rfm            no score (scored once purchased and recomputed)")
+        click.echo("  rfm            none (never purchased)")
     if computed["lead_half_life_days"] is not None:
         half = computed["lead_half_life_days"]
         click.echo(f"  lead score     {computed['lead_score']:.1f} (halves every {half} days)")

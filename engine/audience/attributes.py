@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ScenarioInvalid
-from engine.spec.attributes import AttributesSpec, load_attributes_file
+from engine.spec.attributes import ATTRIBUTES_FILE, AttributesSpec, load_attributes_file
 from engine.spec.metric_names import RFM_CLASSES
 from engine.store.db import id_in
 from engine.store.models import (
@@ -318,7 +318,7 @@ _loaded: dict[Path, tuple[float, AttributesSpec | None]] = {}
 def workspace_spec(scenarios_dir: Path) -> AttributesSpec | None:
     """The workspace's declaration, read again when the file changes; None when it is broken
     (lint says why): ingestion goes on, the metrics wait for a valid file."""
-    path = scenarios_dir / "attributes.yaml"
+    path = scenarios_dir / ATTRIBUTES_FILE
     try:
         stamp = path.stat().st_mtime
     except OSError:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import NotFound, ScenarioInvalid
+from engine.spec.attributes import ATTRIBUTES_FILE  # nor is the computed attributes' declaration
 from engine.spec.loader import LintResult, lint_document, read_scenario_text
 from engine.spec.model import StartScenarioStep
 from engine.spec.problems import Problem, did_you_mean
@@ -18,7 +19,6 @@ _RESET = "\x1b[0m"
 
 POLICY_FILE = "policy.yaml"  # the workspace policy sits beside the scenarios; it is not one
 CHANNELS_FILE = "channels.yaml"  # nor is the channel configuration
-ATTRIBUTES_FILE = "attributes.yaml"  # nor the computed attributes' declaration
 NOT_SCENARIOS = (POLICY_FILE, CHANNELS_FILE, ATTRIBUTES_FILE)
 
 
