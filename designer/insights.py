@@ -122,7 +122,8 @@ def journal_label(kind: str) -> str:
               "step": _("Step"), "woken": _("Woken"), "decision": _("Send held back"),
               "error": _("Error"), "completed": _("Journey finished"),
               "converted": _("Goal reached"), "exited": _("Left the journey"),
-              "failed": _("Journey failed"), "send": _("Send")}  # fmt: skip
+              "failed": _("Journey failed"), "send": _("Send"),
+              "cancelled": _("Send cancelled")}  # fmt: skip
     return labels.get(kind, kind)
 
 
@@ -130,7 +131,8 @@ def status_label(status: str) -> str:
     labels = {"active": _("In progress"), "completed": _("Finished"),
               "converted": _("Goal reached"), "exited": _("Left"), "failed": _("Failed"),
               "queued": _("Queued"), "sent": _("Sent"), "delivered": _("Delivered"),
-              "bounced": _("Bounced"), "ambiguous": _("Uncertain")}  # fmt: skip
+              "bounced": _("Bounced"), "ambiguous": _("Uncertain"),
+              "cancelled": _("Cancelled")}  # fmt: skip
     return labels.get(status, status)
 
 

@@ -691,6 +691,8 @@ def outbox(
             "step": s.step_id,
             "channel": s.channel,
             "status": s.status,
+            # why a message was not sent: a provider's refusal, or the rule that cancelled it
+            "error": s.error,
             "send_key": s.send_key,
             "parts": s.payload.get("parts", {}),
         }
@@ -710,8 +712,11 @@ def outbox(
             or parts.get("body")
             or ""
         )
+        status = item["status"]
+        if status == "cancelled":  # the rule id, as the gate journals it
+            status = f"{status} ({item['error']})"
         click.echo(
-            f"{item['at'][:19]}  {item['channel']:<6} {item['contact']:<12} "
+            f"{item['at'][:19]}  {item['channel']:<6} {status:<10} {item['contact']:<12} "
             f"{item['scenario']}/{item['step']}  {headline[:60]}"
         )
 
@@ -742,7 +747,8 @@ def worker(ctx: click.Context, once: bool) -> None:
             done = dispatcher.run_once()
             click.echo(
                 f"delivery: {done.sent} sent, {done.retried} to retry, {done.failed} failed, "
-                f"{done.bounced} bounced, {done.ambiguous} ambiguous"
+                f"{done.bounced} bounced, {done.ambiguous} ambiguous, "
+                f"{done.cancelled} cancelled"
             )
             dispatcher.close()
         return

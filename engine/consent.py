@@ -667,19 +667,23 @@ def _addresses(contact: Addressed) -> list[str]:
 
 
 def suppressed_addresses(
-    conn: Connection, contacts: Iterable[Addressed] | Mapping[int, Addressed]
+    conn: Connection,
+    contacts: Iterable[Addressed] | Mapping[int, Addressed],
+    channels: Collection[str] | None = None,
 ) -> Suppressed:
     """Every suppression touching these contacts (a list, or a map id → contact), as
-    (channel, address) → reason, in one query."""
+    (channel, address) → reason, in one query; with `channels`, only those that can block them
+    (which lets the (channel, address) index find them)."""
     found = contacts.values() if isinstance(contacts, Mapping) else contacts
     wanted = {a for contact in found for a in _addresses(contact)}
     if not wanted:
         return {}
-    rows = conn.execute(
-        select(Suppression.channel, Suppression.address, Suppression.reason).where(
-            Suppression.address.in_(sorted(wanted))
-        )
+    query = select(Suppression.channel, Suppression.address, Suppression.reason).where(
+        Suppression.address.in_(sorted(wanted))
     )
+    if channels is not None:
+        query = query.where(Suppression.channel.in_(sorted({*channels, ALL})))
+    rows = conn.execute(query)
     return {(channel, address): reason for channel, address, reason in rows}
 
 
