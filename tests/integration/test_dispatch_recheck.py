@@ -148,6 +148,7 @@ def workspace(tmp_path: Path, mailbox: Smtp, sms: Sms) -> Path:
         "  callback_secret: ${EMAIL_HOOK_SECRET}\n"
         f"sms:\n  provider: sms_http\n  url: {sms.url}\n  sender: Boutique\n"
         "  callback_secret: ${SMS_HOOK_SECRET}\n"
+        "  allow: [127.0.0.1]\n  allow_http: true\n"
     )
     return folder
 
