@@ -15,7 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from engine.enroll import Candidate, enroll
+from engine.ingest import upsert_contacts
 from engine.policy.base import ALLOW, Decision, SendRequest
 from engine.runtime.interpreter import Interpreter
 from engine.runtime.state import ACTIVE, ContactView, EnrollmentState, History
@@ -23,6 +27,8 @@ from engine.spec.conditions import Expression
 from engine.spec.expressions import RenderError, compile_expression, compile_template
 from engine.spec.loader import lint_text
 from engine.spec.model import ConditionStep
+from engine.store.db import make_engine
+from engine.versions import VersionCache, publish_bundle
 from tests.unit.spec.conftest import HEAD, problems_of
 
 # Thirty macros, each calling the one before twice: 2**30 calls, none of them recursive.
@@ -313,3 +319,21 @@ def test_no_payload_can_allocate_a_gigabyte() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_an_audience_over_its_budget_enrolls_no_one_and_says_why(engine_url: str) -> None:
+    engine = make_engine(engine_url)
+    body = 'audience:\n  expr: "contact.score > 1"\n' + condition("contact.score > 1")
+    with Session(engine) as session, session.begin():
+        version = publish_bundle(session, {"yaml": HEAD + body, "templates": {}}, now=NOW)
+    with engine.begin() as conn:
+        upsert_contacts(conn, [{"external_id": "c1", "attributes": {"score": 5}}], NOW)
+        (contact_id,) = conn.execute(text("SELECT id FROM contacts")).scalars().all()
+        scenario = VersionCache().get(conn, version.version_id)
+        assert isinstance(scenario.audience, Expression)
+        audience = replace(scenario.audience, compiled=compile_expression(EXPRESSIONS[0][1]))
+        stored = replace(scenario, audience=audience)
+        candidate = Candidate(version.version_id, stored, contact_id, "once", NOW, None, "manual")
+        assert enroll(conn, [candidate], NOW) == {"audience_failed": 1}
+        reasons = conn.execute(text("SELECT reason FROM journal")).scalars().all()
+    assert "audience_failed" in reasons
