@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from engine.policy.model import PressureConfig
 from engine.runtime.state import ACTIVE, ContactView, EventView, History
+from engine.spec.expressions import RenderError
 from engine.spec.model import Scenario
 from engine.store.models import Enrollment, Event, JournalEntry
 
@@ -249,11 +250,13 @@ def _refusal(
             last = max(entered for _, entered in previous)
             if now - last < rules.cooldown:
                 return "cooldown"
-    if c.scenario.audience is not None and not c.scenario.audience.evaluate(
-        _AudienceCtx(contact, history, now, c.scenario)
-    ):
-        return "audience"
-    return None
+    if c.scenario.audience is None:
+        return None
+    try:
+        inside = c.scenario.audience.evaluate(_AudienceCtx(contact, history, now, c.scenario))
+    except RenderError:  # an expression over the render budget: no contact is in the audience
+        return "audience_failed"
+    return None if inside else "audience"
 
 
 def _journal(c: Candidate, kind: str, reason: str, now: datetime) -> dict[str, Any]:

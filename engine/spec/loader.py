@@ -23,6 +23,7 @@ from engine.errors import ScenarioInvalid
 from engine.spec.graph import check_graph, check_partial_graph, check_raw_edges
 from engine.spec.model import Scenario, Step
 from engine.spec.problems import Problem, has_errors
+from engine.spec.sandbox import LIMITS
 from engine.spec.schema import load_document
 from engine.spec.schema_problems import loadable_steps, schema_problems
 from engine.spec.templates import (
@@ -119,9 +120,10 @@ def _partial_problems(
 
 
 # Errors a stored version may carry from before lint checked them: the send-time guard refuses
-# what they are about (the sandbox will not render a private attribute), so the version still
-# loads and its sends fail one by one, journaled, instead of the whole version failing to load.
-GUARDED_AT_SEND = frozenset({"template.private_attribute"})
+# what they are about (the sandbox will not render a private attribute, nor go over the render
+# budget), so the version still loads and its sends fail one by one, journaled, instead of the
+# whole version failing to load.
+GUARDED_AT_SEND = frozenset({"template.private_attribute", *LIMITS})
 
 
 def lint_document(

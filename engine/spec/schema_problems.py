@@ -28,7 +28,10 @@ Path = tuple[str | int, ...]
 _HINT = re.compile(r"^(?P<message>.*?)[.;]?\s+(?P<hint>did you mean '[^']*'\?|use one of .*)$")
 _MISSING = "Missing data for required field."
 # messages that have a code of their own rather than schema.invalid, by how they start
-_CODES = {"expression reads the private attribute": "expression.private_attribute"}
+_CODES = {
+    "expression reads the private attribute": "expression.private_attribute",
+    "expression is over its budget": "expression.limit",
+}
 
 
 def _unwrap(node: Schema | fields.Field[Any], raw: Any) -> Schema | fields.Field[Any]:
