@@ -28,7 +28,6 @@ from designer.editor_words import strings as strings
 from designer.i18n import gettext as _
 from designer.jsonbody import request_json
 from designer.workspace import SCENARIO_ID, Conflict, Workspace
-from engine.enroll import contact_views
 from engine.errors import NotFound, ScenarioInvalid
 from engine.runtime.state import ContactView
 from engine.spec import model
@@ -39,6 +38,7 @@ from engine.spec.loader import LintResult
 from engine.spec.roundtrip import apply_text, dump, load
 from engine.spec.templates import TemplateLibrary, fill_payload, payload_strings
 from engine.store.models import Contact, Event
+from engine.worker.enroll import contact_views
 
 editor = Blueprint("editor", __name__)
 

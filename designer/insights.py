@@ -24,11 +24,11 @@ from designer.auth import requires
 from designer.i18n import current_language
 from designer.i18n import gettext as _
 from designer.pressure_board import board
-from engine import consent as ledger
-from engine.ingest import contact_profile
+from engine.audience.ingest import contact_profile
+from engine.policy import consent as ledger
 from engine.policy.base import ADDRESS_FIELDS
 from engine.policy.model import CapRule, Policy, PressureConfig
-from engine.pressure import explain, load_barometers
+from engine.policy.pressure import explain, load_barometers
 from engine.runtime.timing import zone_for
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
 from engine.store.db import SQLITE_BEGIN, id_in
@@ -109,7 +109,7 @@ ENTRY_REFUSALS = ("audience", "already_active", "reentry_never", "cooldown", "co
 
 
 def entry_refusal_label(reason: str) -> str:
-    """Why a contact did not enter a journey (`engine.enroll`), in words."""
+    """Why a contact did not enter a journey (`engine.worker.enroll`), in words."""
     labels = {"audience": _("Not in the audience"), "already_active": _("Already in the journey"),
               "reentry_never": _("Entered once already; the journey allows no re-entry"),
               "cooldown": _("Entered too recently to enter again"),

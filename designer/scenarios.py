@@ -32,7 +32,7 @@ from engine.store.models import (
     ScenarioRecord,
     ScenarioVersion,
 )
-from engine.versions import publish_bundle, set_status
+from engine.worker.versions import publish_bundle, set_status
 
 scenarios = Blueprint("scenarios", __name__)
 

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "channels": ("engine", "designer", "flask"),
     "engine": ("designer", "flask"),
-    "engine/spec": ("engine.store", "engine.runner", "engine.runtime", "sqlalchemy"),
-    "engine/runtime": ("engine.store", "engine.runner", "sqlalchemy"),
+    "engine/spec": ("engine.store", "engine.worker.runner", "engine.runtime", "sqlalchemy"),
+    "engine/runtime": ("engine.store", "engine.worker.runner", "sqlalchemy"),
 }
 
 

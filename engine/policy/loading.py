@@ -53,7 +53,7 @@ def consent_readers(
 ) -> dict[int, ContactPolicy]:  # fmt: skip
     """The gate's consent and suppression checks for these contacts, read in one query each
     (`channels`: only the suppressions that can block these channels)."""
-    from engine.consent import (
+    from engine.policy.consent import (
         consent_snapshot,
         effective_consent,
         is_suppressed,
@@ -109,7 +109,7 @@ def build_gate(
     now: datetime,
 ) -> PolicyGate:  # fmt: skip
     """Lock the batch's contacts, then load their sends, consents, suppressions and barometers."""
-    from engine.pressure import caps_factor, load_barometers, send_state
+    from engine.policy.pressure import caps_factor, load_barometers, send_state
 
     ids = sorted(contacts)
     lock_contacts(conn, ids)

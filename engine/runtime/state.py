@@ -32,7 +32,7 @@ class ContactView:
     tags: list[str] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
     opted_out: bool = False
-    # Policy state, filled by engine.pressure.load_policy_views for conditions to read:
+    # Policy state, filled by engine.policy.pressure.load_policy_views for conditions to read:
     # (channel, topic) → opted_in | opted_out | pending | expired (no entry: unknown), and
     # channel ("*" overall) → under | equilibrium | over.
     consents: dict[tuple[str, str], str] = field(default_factory=dict)

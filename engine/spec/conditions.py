@@ -292,7 +292,7 @@ class Expression(Condition):
 
 
 def consent_state(consents: Mapping[tuple[str, str], str], channel: str, topic: str) -> str:
-    """A topic's consent on a channel, read like the policy gate reads it (engine.consent)."""
+    """A topic's consent on a channel, read as the policy gate reads it (engine.policy.consent)."""
     # A channel-wide ("*") opt-out wins; else the topic's own record; else the channel-wide one.
     every = consents.get((channel, OVERALL))
     if every == "opted_out":

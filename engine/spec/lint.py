@@ -74,7 +74,7 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
     for path in paths:
         channels = path / CHANNELS_FILE if path.is_dir() else path
         if channels.name == CHANNELS_FILE and channels.is_file():
-            from engine.channel_config import lint_channels_file
+            from engine.delivery.channel_config import lint_channels_file
 
             problems += lint_channels_file(channels)
     for file in scenario_files(paths):

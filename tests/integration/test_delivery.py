@@ -18,16 +18,16 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from channels import Channel, OutboundMessage, Receipt
-from engine.channel_config import lint_channels_text, load_channels
 from engine.config import load_settings
-from engine.delivery import Dispatcher, retry_delay, tracking_prepare, workspace_dispatcher
+from engine.delivery.channel_config import lint_channels_text, load_channels
+from engine.delivery.loop import Dispatcher, retry_delay, tracking_prepare, workspace_dispatcher
 from engine.policy.loader import lint_policy_text, load_policy_file
 from engine.policy.loading import full_gate_factory
-from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
 from engine.store.db import make_engine
 from engine.store.models import Event, JournalEntry, Send, Suppression
-from engine.versions import publish_dir
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_dir
 from tests.delivery_crash import (
     counting_receiver,
     environment,
@@ -113,7 +113,7 @@ class World:
         )  # fmt: skip
 
     def visit(self, contacts: list[str], now: datetime) -> None:
-        from engine.ingest import clean_event, record_events, upsert_contacts
+        from engine.audience.ingest import clean_event, record_events, upsert_contacts
 
         with self.engine.begin() as conn:
             upsert_contacts(

@@ -29,13 +29,13 @@ from sqlalchemy.orm import Session
 from channels.sms_callbacks import callback_signature
 from designer import Parcours, create_app
 from engine.config import load_settings
-from engine.delivery import Dispatcher, workspace_dispatcher
+from engine.delivery.loop import Dispatcher, workspace_dispatcher
+from engine.delivery.tracking import preferences_token, unsubscribe_token
 from engine.policy.loading import full_gate_factory
-from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Enrollment, JournalEntry, Send
-from engine.tracking import preferences_token, unsubscribe_token
-from engine.versions import publish_dir
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_dir
 from tests.sms import Provider
 from tests.smtp import Smtp, smtp_server
 
@@ -434,7 +434,7 @@ def test_a_withdrawal_during_the_batch_reaches_the_messages_not_handed_over_yet(
 ) -> None:
     """Bob opts out while the SMTP server is receiving Anne's email of the same batch."""
     state = shop.state
-    from engine.consent import record_consent
+    from engine.policy.consent import record_consent
 
     shop.contact()
     bob = shop.contact("bob", "bob@example.org", "+33612345679")

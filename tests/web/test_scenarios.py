@@ -22,7 +22,7 @@ API = {"X-Api-Key": "k"}
 
 def _sign_up(app: Flask, contact: str) -> None:
     """A contact created and signed up through the JSON API, then one worker pass."""
-    from engine.runner import Worker
+    from engine.worker.runner import Worker
 
     state: Parcours = app.extensions["parcours"]
     api = app.test_client()

@@ -18,8 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from engine.enroll import Candidate, enroll
-from engine.ingest import upsert_contacts
+from engine.audience.ingest import upsert_contacts
 from engine.policy.base import ALLOW, Decision, SendRequest
 from engine.runtime.interpreter import Interpreter
 from engine.runtime.state import ACTIVE, ContactView, EnrollmentState, History
@@ -28,7 +27,8 @@ from engine.spec.expressions import RenderError, compile_expression, compile_tem
 from engine.spec.loader import lint_text
 from engine.spec.model import ConditionStep
 from engine.store.db import make_engine
-from engine.versions import VersionCache, publish_bundle
+from engine.worker.enroll import Candidate, enroll
+from engine.worker.versions import VersionCache, publish_bundle
 from tests.unit.spec.conftest import HEAD, problems_of
 
 # Thirty macros, each calling the one before twice: 2**30 calls, none of them recursive.

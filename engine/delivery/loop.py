@@ -27,8 +27,8 @@ message of a batch), for each message again in its hand-over transaction. A mess
 allowed is `cancelled` with the gate's rule id and a journal entry; transactional messages pass,
 as they pass the gate.
 
-Channels come from `channels.yaml` beside the scenarios (see engine.channel_config); a channel
-not configured there goes to the outbox and its sends are `sent` when they are recorded.
+Channels come from `channels.yaml` beside the scenarios (see engine.delivery.channel_config); a
+channel not configured there goes to the outbox and its sends are `sent` when they are recorded.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from channels import (
     TransientChannelError,
 )
 from channels.errors import AmbiguousDeliveryError, ChannelConfigError
-from engine.heartbeat import Heartbeat
+from engine.delivery.heartbeat import Heartbeat
 from engine.policy.loading import withdrawals
 from engine.policy.model import Policy
 from engine.runtime.clock import Clock, SystemClock
@@ -259,7 +259,7 @@ class Dispatcher:
             contact = {"external_id": r.external_id, "email": r.email, "phone": r.phone,
                        "locale": r.locale, "timezone": r.timezone}  # fmt: skip
             if r.channel == "push":  # browsers' subscriptions and app devices
-                from engine.push import push_recipient
+                from engine.delivery.push import push_recipient
 
                 contact.update(push_recipient(conn, r.contact_id))
             payload = r.payload or {}
@@ -393,7 +393,7 @@ class Dispatcher:
         self, conn: Connection, row: _Claimed, out: _Outcome, now: datetime,
         report: DeliveryReport,
     ) -> None:  # fmt: skip
-        from engine.reports import record_outcome
+        from engine.insights.reports import record_outcome
 
         values: dict[str, Any] = {"status": out.status, "lease_until": None, "lease_owner": None}
         values["error"] = (out.error or "")[:1000] or None
@@ -436,13 +436,13 @@ def _held(claimed: list[_Claimed], *statuses: str) -> ColumnElement[bool]:
 def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
     """The dispatcher for the channels of `channels.yaml` beside the scenarios; None when every
     channel goes to the outbox. A broken file raises ScenarioInvalid, each problem located."""
-    from engine.channel_config import load_channels
+    from engine.delivery.channel_config import load_channels
 
     channels = load_channels(settings.scenarios_dir)
     if not channels:
         return None
     if hasattr(channels.get("push"), "on_gone"):
-        from engine.push import forget_gone
+        from engine.delivery.push import forget_gone
 
         channels["push"].on_gone = forget_gone(engine)  # type: ignore[attr-defined]
     from engine.policy.loader import load_policy_file
@@ -458,8 +458,8 @@ def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
 def tracking_prepare(settings: Any, clock: Clock | None = None) -> Prepare:
     """A marketing email gets its unsubscribe footer and one-click URL (RFC 8058), tracked links
     and open pixel, signed with the workspace secret, at the workspace's public address."""
-    from engine.links import secret_key
-    from engine.tracking import render_tracking
+    from engine.delivery.links import secret_key
+    from engine.delivery.tracking import render_tracking
 
     secret = secret_key(settings)
     clock = clock or SystemClock()

@@ -17,9 +17,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
-from engine.enroll import Candidate, contact_views, enroll
 from engine.policy.model import Policy
-from engine.pressure import record_signals
+from engine.policy.pressure import record_signals
 from engine.runtime.state import ATTRIBUTABLE
 from engine.runtime.timing import next_anniversary, zone_for
 from engine.spec.conditions import matches_all
@@ -34,6 +33,7 @@ from engine.store.models import (
     JournalEntry,
     ScheduleFiring,
 )
+from engine.worker.enroll import Candidate, contact_views, enroll
 
 logger = logging.getLogger(__name__)
 FANOUT_CHUNK = 1000

@@ -425,7 +425,7 @@ def record_imported_consents(
     conn: Connection, rows: list[dict[str, Any]], now: datetime, policy: Any = None
 ) -> int:
     """Record the `consent:<channel>:<topic>` columns of imported contacts (source: import)."""
-    from engine.consent import record_consent
+    from engine.policy.consent import record_consent
 
     wanted = [row for row in rows if row.get("consents")]
     if not wanted:

@@ -24,9 +24,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from channels import channel_names
+from engine.audience.ingest import EMAIL, MAX_EMAIL_LENGTH, PHONE, RowInvalid, check_json
+from engine.delivery.links import InvalidLink, sign, verify
 from engine.errors import IngestError, NotFound
-from engine.ingest import EMAIL, MAX_EMAIL_LENGTH, PHONE, RowInvalid, check_json
-from engine.links import InvalidLink, sign, verify
 from engine.policy.model import Policy
 from engine.store.db import id_in
 from engine.store.models import ConsentRecord, ConsentState, Contact, Send, Suppression

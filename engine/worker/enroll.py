@@ -117,7 +117,7 @@ def enroll(
     contact_ids = {c.contact_id for c in candidates}
     contacts = contact_views(conn, contact_ids)
     if any(c.scenario.reads_policy() for c in candidates):
-        from engine.pressure import load_policy_views
+        from engine.policy.pressure import load_policy_views
 
         load_policy_views(conn, contacts, now, pressure)
     audience_events: set[str] = set()
