@@ -92,10 +92,15 @@ class Budget:
 
     @contextmanager
     def entering(self, key: Any, name: str) -> Iterator[None]:
-        """Run a macro, block or recursive loop level: counted, never re-entered, not too deep."""
+        """Run a macro, block or recursive loop level: counted, never re-entered, not too deep.
+
+        A macro may run again inside the body of a ``{% call %}`` block it was given (a box in
+        a box): each level is a block written in the template, so the depth limit bounds it."""
         self.tick()
         if key in self.active:
-            raise LimitExceeded("render.recursion", f"{name} calls itself")
+            since = self.active[len(self.active) - self.active[::-1].index(key) :]
+            if not any(isinstance(k, tuple) and k[0] == "caller" for k in since):
+                raise LimitExceeded("render.recursion", f"{name} calls itself")
         if len(self.active) >= MAX_DEPTH:
             message = f"{name} is nested over {MAX_DEPTH} levels deep"
             raise LimitExceeded("render.recursion", message)
@@ -418,9 +423,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
         b = current()
         if isinstance(obj, Macro | BlockReference):
             # a block is looked up anew at each `self.name`: known by its name, not its id
-            key = id(obj) if isinstance(obj, Macro) else ("block", obj.name)
+            key: Any = ("block", obj.name)
             kind = "macro" if isinstance(obj, Macro) else "block"
-            with b.entering(key, f"{kind} '{obj.name}'"):
+            name = f"{kind} '{obj.name}'"
+            if isinstance(obj, Macro):  # the body of a {% call %} block is a macro without a name
+                key = id(obj) if obj.name else ("caller", id(obj))
+                name = name if obj.name else "the call block"
+            with b.entering(key, name):
                 return b.built(super().call(context, obj, *args, **kwargs), f"the {kind}'s text")
         if isinstance(obj, LoopContext):  # a recursive loop's next level
             with b.entering(id(obj), "the recursive loop"):

@@ -262,6 +262,11 @@ def test_a_condition_over_its_budget_is_journaled_and_takes_else() -> None:
             "{% for n in [{'k': [{'k': []}]}] recursive %}[{{ loop(n.k) }}]{% endfor %}",
             "[[]]",
         ),
+        (
+            "{% macro box() %}[{{ caller() }}]{% endmacro %}"
+            "{% call box() %}{% call box() %}in{% endcall %}{% endcall %}",
+            "[[in]]",
+        ),
     ],
 )
 def test_ordinary_templates_render_as_before(source: str, expected: str) -> None:
@@ -336,4 +341,5 @@ def test_an_audience_over_its_budget_enrolls_no_one_and_says_why(engine_url: str
         candidate = Candidate(version.version_id, stored, contact_id, "once", NOW, None, "manual")
         assert enroll(conn, [candidate], NOW) == {"audience_failed": 1}
         reasons = conn.execute(text("SELECT reason FROM journal")).scalars().all()
+    engine.dispose()
     assert "audience_failed" in reasons
