@@ -35,8 +35,9 @@ from engine.spec.conditions import ALL_OPERATORS, PROFILE_FIELDS
 from engine.spec.expressions import RenderError, compile_template
 from engine.spec.jsonschema import condition_forms, scenario_json_schema
 from engine.spec.loader import LintResult
-from engine.spec.roundtrip import apply_text, dump, load
+from engine.spec.roundtrip import dump, load
 from engine.spec.templates import TemplateLibrary, fill_payload, payload_strings
+from engine.spec.yamlio import apply_text
 from engine.store.models import Contact, Event
 from engine.worker.enroll import contact_views
 

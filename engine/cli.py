@@ -377,7 +377,7 @@ def import_contacts(ctx: click.Context, path: Path, rejects: Path | None) -> Non
 @click.pass_context
 def import_events(ctx: click.Context, path: Path, rejects: Path | None) -> None:
     """Append events from a JSON-lines file ({"contact", "name", "properties", "occurred_at"})."""
-    from engine.audience.ingest import RowInvalid
+    from engine.audience.contacts import RowInvalid
 
     engine = _ready_engine(_settings(ctx.find_root()))
     now = utcnow()

@@ -40,7 +40,7 @@ from engine.policy.consent import (
     record_consent,
     suppress,
 )
-from engine.policy.loading import lock_contacts
+from engine.policy.locks import lock_contacts
 from engine.store.models import Contact, Send
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from engine.policy.consent import (
     effective_consent,
     record_consent,
 )
-from engine.policy.loading import lock_contacts
+from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
 from engine.store.models import Contact, Send
 

@@ -8,29 +8,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from engine.config import Settings
 from engine.policy.gate import ContactPolicy, PastSend, PolicyGate, lookback, withdrawal
 from engine.policy.loader import load_policy_file
+from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
 from engine.runtime.state import ContactView
 from engine.store.db import id_in
 from engine.store.models import Contact, Send
-
-LOCK_SQL = text(
-    "SELECT count(pg_advisory_xact_lock(id)) "
-    "FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id ORDER BY 1) AS locked"
-)
-
-
-def lock_contacts(conn: Connection, contact_ids: list[int]) -> None:
-    """Serialise policy decisions per contact until commit, so two workers never both take the
-    last slot. PostgreSQL: transaction-level advisory locks in id order (no deadlocks); SQLite:
-    the write transaction (BEGIN IMMEDIATE) already excludes every other writer."""
-    if conn.dialect.name == "postgresql" and contact_ids:
-        conn.execute(LOCK_SQL, {"ids": sorted(set(contact_ids))})
 
 
 def past_sends(

@@ -299,3 +299,10 @@ def dump_roundtrip(doc: CommentedMap) -> str:
 
 
 set_in = roundtrip.set_in
+
+
+def apply_text(base_text: str, data: Mapping[str, Any]) -> str:
+    """`base_text` with `data` merged in (see `merge`); ScenarioInvalid if it does not parse."""
+    doc = load_roundtrip(base_text)
+    roundtrip.merge(doc, data)
+    return roundtrip.dump(doc)

@@ -138,7 +138,7 @@ def process_events(
                    if e.id in finished and e.name in policy.pressure.signals]  # fmt: skip
         if signals:
             # Same per-contact lock as the gate's batches, which reuse the barometers they read.
-            from engine.policy.loading import lock_contacts
+            from engine.policy.locks import lock_contacts
 
             lock_contacts(conn, [c for c, *_ in signals])
             record_signals(conn, signals, now, policy)
