@@ -101,11 +101,13 @@ class SegmentLint:
 
 
 def _definition_problems(data: Mapping[str, Any]) -> list[Problem]:
-    if "condition" in data and "manual" in data:
+    # an empty `condition:` says nothing about who is in; an empty `manual:` is a list
+    has_condition = data.get("condition") is not None
+    if has_condition and "manual" in data:
         message = "A segment has a condition or a manual list, not both."
         hint = "keep the condition, or the manual list"
         return [Problem("segment.definition", message, ("manual",), hint=hint, extra=dict(KEY))]
-    if "condition" not in data and "manual" not in data:
+    if not has_condition and "manual" not in data:
         message = "A segment needs a condition or a manual list."
         hint = "add condition: {...}, or manual: {source: FILE.csv}"
         return [Problem("segment.definition", message, hint=hint)]

@@ -159,8 +159,9 @@ def test_without_membership_evaluation_fails_clearly() -> None:
         ("condition:\n  segment: 'not an id'\n", "schema.invalid", 5, 12, None),
         # a manual segment with a condition
         ("condition: {tag: vip}\nmanual:\n  source: s.csv\n", "segment.definition", 5, 1, None),
-        # neither a condition nor a manual list
+        # neither a condition nor a manual list; an empty condition is none
         ("description: x\n", "segment.definition", 1, 1, None),
+        ("condition:\n", "segment.definition", 1, 1, None),
         # manual: an unknown key
         ("manual:\n  sorce: s.csv\n", "schema.unknown_field", 5, 3, "did you mean 'source'?"),
         # manual: not a CSV file, or outside the segments folder
