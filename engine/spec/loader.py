@@ -136,15 +136,12 @@ def lint_document(
     except ScenarioInvalid as exc:
         return LintResult(None, place(exc.problems, Positions(), filename))
     problems = _filename_problem(data, filename)
+    # a stored bundle has no folder to look in: its references were checked when published
     if segments is None and templates_root is not None:
         segments = segment_ids(templates_root.parent / SEGMENTS_FOLDER)
     if segments is not None:
-        # a stored bundle has no folder to look in: its references were checked when published
-        known = segments
-        references = _guarded(
-            problems, "segments", lambda: segment_references(data, ScenarioSchema())
-        )
-        problems += unknown_segment_problems(references or [], known)
+        found = _guarded(problems, "segments", lambda: segment_references(data, ScenarioSchema()))
+        problems += unknown_segment_problems(found or [], segments)
     try:
         kwargs = _guarded(problems, "structure", lambda: load_document(data))
     except ValidationError as exc:

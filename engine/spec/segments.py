@@ -129,14 +129,15 @@ def _csv_problem(folder: Path, source: str) -> Problem | None:
     at: Path_ = ("manual", "source")
     try:
         with path.open("rb") as handle:
-            head = handle.read(HEADER_BYTES).decode("utf-8-sig")
+            first = handle.read(HEADER_BYTES).split(b"\n", 1)[0]
+        header = next(csv.reader(io.StringIO(first.decode("utf-8-sig"))), [])
     except FileNotFoundError:
-        hint = "put the CSV beside the segment file, or write manual: {} and import it later"
-        return Problem("segment.manual_source", f"No file '{source}' beside it.", at, hint=hint)
-    except (OSError, UnicodeDecodeError) as exc:
+        message = f"No file '{source}' beside the segment file."
+        hint = "put the CSV there, or write manual: {} and import the members later"
+        return Problem("segment.manual_source", message, at, hint=hint)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         message = f"The manual list '{source}' cannot be read as UTF-8 CSV ({exc})."
         return Problem("segment.manual_source", message, at)
-    header = next(csv.reader(io.StringIO(head.splitlines()[0] if head else "")), [])
     if CONTACT_COLUMN in (column.strip() for column in header):
         return None
     message = f"The manual list '{source}' has no {CONTACT_COLUMN} column."
