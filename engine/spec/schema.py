@@ -194,38 +194,36 @@ class KindField(fields.Field[Any]):
     """A mapping whose kind is the key it carries (``event:``, ``schedule:``...), each kind
     loaded by its own schema."""
 
-    what = ""
+    noun = ""
     example = ""
     schemas: dict[str, type[Schema]] = {}
 
     def schema_for(self, raw: Any) -> Schema | None:
         """The schema that reads `raw`, None when it names no kind."""
-        kind = (
-            next((k for k in self.schemas if k in raw), None) if isinstance(raw, Mapping) else None
-        )
+        if not isinstance(raw, Mapping):
+            return None
+        kind = next((k for k in self.schemas if k in raw), None)
         return self.schemas[kind]() if kind else None
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if not isinstance(value, Mapping):
-            raise ValidationError(f"Expected {self.what} such as {self.example}.")
+            raise ValidationError(f"Expected a {self.noun} such as {self.example}.")
         schema = self.schema_for(value)
         if schema is None:
             first = str(next(iter(value), ""))
             hint = did_you_mean(first, self.schemas)
-            kinds = ", ".join(self.schemas)
-            message = f"Unknown {self.what.split()[-1]}; use {kinds}." + (
-                f" {hint}" if hint else ""
-            )
+            message = f"Unknown {self.noun}; use {', '.join(self.schemas)}."
+            message += f" {hint}" if hint else ""
             raise ValidationError({first: [message]})
         return schema.load(value)
 
 
 class TriggerField(KindField):
-    what, example, schemas = "a trigger", "{event: cart_abandoned}", TRIGGER_SCHEMAS
+    noun, example, schemas = "trigger", "{event: cart_abandoned}", TRIGGER_SCHEMAS
 
 
 class ExitRuleField(KindField):
-    what, example, schemas = "an exit rule", "{event: unsubscribed}", EXIT_SCHEMAS
+    noun, example, schemas = "exit rule", "{event: unsubscribed}", EXIT_SCHEMAS
 
 
 class StepsField(fields.Field[Any]):

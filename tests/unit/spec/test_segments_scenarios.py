@@ -94,6 +94,13 @@ def test_misspelled_forms_are_located(old: str, new: str, line: int, hint: str |
         assert hint in [p.hint for p in problems]
 
 
+def test_an_unknown_exit_rule_names_the_two_kinds() -> None:
+    _, problems = lint_text(SCENARIO.replace("  - event: unsubscribed", "  - evnt: unsubscribed"))
+    assert [(p.line, p.message, p.hint) for p in problems] == [
+        (17, "Unknown exit rule; use event, segment_exited.", "did you mean 'event'?")
+    ]
+
+
 def test_references_are_checked_against_the_segments_folder(tmp_path: Path) -> None:
     _segments(tmp_path, "premium", "repeat-buyers", "vip-lists")
     (tmp_path / "vip-welcome.yaml").write_text(SCENARIO, encoding="utf-8")
