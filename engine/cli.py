@@ -107,14 +107,14 @@ def cli(ctx: click.Context, database: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
 def lint(paths: tuple[Path, ...], as_json: bool) -> None:
     """Check scenario files (or folders of them); every problem at once, with its line."""
-    from engine.spec.lint import format_problems, lint_paths, scenario_files
+    from engine.spec.lint import format_problems, lint_paths, linted_files
 
     problems = lint_paths(list(paths))
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in problems], indent=2))
     else:
         # the policy and channels files count once they have something to say
-        files = {str(f) for f in scenario_files(list(paths))} | {p.file for p in problems if p.file}
+        files = {str(f) for f in linted_files(list(paths))} | {p.file for p in problems if p.file}
         click.echo(format_problems(problems, color=sys.stdout.isatty(), files=len(files)))
     if any(p.severity == "error" for p in problems):
         sys.exit(1)
@@ -124,11 +124,13 @@ def lint(paths: tuple[Path, ...], as_json: bool) -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
 )
-def schema(output: Path | None) -> None:
+@click.option("--segment", is_flag=True, help="The schema of segment files instead.")
+def schema(output: Path | None, segment: bool) -> None:
     """Print the JSON Schema of scenario files (for editor completion and checks)."""
-    from engine.spec.jsonschema import scenario_json_schema
+    from engine.spec.jsonschema import scenario_json_schema, segment_json_schema
 
-    text = json.dumps(scenario_json_schema(), indent=2, sort_keys=False)
+    document = segment_json_schema() if segment else scenario_json_schema()
+    text = json.dumps(document, indent=2, sort_keys=False)
     if output:
         output.write_text(text + "\n", encoding="utf-8")
         click.echo(f"wrote {output}")

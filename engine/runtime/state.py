@@ -37,6 +37,9 @@ class ContactView:
     # channel ("*" overall) → under | equilibrium | over.
     consents: dict[tuple[str, str], str] = field(default_factory=dict)
     pressure: dict[str, str] = field(default_factory=dict)
+    # Ids of the segments the contact belongs to, from stored membership; None: not loaded, and a
+    # {segment: ID} condition refuses to guess.
+    segments: frozenset[str] | None = None
 
     def template_view(self) -> dict[str, Any]:
         """What templates see as `contact`: attributes plus profile fields."""

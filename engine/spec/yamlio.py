@@ -36,7 +36,7 @@ rewritten into it by the first edit.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -255,6 +255,18 @@ def decode_source(raw: bytes, filename: str | None = None) -> str:
         if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
             problem = replace(problem, hint=UTF16_HINT)
         raise ScenarioInvalid([problem]) from None
+
+
+def place(problems: Iterable[Problem], positions: Positions, filename: str | None) -> list[Problem]:
+    """Give each problem its file and line, and sort by line (unplaced ones last)."""
+    placed = []
+    for p in problems:
+        if p.line is None:
+            mark = positions.locate(p.path, prefer_key=p.extra.get("at") == "key")
+            if mark:
+                p = replace(p, line=mark[0], column=mark[1])
+        placed.append(replace(p, file=p.file or filename))
+    return sorted(placed, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
 
 
 def at_file_start(problems: list[Problem]) -> list[Problem]:

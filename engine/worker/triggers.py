@@ -23,7 +23,13 @@ from engine.runtime.state import ATTRIBUTABLE
 from engine.runtime.timing import next_anniversary, zone_for
 from engine.spec.conditions import matches_all
 from engine.spec.cron import cron_for
-from engine.spec.model import AnniversaryTrigger, EventTrigger, Scenario, ScheduleTrigger
+from engine.spec.model import (
+    SEGMENT_TRIGGERS,
+    AnniversaryTrigger,
+    EventTrigger,
+    Scenario,
+    ScheduleTrigger,
+)
 from engine.store.models import (
     Contact,
     Cursor,
@@ -87,6 +93,10 @@ def process_events(
         too_old = now - e.occurred_at > max_age
         for version_id, scenario in [] if too_old else live:
             for trig in scenario.triggers:
+                if isinstance(trig, SEGMENT_TRIGGERS):
+                    # entering or leaving a segment is a membership change, not an event:
+                    # engine.audience fires these, whatever event changed the membership
+                    continue
                 if (
                     isinstance(trig, EventTrigger)
                     and trig.event == e.name
