@@ -12,7 +12,6 @@ import pytest
 
 from engine.errors import ScenarioInvalid
 from engine.spec.conditions import SegmentMembershipUnavailable, SegmentTest
-from engine.spec.roundtrip import apply_text
 from engine.spec.segments import (
     Segment,
     lint_segment_folder,
@@ -20,7 +19,7 @@ from engine.spec.segments import (
     load_segment_text,
     load_segments,
 )
-from engine.spec.yamlio import dump_roundtrip, load_roundtrip
+from engine.spec.yamlio import apply_text, dump_roundtrip, load_roundtrip
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "scenarios" / "segments"
