@@ -32,9 +32,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from engine.config import load_settings
-from engine.runner import Worker
 from engine.store.db import make_engine, upgrade
-from engine.versions import publish_bundle
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_bundle
 
 SCENARIO = """\
 format_version: 1
@@ -138,7 +138,7 @@ def run_engine(url: str, batch: int, gate: str) -> tuple[float, int]:
     steps = 0
     started = time.perf_counter()
     while True:
-        from engine.runner import PassReport
+        from engine.worker.runner import PassReport
 
         report = PassReport()
         if worker.process_batch(NOW, report) == 0:

@@ -16,13 +16,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engine.config import Settings, load_settings
-from engine.links import secret_key
+from engine.delivery.links import secret_key
 from engine.policy.loader import load_policy_file
 from engine.policy.model import Policy
 from engine.runtime.clock import Clock, SystemClock
 from engine.store.db import SQLITE_BEGIN, make_engine
 from engine.store.models import Enrollment, JournalEntry, ScenarioRecord, Send
-from engine.versions import VersionCache
+from engine.worker.versions import VersionCache
 
 logger = logging.getLogger(__name__)
 

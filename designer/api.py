@@ -22,8 +22,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from designer import ApiError, Parcours
 from designer.jsonbody import request_json
-from engine.channel_config import delivering_channels
-from engine.consent import (
+from engine.audience.ingest import (
+    RowInvalid,
+    clean_contact,
+    clean_event,
+    contact_profile,
+    parse_instant,
+    record_events,
+    upsert_contacts,
+)
+from engine.delivery.channel_config import delivering_channels
+from engine.errors import ScenarioInvalid
+from engine.policy.consent import (
     OPTED_IN,
     ConsentInvalid,
     check_consent,
@@ -35,20 +45,10 @@ from engine.consent import (
     subscribe,
     suppress,
 )
-from engine.enroll import Candidate, enroll
-from engine.errors import ScenarioInvalid
-from engine.ingest import (
-    RowInvalid,
-    clean_contact,
-    clean_event,
-    contact_profile,
-    parse_instant,
-    record_events,
-    upsert_contacts,
-)
 from engine.policy.model import Policy
 from engine.store.db import SQLITE_BEGIN
 from engine.store.models import ConsentRecord, Contact, Enrollment, Event, Suppression
+from engine.worker.enroll import Candidate, enroll
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
     from werkzeug.serving import run_simple
 
     from designer import create_app
-    from engine.scheduler import Service
     from engine.spec.lint import format_problems
     from engine.store.db import make_engine, upgrade
-    from engine.versions import publish_dir
+    from engine.worker.scheduler import Service
+    from engine.worker.versions import publish_dir
 
     settings: Settings = ctx.obj
     if not settings.api_key:
@@ -51,7 +51,7 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
             f"First sign-in: user 'admin', one-time password {first} (you will choose your own)."
         )
     gate_factory = full_gate_factory(settings)  # a broken policy.yaml stops here, with its lines
-    from engine.delivery import workspace_dispatcher
+    from engine.delivery.loop import workspace_dispatcher
 
     dispatcher = workspace_dispatcher(engine, settings)  # a broken channels.yaml stops here
     service = Service(engine, settings, gate_factory=gate_factory, dispatcher=dispatcher)

@@ -28,7 +28,6 @@ from designer.editor_words import strings as strings
 from designer.i18n import gettext as _
 from designer.jsonbody import request_json
 from designer.workspace import SCENARIO_ID, Conflict, Workspace
-from engine.enroll import contact_views
 from engine.errors import NotFound, ScenarioInvalid
 from engine.runtime.state import ContactView
 from engine.spec import model
@@ -36,9 +35,11 @@ from engine.spec.conditions import ALL_OPERATORS, PROFILE_FIELDS
 from engine.spec.expressions import RenderError, compile_template
 from engine.spec.jsonschema import condition_forms, scenario_json_schema
 from engine.spec.loader import LintResult
-from engine.spec.roundtrip import apply_text, dump, load
+from engine.spec.roundtrip import dump, load
 from engine.spec.templates import TemplateLibrary, fill_payload, payload_strings
+from engine.spec.yamlio import apply_text
 from engine.store.models import Contact, Event
+from engine.worker.enroll import contact_views
 
 editor = Blueprint("editor", __name__)
 

@@ -31,9 +31,9 @@ from channels.sms_callbacks import (
 from channels.sms_http import SmsHttpChannel
 from designer import ApiError, error_response, parcours
 from designer.jsonbody import parse_json
-from engine.channel_config import channels_path, load_channels
+from engine.delivery.channel_config import channels_path, load_channels
 from engine.errors import ScenarioInvalid
-from engine.reports import apply_complaint, apply_delivery_report, record_inbound_sms
+from engine.insights.reports import apply_complaint, apply_delivery_report, record_inbound_sms
 
 logger = logging.getLogger(__name__)
 

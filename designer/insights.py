@@ -24,12 +24,12 @@ from designer.auth import requires
 from designer.i18n import current_language
 from designer.i18n import gettext as _
 from designer.pressure_board import board
-from engine import consent as ledger
 from engine.audience.attributes import contact_metrics, workspace_spec
-from engine.ingest import contact_profile
+from engine.audience.ingest import contact_profile
+from engine.policy import consent as ledger
 from engine.policy.base import ADDRESS_FIELDS
 from engine.policy.model import CapRule, Policy, PressureConfig
-from engine.pressure import explain, load_barometers
+from engine.policy.pressure import explain, load_barometers
 from engine.runtime.timing import zone_for
 from engine.spec.attributes import AttributesSpec
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
@@ -111,7 +111,7 @@ ENTRY_REFUSALS = ("audience", "already_active", "reentry_never", "cooldown", "co
 
 
 def entry_refusal_label(reason: str) -> str:
-    """Why a contact did not enter a journey (`engine.enroll`), in words."""
+    """Why a contact did not enter a journey (`engine.worker.enroll`), in words."""
     labels = {"audience": _("Not in the audience"), "already_active": _("Already in the journey"),
               "reentry_never": _("Entered once already; the journey allows no re-entry"),
               "cooldown": _("Entered too recently to enter again"),
@@ -124,7 +124,8 @@ def journal_label(kind: str) -> str:
               "step": _("Step"), "woken": _("Woken"), "decision": _("Send held back"),
               "error": _("Error"), "completed": _("Journey finished"),
               "converted": _("Goal reached"), "exited": _("Left the journey"),
-              "failed": _("Journey failed"), "send": _("Send")}  # fmt: skip
+              "failed": _("Journey failed"), "send": _("Send"),
+              "cancelled": _("Send cancelled")}  # fmt: skip
     return labels.get(kind, kind)
 
 
@@ -132,7 +133,8 @@ def status_label(status: str) -> str:
     labels = {"active": _("In progress"), "completed": _("Finished"),
               "converted": _("Goal reached"), "exited": _("Left"), "failed": _("Failed"),
               "queued": _("Queued"), "sent": _("Sent"), "delivered": _("Delivered"),
-              "bounced": _("Bounced"), "ambiguous": _("Uncertain")}  # fmt: skip
+              "bounced": _("Bounced"), "ambiguous": _("Uncertain"),
+              "cancelled": _("Cancelled")}  # fmt: skip
     return labels.get(status, status)
 
 

@@ -19,7 +19,7 @@ from flask import g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from designer import ApiError
-from engine.ingest import MAX_JSON_DEPTH, RowInvalid, check_json
+from engine.audience.contacts import MAX_JSON_DEPTH, RowInvalid, check_json
 
 INVALID_TEXT = re.compile("[\x00\ud800-\udfff]")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

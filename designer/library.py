@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -224,17 +223,15 @@ def _render(
         try:
             compiled = compile_template(name, {part: source})
         except TemplateError as exc:
-            errors[part] = {"line": getattr(exc, "lineno", None), "message": _first_line(exc)}
+            line = getattr(exc, "lineno", None)
+            errors[part] = {"line": line, "message": _first_line(exc), "code": "template.syntax"}
             continue
         try:
             rendered.update(compiled.render(context))
         except RenderError as exc:
-            cause = exc.__context__
-            line = None
-            for frame, lineno in traceback.walk_tb(cause.__traceback__ if cause else None):
-                if frame.f_code.co_filename == "<template>":
-                    line = compiled.parts[part].get_corresponding_lineno(lineno)
-            errors[part] = {"line": line, "message": _first_line(cause or exc)}
+            # over the render budget or not, the marketer gets the line and the reason
+            message = _first_line(exc.__cause__ or exc)
+            errors[part] = {"line": exc.line, "message": message, "code": exc.code}
     return rendered, errors
 
 

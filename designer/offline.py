@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 
 from designer import ApiError, parcours
 from designer.api import authenticate, json_body
-from engine.offline import ACK_STATUSES, BATCH_CHANNELS, acknowledge, batch, to_csv
+from engine.delivery.offline import ACK_STATUSES, BATCH_CHANNELS, acknowledge, batch, to_csv
 from engine.store.db import SQLITE_BEGIN
 
 api_delivery = Blueprint("api_delivery", __name__, url_prefix="/api/batches")

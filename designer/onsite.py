@@ -3,7 +3,7 @@
 The site key (``X-Site-Key`` header or ``key`` parameter) says which site asks; it is visible in
 the site's pages, so it is not a secret from visitors: what protects a contact's offers is an
 external id that cannot be guessed. CORS answers only the origins listed in `channels.yaml`.
-See engine.onsite and channels/ONSITE_OFFLINE.md.
+See engine.delivery.onsite and channels/ONSITE_OFFLINE.md.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from channels.errors import ChannelConfigError
 from designer import ApiError, parcours
 from designer.api import json_body
 from designer.jsonbody import request_json
-from engine.channel_config import channels_path
+from engine.delivery.channel_config import channels_path
+from engine.delivery.onsite import OnsiteSettings, next_offer, onsite_settings, record_click
 from engine.errors import ScenarioInvalid
-from engine.onsite import OnsiteSettings, next_offer, onsite_settings, record_click
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from channels.registry import channel_names
 from engine.policy.model import MARKETING, CapRule, Policy, PressureConfig
-from engine.pressure import NO_READING
+from engine.policy.pressure import NO_READING
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
 from engine.store.models import Contact, JournalEntry, Pressure, Send, UTCDateTime
 
@@ -49,7 +49,7 @@ def _channel_order(channels: Any) -> list[str]:
 
 def barometer_counts(conn: Connection, now: datetime, cfg: PressureConfig) -> dict[str, Any]:
     """Contacts per barometer state and channel as of `now`, the scores decayed as the engine
-    decays them (`engine.pressure.decayed`, `state_of`), counted by the database."""
+    decays them (`engine.policy.pressure.decayed`, `state_of`), counted by the database."""
     age = _age_seconds(conn, now)
     halves = age / cfg.half_life.total_seconds()
     score = case((age <= 0, Pressure.score), else_=Pressure.score * _exp2(conn, -halves))

@@ -12,9 +12,9 @@ import logging
 from flask import Blueprint, Response, current_app, make_response, render_template, request
 
 from designer import Parcours
-from engine.consent import ALL, DOI_MAX_AGE, DOI_SALT, confirm_double_opt_in
+from engine.delivery.links import ExpiredLink, InvalidLink, verify
 from engine.errors import IngestError, NotFound
-from engine.links import ExpiredLink, InvalidLink, verify
+from engine.policy.consent import ALL, DOI_MAX_AGE, DOI_SALT, confirm_double_opt_in
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,8 @@ from flask import render_template as render
 
 from designer import PUBLIC_CSP, Parcours
 from designer.i18n import current_language
-from engine.consent import ALL
-from engine.engagement import preferences, record_click, record_open, save_preferences
-from engine.engagement import unsubscribe as record_unsubscribe
-from engine.errors import IngestError, NotFound
-from engine.links import ExpiredLink, InvalidLink
-from engine.tracking import (
+from engine.delivery.links import ExpiredLink, InvalidLink
+from engine.delivery.tracking import (
     ContactLink,
     preferences_token,
     read_click_token,
@@ -31,6 +27,10 @@ from engine.tracking import (
     read_preferences_token,
     read_unsubscribe_token,
 )
+from engine.errors import IngestError, NotFound
+from engine.policy.consent import ALL
+from engine.policy.engagement import preferences, record_click, record_open, save_preferences
+from engine.policy.engagement import unsubscribe as record_unsubscribe
 
 logger = logging.getLogger(__name__)
 

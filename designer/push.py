@@ -22,10 +22,10 @@ from channels.pinned_http import parse_target
 from channels.webpush import Subscription, WebPushSettings, webpush_settings_from_config
 from designer import ApiError, Parcours, error_response
 from designer.jsonbody import request_json
-from engine.channel_config import CHANNELS_FILE, channels_path
+from engine.audience.ingest import contact_ids
+from engine.delivery.channel_config import CHANNELS_FILE, channels_path
+from engine.delivery.push import subscribe, unsubscribe
 from engine.errors import ScenarioInvalid
-from engine.ingest import contact_ids
-from engine.push import subscribe, unsubscribe
 from engine.spec.yamlio import parse_yaml
 
 logger = logging.getLogger(__name__)

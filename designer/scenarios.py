@@ -32,7 +32,7 @@ from engine.store.models import (
     ScenarioRecord,
     ScenarioVersion,
 )
-from engine.versions import publish_bundle, set_status
+from engine.worker.versions import publish_bundle, set_status
 
 scenarios = Blueprint("scenarios", __name__)
 
@@ -181,11 +181,21 @@ def step_counts(conn: Connection, scenario_id: str) -> dict[str, dict[str, int]]
             counts[step][names[status]] = int(n)
     decisions = conn.execute(
         select(JournalEntry.step_id, JournalEntry.kind, JournalEntry.reason, func.count())
-        .where(JournalEntry.scenario_id == scenario_id, JournalEntry.kind.in_(("send", "decision")))
+        .where(
+            JournalEntry.scenario_id == scenario_id,
+            JournalEntry.kind.in_(("send", "decision", "cancelled")),
+        )
         .group_by(JournalEntry.step_id, JournalEntry.kind, JournalEntry.reason)
     )
     for step, kind, reason, n in decisions:
-        label = "sent" if kind == "send" else (reason or "blocked")
+        # a send the delivery loop cancelled (the contact withdrew before it left) stays counted
+        # as sent by the journey, and shows beside it with the rule that cancelled it
+        if kind == "send":
+            label = "sent"
+        elif kind == "cancelled":
+            label = f"cancelled:{reason}"
+        else:
+            label = reason or "blocked"
         counts[step][label] = counts[step].get(label, 0) + int(n)
     return dict(counts)
 

@@ -1,6 +1,6 @@
 """Simulate before publishing: the saved draft of a scenario, run by the real worker on a virtual
-clock over a throw-away database (`engine.simulate`), from the designer, with the workspace's
-other live journeys (`designer.simulation_journeys`) and compared with a run alone.
+clock over a throw-away database (`engine.insights.simulate`), from the designer, with the
+workspace's other live journeys (`designer.simulation_journeys`) and compared with a run alone.
 
 This module checks the form and shapes the answer; `designer.simulation_run` samples real
 contacts and runs the child process. One run at a time per process, since a run keeps a CPU core

@@ -168,8 +168,8 @@ def run_job(job: Job) -> dict[str, Any]:
     with the other journeys, then on the same contacts and events alone. Alone (asked, or with
     no other journey) it runs once; the events are those of every journey either way, so the
     alone figures are the same whether asked for or compared with."""
+    from engine.insights.simulate import generate_contacts, generate_events, simulate
     from engine.policy.gate import lookback
-    from engine.simulate import generate_contacts, generate_events, simulate
     from engine.spec.loader import load_bundle, load_scenario_file
 
     options = job.options

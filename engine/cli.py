@@ -21,10 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from channels.errors import ChannelConfigError
-from engine.config import SETTINGS, Settings, load_settings
-from engine.consent import SOURCES, STATES, SUPPRESSION_REASONS
-from engine.errors import ParcoursError, ScenarioInvalid
-from engine.ingest import (
+from engine.audience.ingest import (
     ImportReport,
     RowError,
     clean_contact,
@@ -34,6 +31,9 @@ from engine.ingest import (
     record_events,
     upsert_contacts,
 )
+from engine.config import SETTINGS, Settings, load_settings
+from engine.errors import ParcoursError, ScenarioInvalid
+from engine.policy.consent import SOURCES, STATES, SUPPRESSION_REASONS
 from engine.store.db import make_engine, upgrade, utcnow
 
 
@@ -107,14 +107,14 @@ def cli(ctx: click.Context, database: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
 def lint(paths: tuple[Path, ...], as_json: bool) -> None:
     """Check scenario files (or folders of them); every problem at once, with its line."""
-    from engine.spec.lint import format_problems, lint_paths, scenario_files
+    from engine.spec.lint import format_problems, lint_paths, linted_files
 
     problems = lint_paths(list(paths))
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in problems], indent=2))
     else:
         # the policy and channels files count once they have something to say
-        files = {str(f) for f in scenario_files(list(paths))} | {p.file for p in problems if p.file}
+        files = {str(f) for f in linted_files(list(paths))} | {p.file for p in problems if p.file}
         click.echo(format_problems(problems, color=sys.stdout.isatty(), files=len(files)))
     if any(p.severity == "error" for p in problems):
         sys.exit(1)
@@ -124,11 +124,13 @@ def lint(paths: tuple[Path, ...], as_json: bool) -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
 )
-def schema(output: Path | None) -> None:
+@click.option("--segment", is_flag=True, help="The schema of segment files instead.")
+def schema(output: Path | None, segment: bool) -> None:
     """Print the JSON Schema of scenario files (for editor completion and checks)."""
-    from engine.spec.jsonschema import scenario_json_schema
+    from engine.spec.jsonschema import scenario_json_schema, segment_json_schema
 
-    text = json.dumps(scenario_json_schema(), indent=2, sort_keys=False)
+    document = segment_json_schema() if segment else scenario_json_schema()
+    text = json.dumps(document, indent=2, sort_keys=False)
     if output:
         output.write_text(text + "\n", encoding="utf-8")
         click.echo(f"wrote {output}")
@@ -142,7 +144,7 @@ def schema(output: Path | None) -> None:
 def publish(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """Publish scenarios as new versions (default: the scenarios folder); unchanged ones stay."""
     from engine.spec.lint import format_problems
-    from engine.versions import publish_dir
+    from engine.worker.versions import publish_dir
 
     settings = _settings(ctx)
     engine = _ready_engine(settings)
@@ -152,7 +154,7 @@ def publish(ctx: click.Context, paths: tuple[Path, ...]) -> None:
             folder = path if path.is_dir() else None
             if folder is None:
                 from engine.spec.loader import scenario_bundle
-                from engine.versions import publish_bundle
+                from engine.worker.versions import publish_bundle
 
                 try:
                     r = publish_bundle(session, scenario_bundle(path), str(path))
@@ -224,7 +226,7 @@ def resume(ctx: click.Context, scenario_id: str) -> None:
 
 
 def _set_status(ctx: click.Context, scenario_id: str, status: str) -> None:
-    from engine.versions import set_status
+    from engine.worker.versions import set_status
 
     engine = _ready_engine(_settings(ctx))
     with Session(engine) as session, session.begin():
@@ -347,7 +349,7 @@ def import_contacts(ctx: click.Context, path: Path, rejects: Path | None) -> Non
     """Upsert contacts from CSV (external_id, email, phone, timezone, locale, score, tags, ...)."""
     engine = _ready_engine(_settings(ctx.find_root()))
 
-    from engine.ingest import record_imported_consents
+    from engine.audience.ingest import record_imported_consents
     from engine.policy.loader import load_policy_file
     from engine.policy.loading import policy_path
 
@@ -377,7 +379,7 @@ def import_contacts(ctx: click.Context, path: Path, rejects: Path | None) -> Non
 @click.pass_context
 def import_events(ctx: click.Context, path: Path, rejects: Path | None) -> None:
     """Append events from a JSON-lines file ({"contact", "name", "properties", "occurred_at"})."""
-    from engine.ingest import RowInvalid
+    from engine.audience.contacts import RowInvalid
 
     engine = _ready_engine(_settings(ctx.find_root()))
     now = utcnow()
@@ -405,10 +407,10 @@ def import_events(ctx: click.Context, path: Path, rejects: Path | None) -> None:
 @click.pass_context
 def enroll(ctx: click.Context, scenario_id: str, contacts: tuple[str, ...]) -> None:
     """Enter contacts (external ids) into a live scenario now."""
-    from engine.enroll import Candidate
-    from engine.enroll import enroll as do_enroll
     from engine.store.models import Contact
-    from engine.versions import VersionCache
+    from engine.worker.enroll import Candidate
+    from engine.worker.enroll import enroll as do_enroll
+    from engine.worker.versions import VersionCache
 
     engine = _ready_engine(_settings(ctx))
     now = utcnow()
@@ -510,7 +512,7 @@ def consent_set(
     expires: str,
 ) -> None:
     """Record a consent change for a contact (external id); TOPIC * means the whole channel."""
-    from engine.consent import record_consent
+    from engine.policy.consent import record_consent
 
     settings = _settings(ctx.find_root())
     policy = _workspace_policy(settings)
@@ -531,7 +533,7 @@ def consent_set(
 @click.pass_context
 def consent_history_command(ctx: click.Context, contact: str, as_json: bool) -> None:
     """Every consent change of a contact, oldest first, with its evidence."""
-    from engine.consent import consent_history
+    from engine.policy.consent import consent_history
 
     with _database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
         history = consent_history(conn, _find_contact(conn, contact).id)
@@ -568,7 +570,7 @@ def _echo_history(history: list[dict[str, Any]]) -> None:
 @click.pass_context
 def suppress(ctx: click.Context, channel: str, address: str, reason: str) -> None:
     """Block every marketing send to ADDRESS (email, phone or contact:<id>) on CHANNEL (* = all)."""
-    from engine.consent import suppress as add_suppression
+    from engine.policy.consent import suppress as add_suppression
 
     with _database(_settings(ctx)) as engine, engine.begin() as conn:
         created = add_suppression(conn, channel, address, reason, "operator", utcnow())
@@ -588,11 +590,11 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
     """A contact's profile, consents with their history, suppressions, pressure barometer and
     computed attributes (RFM, lifecycle stage, customer value) with the purchases behind them."""
     from engine.audience.attributes import contact_metrics, workspace_spec
-    from engine.consent import consent_history, consent_states, contact_suppressions
-    from engine.ingest import contact_profile
+    from engine.audience.ingest import contact_profile
+    from engine.policy.consent import consent_history, consent_states, contact_suppressions
     from engine.policy.loader import load_policy_file
     from engine.policy.loading import policy_path
-    from engine.pressure import explain, load_barometers
+    from engine.policy.pressure import explain, load_barometers
     from engine.spec.attributes import AttributesSpec
 
     now = utcnow()
@@ -725,6 +727,8 @@ def outbox(
             "step": s.step_id,
             "channel": s.channel,
             "status": s.status,
+            # why a message was not sent: a provider's refusal, or the rule that cancelled it
+            "error": s.error,
             "send_key": s.send_key,
             "parts": s.payload.get("parts", {}),
         }
@@ -744,8 +748,11 @@ def outbox(
             or parts.get("body")
             or ""
         )
+        status = item["status"]
+        if status == "cancelled":  # the rule id, as the gate journals it
+            status = f"{status} ({item['error']})"
         click.echo(
-            f"{item['at'][:19]}  {item['channel']:<6} {item['contact']:<12} "
+            f"{item['at'][:19]}  {item['channel']:<6} {status:<10} {item['contact']:<12} "
             f"{item['scenario']}/{item['step']}  {headline[:60]}"
         )
 
@@ -755,11 +762,11 @@ def outbox(
 @click.pass_context
 def worker(ctx: click.Context, once: bool) -> None:
     """Run the scheduler worker (no HTTP server)."""
-    from engine.scheduler import Service
+    from engine.worker.scheduler import Service
 
     settings = _settings(ctx)
     engine = _ready_engine(settings)
-    from engine.delivery import workspace_dispatcher
+    from engine.delivery.loop import workspace_dispatcher
     from engine.policy.loading import full_gate_factory
 
     dispatcher = workspace_dispatcher(engine, settings)
@@ -776,7 +783,8 @@ def worker(ctx: click.Context, once: bool) -> None:
             done = dispatcher.run_once()
             click.echo(
                 f"delivery: {done.sent} sent, {done.retried} to retry, {done.failed} failed, "
-                f"{done.bounced} bounced, {done.ambiguous} ambiguous"
+                f"{done.bounced} bounced, {done.ambiguous} ambiguous, "
+                f"{done.cancelled} cancelled"
             )
             dispatcher.close()
         return
@@ -835,8 +843,8 @@ def simulate(
     as_json: bool,
 ) -> None:
     """Run scenarios on a virtual clock over a throw-away database and report what would happen."""
-    from engine.simulate import format_report, generate_contacts, generate_events
-    from engine.simulate import simulate as run
+    from engine.insights.simulate import format_report, generate_contacts, generate_events
+    from engine.insights.simulate import simulate as run
     from engine.spec.durations import parse_duration
     from engine.spec.lint import scenario_files
     from engine.spec.loader import load_scenario_file
@@ -891,7 +899,7 @@ def main() -> None:
 def channels_cmd(ctx: click.Context) -> None:
     """Each channel, the provider that delivers it (from channels.yaml) and its pressure weight."""
     from channels import channel_info, channel_names
-    from engine.channel_config import channels_path, load_channels
+    from engine.delivery.channel_config import channels_path, load_channels
 
     settings = _settings(ctx)
     configured = load_channels(settings.scenarios_dir)  # checks the file and its secrets

@@ -23,12 +23,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from engine.audience.ingest import upsert_contacts
 from engine.config import load_settings
-from engine.enroll import Candidate, enroll
-from engine.ingest import upsert_contacts
-from engine.runner import Worker
 from engine.store.models import Send
-from engine.versions import VersionCache, publish_dir
+from engine.worker.enroll import Candidate, enroll
+from engine.worker.runner import Worker
+from engine.worker.versions import VersionCache, publish_dir
 from tests.serving import serving
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,13 +16,13 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from engine.config import load_settings
-from engine.consent import record_consent
+from engine.policy.consent import record_consent
 from engine.policy.loader import lint_policy_text
 from engine.policy.loading import full_gate_factory
 from engine.policy.model import Policy
-from engine.runner import Worker
 from engine.store.db import make_engine
 from engine.store.models import Send
+from engine.worker.runner import Worker
 
 CONTACTS = 20  # each worker's batch holds every contact once
 POLICY = """\

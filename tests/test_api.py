@@ -19,7 +19,7 @@ from designer.auth import create_user
 from engine.config import load_settings
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Enrollment, Event, EventInbox, JournalEntry
-from engine.versions import PublishResult, publish_bundle, set_status
+from engine.worker.versions import PublishResult, publish_bundle, set_status
 
 KEY = "test-api-key"
 AUTH = {"X-Api-Key": KEY}

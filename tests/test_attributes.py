@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import Engine, event, insert, select
 
 from engine.audience.attributes import recompute
-from engine.enroll import contact_views
-from engine.ingest import clean_event, record_events
+from engine.audience.ingest import clean_event, record_events
 from engine.policy.base import OptOutGate
 from engine.runtime.interpreter import Interpreter
 from engine.runtime.state import ACTIVE, EnrollmentState, History
@@ -23,6 +22,7 @@ from engine.spec.lint import lint_paths
 from engine.spec.loader import load_scenario_text
 from engine.store import db
 from engine.store.models import Contact, ContactMetrics, Event
+from engine.worker.enroll import contact_views
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -234,8 +234,8 @@ def test_the_worker_recomputes_once_per_period(
 ) -> None:
     from engine.config import load_settings
     from engine.runtime.clock import VirtualClock
-    from engine.scheduler import Service
     from engine.store.models import ContactMetricRun
+    from engine.worker.scheduler import Service
 
     with engine.begin() as conn:
         ids = crafted_base(conn)

@@ -113,6 +113,56 @@ def test_schema_is_json(run, tmp_path: Path) -> None:  # type: ignore[no-untyped
     assert schema["title"] == "Parcours scenario"
 
 
+def test_lint_covers_the_segments_folder(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
+    folder = tmp_path / "scenarios"
+    clean = run("lint", str(folder))
+    assert clean.exit_code == 0, clean.output
+    scenarios = len([p for p in folder.glob("*.yaml") if p.name != "policy.yaml"])
+    segments = len(list((folder / "segments").glob("*.yaml")))
+    assert clean.output.splitlines()[-1] == (
+        f"0 errors, 0 warnings in {scenarios + segments} files"
+    )
+    premium = folder / "segments" / "premium.yaml"
+    premium.write_text(
+        premium.read_text(encoding="utf-8").replace("segment: repeat-buyers", "segment: repeat"),
+        encoding="utf-8",
+    )
+    (folder / "segments" / "lapsed.yaml").write_text(
+        "format_version: 1\nid: lapsed\nname: Lapsed\ncondition: {segment: lapsed}\n",
+        encoding="utf-8",
+    )
+    win_back = folder / "win-back.yaml"
+    head, rest = win_back.read_text(encoding="utf-8").split("audience:\n", 1)
+    tail = rest.split("triggers:\n", 1)[1]
+    win_back.write_text(
+        f"{head}audience:\n  segment: lapsed-90-day\ntriggers:\n{tail}", encoding="utf-8"
+    )
+    result = run("lint", str(folder))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert (
+        f"{premium}:8:16: error [segment.unknown] field condition.all.0.segment: No segment "
+        "with id 'repeat' in segments/. (did you mean 'repeat-buyers'?)"
+    ) in lines
+    assert (
+        f"{folder / 'segments' / 'lapsed.yaml'}:4:22: error [segment.cycle] field "
+        "condition.segment: Segments refer to each other in a cycle: lapsed → lapsed. "
+        "(a segment cannot contain itself; remove one of the references)"
+    ) in lines
+    assert any(
+        line.startswith(f"{win_back}:12:12: error [segment.unknown]")
+        and "did you mean 'lapsed-90-days'?" in line
+        for line in lines
+    ), lines
+
+
+def test_schema_of_segment_files(run) -> None:  # type: ignore[no-untyped-def]
+    schema = json.loads(run("schema", "--segment").output)
+    assert schema["title"] == "Parcours segment"
+    assert {"condition", "manual"} <= set(schema["properties"])
+
+
 def test_import_contacts_keeps_good_rows_and_rejects_bad_ones(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     csv_file = tmp_path / "contacts.csv"
     csv_file.write_text(

@@ -20,8 +20,11 @@ from sqlalchemy import Engine, event, func, insert, select
 
 from designer import Parcours, create_app
 from designer.cli import cli
+from engine.audience.ingest import clean_contact, upsert_contacts
 from engine.config import SETTINGS, load_settings
-from engine.consent import (
+from engine.delivery.links import ExpiredLink, InvalidLink, secret_key, sign, verify
+from engine.errors import IngestError, NotFound
+from engine.policy.consent import (
     DOI_SALT,
     ConsentInvalid,
     confirm_double_opt_in,
@@ -36,9 +39,6 @@ from engine.consent import (
     suppress,
     suppressed_addresses,
 )
-from engine.errors import IngestError, NotFound
-from engine.ingest import clean_contact, upsert_contacts
-from engine.links import ExpiredLink, InvalidLink, secret_key, sign, verify
 from engine.policy.loader import load_policy_file
 from engine.policy.model import Policy
 from engine.runtime.clock import VirtualClock

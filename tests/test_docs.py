@@ -102,7 +102,9 @@ def test_every_pressure_setting_is_documented_with_its_default() -> None:
 
 def _recorded_events() -> set[str]:
     """Every event name the engine records by itself (engagement, on-site, delivery, replies)."""
-    from engine import engagement, onsite, reports
+    from engine.delivery import onsite
+    from engine.insights import reports
+    from engine.policy import engagement
 
     outcomes = (*reports.FINAL_STATUSES, "complained")
     return {engagement.OPENED, engagement.CLICKED, engagement.UNSUBSCRIBED, onsite.SHOWN,
@@ -124,7 +126,7 @@ def test_every_signal_of_the_example_policy_is_an_event_that_happens() -> None:
 
 
 def test_contacts_csv_columns_are_documented() -> None:
-    from engine.ingest import PROFILE_COLUMNS
+    from engine.audience.ingest import PROFILE_COLUMNS
 
     paragraph = README.split("Contacts CSV columns:", 1)[1].split("\n\n", 1)[0]
     for column in ("external_id", *PROFILE_COLUMNS, "consent:<channel>:<topic>", "suppressed"):
@@ -132,6 +134,6 @@ def test_contacts_csv_columns_are_documented() -> None:
 
 
 def test_a_channel_with_no_reading_is_documented_as_the_engine_reads_it() -> None:
-    from engine.pressure import NO_READING
+    from engine.policy.pressure import NO_READING
 
     assert f"a channel with no reading yet is `{NO_READING}`" in _words(_section("Conditions"))

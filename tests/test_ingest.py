@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from engine.ingest import (
+from engine.audience.ingest import (
     RowInvalid,
     check_json,
     clean_contact,

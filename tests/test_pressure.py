@@ -19,7 +19,7 @@ from sqlalchemy import delete, event, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from engine.policy.model import Policy, PressureConfig
-from engine.pressure import (
+from engine.policy.pressure import (
     EQUILIBRIUM,
     KEEP,
     OVER,
@@ -528,7 +528,7 @@ def test_load_policy_views(engine: Engine, statements: Statements) -> None:
     assert views[a].consents == {
         ("email", "promotions"): "opted_in",
         ("sms", "promotions"): "expired",
-        ("sms", "*"): "opted_out",  # only an opt-in lapses (engine.consent.derived_state)
+        ("sms", "*"): "opted_out",  # only an opt-in lapses (engine.policy.consent.derived_state)
     }
     assert views[b].consents == {("email", "newsletter"): "pending", ("sms", "*"): "opted_in"}
     assert views[c].consents == {}
@@ -783,7 +783,7 @@ class World:
     policy: Policy
 
     def event(self, name: str, at: datetime) -> None:
-        from engine.ingest import record_events
+        from engine.audience.ingest import record_events
 
         with self.engine.begin() as conn:
             record_events(conn, [{"contact": "c1", "name": name, "properties": {},
@@ -810,12 +810,12 @@ class World:
 def world(engine: Engine) -> World:
     from sqlalchemy.orm import Session
 
+    from engine.audience.ingest import upsert_contacts
     from engine.config import load_settings
-    from engine.ingest import upsert_contacts
     from engine.policy.loader import lint_policy_text
     from engine.policy.loading import full_gate_factory
-    from engine.runner import Worker
-    from engine.versions import publish_bundle
+    from engine.worker.runner import Worker
+    from engine.worker.versions import publish_bundle
 
     policy, problems = lint_policy_text(RULES)
     assert policy is not None, problems
@@ -857,7 +857,7 @@ def test_a_declared_fallback_to_a_quiet_channel_escapes_over_pressure(world: Wor
 
 
 def test_engagement_lowers_its_own_channel_and_the_overall_reading(world: World) -> None:
-    from engine.engagement import record_open
+    from engine.policy.engagement import record_open
     from engine.store.models import Send
 
     world.event("promo", T0)

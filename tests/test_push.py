@@ -9,7 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, insert, select
 
-from engine.push import MAX_PER_CONTACT, forget_gone, push_recipient, subscribe, unsubscribe
+from engine.delivery.push import (
+    MAX_PER_CONTACT,
+    forget_gone,
+    push_recipient,
+    subscribe,
+    unsubscribe,
+)
 from engine.store import db
 from engine.store.models import Contact, PushSubscription
 

@@ -1,4 +1,4 @@
-"""Provider reports on the ledger (engine.reports), on SQLite and PostgreSQL: a delivery report
+"""Provider reports on the ledger (engine.insights.reports), on SQLite and PostgreSQL: a delivery report
 moves a sent SMS forward once; an inbound STOP opts the contact out with its evidence."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from engine.consent import consent_history, consent_snapshot
-from engine.ingest import clean_contact, upsert_contacts
-from engine.reports import apply_delivery_report, apply_inbound_sms, record_inbound_sms
+from engine.audience.ingest import clean_contact, upsert_contacts
+from engine.insights.reports import apply_delivery_report, apply_inbound_sms, record_inbound_sms
+from engine.policy.consent import consent_history, consent_snapshot
 from engine.store.db import make_engine
 from engine.store.models import ConsentRecord, Contact, Event, Send, Suppression
 
@@ -214,7 +214,7 @@ def test_an_unknown_number_is_recorded_nowhere_and_not_logged(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     add_contact(engine, "ana", ANA_PHONE)
-    caplog.set_level(logging.INFO, logger="engine.reports")
+    caplog.set_level(logging.INFO, logger="engine.insights.reports")
     assert inbound(engine, "+33799999999", "STOP") is None
     assert inbound(engine, "not a number", "STOP") is None
     assert events(engine) == []

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.links import ExpiredLink, InvalidLink, sign
-from engine.tracking import (
+from engine.delivery.links import ExpiredLink, InvalidLink, sign
+from engine.delivery.tracking import (
     CLICK_SALT,
     PIXEL_HTML,
     ContactLink,

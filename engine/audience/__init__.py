@@ -1,1 +1,1 @@
-"""The audience: contacts, what they did, and what is computed about them."""
+"""Who a journey is for: contacts, their import, segments and computed attributes."""

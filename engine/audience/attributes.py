@@ -58,8 +58,8 @@ TILES = 5
 M = ContactMetrics.__table__.c
 VIEW_COLUMNS = ("last_purchase_at", "recency_days", "orders", "frequency", "monetary", "value",
                 "r", "f", "m", "rfm_class", "lifecycle")  # fmt: skip
-# Read with the contact `c` in one statement (engine.enroll.contact_views): these columns after
-# the contact's own, brought by these joins. The lead score is the decayed one plus what the
+# Read with the contact `c` in one statement (engine.worker.enroll.contact_views): these columns
+# after the contact's own, brought by these joins. The lead score is the decayed one plus what the
 # score gained since the last recompute.
 VIEW_SELECT = ", ".join(f"m.{name}" for name in VIEW_COLUMNS) + (
     ", l.lead_score + c.score - l.score_seen AS lead_score"

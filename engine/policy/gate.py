@@ -90,6 +90,25 @@ def _night_end(rule: QuietRule, local: datetime) -> datetime | None:
     return None
 
 
+def withdrawal(
+    contact: ContactView, data: ContactPolicy, channel: str, topic: str | None
+) -> Block | None:
+    """The checks that stand for the contact's own choice (the profile's opt-out flag, the
+    suppression list, consent), in the gate's order. The delivery loop asks them again of a
+    marketing message already queued, so a withdrawal reaches it with the same rule id."""
+    if contact.opted_out:
+        return Block("consent:all:opted_out")
+    if data.suppressed is not None:
+        rule = data.suppressed(channel)
+        if rule:
+            return Block(rule)
+    if data.consent is not None:
+        allowed, rule = data.consent(channel, topic or "*")
+        if not allowed:
+            return Block(rule)
+    return None
+
+
 class PolicyGate:
     """Decides for one batch. Not shared between batches or threads."""
 
@@ -122,17 +141,10 @@ class PolicyGate:
     def _check(
         self, request: SendRequest, contact: ContactView, data: ContactPolicy, now: datetime
     ) -> Block | None:
-        channel, topic = request.channel, request.topic or "*"
-        if contact.opted_out:
-            return Block("consent:all:opted_out")
-        if data.suppressed is not None:
-            rule = data.suppressed(channel)
-            if rule:
-                return Block(rule)
-        if data.consent is not None:
-            allowed, rule = data.consent(channel, topic)
-            if not allowed:
-                return Block(rule)
+        channel = request.channel
+        block = withdrawal(contact, data, channel, request.topic)
+        if block is not None:
+            return block
         zone = zone_for(contact.timezone, self.default_zone)
         local = now.astimezone(zone)
         for quiet in self.policy.quiet:

@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from engine.config import Settings
-from engine.policy.gate import ContactPolicy, PastSend, PolicyGate, lookback
+from engine.policy.gate import ContactPolicy, PastSend, PolicyGate, lookback, withdrawal
 from engine.policy.loader import load_policy_file
+from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
 from engine.runtime.state import ContactView
 from engine.store.db import id_in
-from engine.store.models import Send
-
-LOCK_SQL = text(
-    "SELECT count(pg_advisory_xact_lock(id)) "
-    "FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id ORDER BY 1) AS locked"
-)
-
-
-def lock_contacts(conn: Connection, contact_ids: list[int]) -> None:
-    """Serialise policy decisions per contact until commit, so two workers never both take the
-    last slot. PostgreSQL: transaction-level advisory locks in id order (no deadlocks); SQLite:
-    the write transaction (BEGIN IMMEDIATE) already excludes every other writer."""
-    if conn.dialect.name == "postgresql" and contact_ids:
-        conn.execute(LOCK_SQL, {"ids": sorted(set(contact_ids))})
+from engine.store.models import Contact, Send
 
 
 def past_sends(
@@ -46,29 +35,24 @@ def past_sends(
     return out
 
 
-def build_gate(
-    conn: Connection, policy: Policy, default_zone: str, contacts: dict[int, ContactView],
-    now: datetime,
-) -> PolicyGate:  # fmt: skip
-    """Lock the batch's contacts, then load their sends, consents, suppressions and barometers."""
-    from engine.consent import (
+def consent_readers(
+    conn: Connection, policy: Policy, contacts: Mapping[int, ContactView], now: datetime,
+    channels: Collection[str] | None = None,
+) -> dict[int, ContactPolicy]:  # fmt: skip
+    """The gate's consent and suppression checks for these contacts, read in one query each
+    (`channels`: only the suppressions that can block these channels)."""
+    from engine.policy.consent import (
         consent_snapshot,
         effective_consent,
         is_suppressed,
         suppressed_addresses,
     )
-    from engine.pressure import caps_factor, load_barometers, send_state
 
-    ids = sorted(contacts)
-    lock_contacts(conn, ids)
-    sends = past_sends(conn, ids, now - lookback(policy))
-    snapshot = consent_snapshot(conn, ids)
-    suppressed = suppressed_addresses(conn, contacts)
-    barometers = load_barometers(conn, ids, now, policy.pressure)
+    snapshot = consent_snapshot(conn, list(contacts))
+    suppressed = suppressed_addresses(conn, contacts, channels)
     data: dict[int, ContactPolicy] = {}
     for cid, contact in contacts.items():
         mine = snapshot.get(cid, {})
-        barometer = barometers.get(cid)
 
         def consent(channel: str, topic: str, mine: Any = mine) -> tuple[bool, str]:
             return effective_consent(mine, channel, topic, now, policy)
@@ -76,13 +60,60 @@ def build_gate(
         def suppression(channel: str, contact: ContactView = contact) -> str | None:
             return is_suppressed(suppressed, channel, contact)
 
+        data[cid] = ContactPolicy(consent=consent, suppressed=suppression)
+    return data
+
+
+def withdrawals(
+    conn: Connection, policy: Policy, sends: Iterable[tuple[int, int, str, str | None]],
+    now: datetime,
+) -> dict[int, str]:  # fmt: skip
+    """Queued marketing sends, as (key, contact id, channel, topic), that the gate's withdrawal
+    checks would now block: key → rule id. Contacts, consents and suppressions are read once
+    for all of them (three queries, whatever their number)."""
+    wanted = list(sends)
+    if not wanted:
+        return {}
+    ids = sorted({contact_id for _, contact_id, _, _ in wanted})
+    rows = conn.execute(
+        select(Contact.id, Contact.external_id, Contact.email, Contact.phone, Contact.opted_out)
+        .where(id_in(Contact.id, ids, conn.dialect.name))
+    )  # fmt: skip
+    contacts = {r.id: ContactView(r.id, r.external_id, r.email, r.phone, opted_out=r.opted_out)
+                for r in rows}  # fmt: skip
+    readers = consent_readers(conn, policy, contacts, now, {c for _, _, c, _ in wanted})
+    blocked: dict[int, str] = {}
+    for key, contact_id, channel, topic in wanted:
+        if contact_id not in contacts:
+            continue  # no longer on file: nothing left to judge
+        block = withdrawal(contacts[contact_id], readers[contact_id], channel, topic)
+        if block is not None:
+            blocked[key] = block.reason
+    return blocked
+
+
+def build_gate(
+    conn: Connection, policy: Policy, default_zone: str, contacts: dict[int, ContactView],
+    now: datetime,
+) -> PolicyGate:  # fmt: skip
+    """Lock the batch's contacts, then load their sends, consents, suppressions and barometers."""
+    from engine.policy.pressure import caps_factor, load_barometers, send_state
+
+    ids = sorted(contacts)
+    lock_contacts(conn, ids)
+    sends = past_sends(conn, ids, now - lookback(policy))
+    data = consent_readers(conn, policy, contacts, now)
+    barometers = load_barometers(conn, ids, now, policy.pressure)
+    for cid, mine in data.items():
+        barometer = barometers.get(cid)
+
         def state(channel: str, barometer: Any = barometer) -> str:
             return send_state(barometer, channel)
 
         def factor(channel: str, barometer: Any = barometer) -> tuple[float, float]:
             return caps_factor(barometer, channel, policy.pressure)
 
-        data[cid] = ContactPolicy(sends.get(cid, []), consent, suppression, factor, state)
+        mine.sends, mine.caps_factor, mine.pressure_state = sends.get(cid, []), factor, state
     gate = PolicyGate(policy, default_zone, data)
     gate.barometers = barometers  # the runner records this batch's sends on them
     return gate

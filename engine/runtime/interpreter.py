@@ -30,7 +30,7 @@ from engine.runtime.state import (
 )
 from engine.runtime.timing import date_instant, local_to_utc, next_local_time, zone_for
 from engine.spec import model
-from engine.spec.conditions import matches_all
+from engine.spec.conditions import Condition, matches_all
 from engine.spec.expressions import CompiledTemplate, RenderError
 from engine.spec.templates import fill_payload
 
@@ -103,6 +103,10 @@ def _event_view(event: EventView | None) -> dict[str, Any]:
     view["name"] = event.name
     view["occurred_at"] = event.occurred_at.isoformat()
     return view
+
+
+def _failure(exc: RenderError) -> dict[str, Any]:
+    return {"error": str(exc), "code": exc.code}
 
 
 def adapt_parts(parts: Mapping[str, str], channel: str) -> dict[str, str]:
@@ -301,12 +305,12 @@ class Interpreter:
             return self._resume(tr, ctx)
         if isinstance(step, model.ConditionStep):
             assert step.condition is not None
-            result = step.condition.evaluate(ctx)
+            result = self._holds(tr, step.id, step.condition, ctx)
             tr.journal.append(JournalRecord("step", step.id, "then" if result else "else"))
             return step.then if result else step.else_
         if isinstance(step, model.SwitchStep):
             for i, case in enumerate(step.cases):
-                if case.condition.evaluate(ctx):
+                if self._holds(tr, step.id, case.condition, ctx):
                     tr.journal.append(JournalRecord("step", step.id, case.name or f"case {i}"))
                     return case.next
             tr.journal.append(JournalRecord("step", step.id, "default"))
@@ -385,6 +389,14 @@ class Interpreter:
             tr.profile.remove_tags.append(tag)
 
     # ------------------------------------------------------------------ sends
+    def _holds(self, tr: Transition, step_id: str, condition: Condition, ctx: _Ctx) -> bool:
+        """A condition's value; one over the render budget is false for everyone, and journaled."""
+        try:
+            return condition.evaluate(ctx)
+        except RenderError as exc:
+            tr.journal.append(JournalRecord("error", step_id, "condition_failed", _failure(exc)))
+            return False
+
     def _context(self, ctx: _Ctx) -> dict[str, Any]:
         return {**ctx.expression_vars(), "links": {}}
 
@@ -440,9 +452,7 @@ class Interpreter:
                 if channel != step.channel:
                     parts = adapt_parts(parts, channel)
             except RenderError as exc:
-                tr.journal.append(
-                    JournalRecord("error", step.id, "render_failed", {"error": str(exc)})
-                )
+                tr.journal.append(JournalRecord("error", step.id, "render_failed", _failure(exc)))
                 return step.next
             sender = self.scenario.sender if channel == "email" else {}
             tr.sends.append(SendEffect(request, parts, decision, dict(sender)))
@@ -482,9 +492,7 @@ class Interpreter:
                 # text back in its place in the payload.
                 payload = fill_payload(step.payload, template.render(self._context(ctx)))
             except RenderError as exc:
-                tr.journal.append(
-                    JournalRecord("error", step.id, "render_failed", {"error": str(exc)})
-                )
+                tr.journal.append(JournalRecord("error", step.id, "render_failed", _failure(exc)))
                 return step.next
         request = SendRequest(
             send_key=send_key(tr.state, step.id),

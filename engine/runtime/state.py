@@ -32,7 +32,7 @@ class ContactView:
     tags: list[str] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
     opted_out: bool = False
-    # Policy state, filled by engine.pressure.load_policy_views for conditions to read:
+    # Policy state, filled by engine.policy.pressure.load_policy_views for conditions to read:
     # (channel, topic) → opted_in | opted_out | pending | expired (no entry: unknown), and
     # channel ("*" overall) → under | equilibrium | over.
     consents: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -40,6 +40,9 @@ class ContactView:
     # Computed attributes (engine.audience.attributes.metrics_view): rfm, lifecycle,
     # customer_value; read by conditions and templates under those names.
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Ids of the segments the contact belongs to, from stored membership; None: not loaded, and a
+    # {segment: ID} condition refuses to guess.
+    segments: frozenset[str] | None = None
 
     def template_view(self) -> dict[str, Any]:
         """What templates see as `contact`: attributes plus profile fields."""

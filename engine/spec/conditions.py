@@ -13,11 +13,12 @@ Written in YAML as one of::
     {expr: "contact.score > 10"}                  # sandboxed Jinja2 expression
     {consent: {channel: email, topic: promotions, state: opted_in}}   # state default opted_in
     {pressure: {state: over, channel: email}}     # the barometer; channel default "*" (overall)
+    {segment: premium}                            # a member of the segment (stored membership)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from marshmallow import ValidationError
 
 from channels.registry import channel_names
+from engine.errors import ParcoursError
 from engine.spec.durations import parse_duration
 from engine.spec.metric_names import is_metric, metric_problem
 from engine.spec.problems import did_you_mean
@@ -58,6 +60,10 @@ class ContactLike(Protocol):
     def pressure(self) -> Mapping[str, str]: ...
     @property
     def metrics(self) -> Mapping[str, Any]: ...
+    @property
+    def segments(self) -> Collection[str] | None:
+        """Ids of the segments the contact is a member of; None when membership is not loaded."""
+        ...
 
 
 class EventLike(Protocol):
@@ -296,7 +302,7 @@ class Expression(Condition):
 
 
 def consent_state(consents: Mapping[tuple[str, str], str], channel: str, topic: str) -> str:
-    """A topic's consent on a channel, read like the policy gate reads it (engine.consent)."""
+    """A topic's consent on a channel, read as the policy gate reads it (engine.policy.consent)."""
     # A channel-wide ("*") opt-out wins; else the topic's own record; else the channel-wide one.
     every = consents.get((channel, OVERALL))
     if every == "opted_out":
@@ -327,6 +333,36 @@ class PressureTest(Condition):
         return ctx.contact.pressure.get(self.channel, "equilibrium") == self.state
 
 
+class SegmentMembershipUnavailable(ParcoursError):
+    """A `{segment: ID}` condition was evaluated where the contact's membership is not loaded."""
+
+
+@dataclass(frozen=True)
+class SegmentTest(Condition):
+    """The contact is a member of a segment, as stored membership says (engine.audience)."""
+
+    segment: str
+
+    def evaluate(self, ctx: EvalContext) -> bool:
+        members = ctx.contact.segments
+        if members is None:
+            # answering False would silently drop members from audiences and branches
+            raise SegmentMembershipUnavailable(
+                f"The condition {{segment: {self.segment}}} needs the contact's segment "
+                f"membership, which is not loaded here; '{self.segment}' cannot be decided."
+            )
+        return self.segment in members
+
+
+def segment_names(cond: Condition) -> set[str]:
+    """Ids of the segments a condition tests membership of."""
+    if isinstance(cond, All | Any_):
+        return set().union(*(segment_names(c) for c in cond.items)) if cond.items else set()
+    if isinstance(cond, Not):
+        return segment_names(cond.item)
+    return {cond.segment} if isinstance(cond, SegmentTest) else set()
+
+
 def event_names(cond: Condition) -> set[str]:
     """Event names a condition reads from the history."""
     if isinstance(cond, All | Any_):
@@ -349,7 +385,9 @@ def reads_policy(cond: Condition) -> bool:
 
 # ---------------------------------------------------------------- parsing
 
-_FORMS = ("all", "any", "not", "attribute", "tag", "event", "expr", "consent", "pressure")
+_FORMS = (
+    "all", "any", "not", "attribute", "tag", "event", "expr", "consent", "pressure", "segment",
+)  # fmt: skip
 _EVENT_KEYS = {"event", "where", "within", "since", "count", "sum", "recency"}
 _CONSENT_KEYS = {"channel", "topic", "state"}
 _PRESSURE_KEYS = {"state", "channel"}
@@ -412,11 +450,16 @@ def parse_filters(raw: Any, path: list[str | int]) -> tuple[PropertyFilter, ...]
 ExpressionCompiler = Callable[[str, list[str | int]], Callable[..., Any]]
 
 
+def condition_form(raw: Any) -> str | None:
+    """Which form a written condition takes (``all``, ``segment``...), None when it has none."""
+    return next((k for k in _FORMS if k in raw), None) if isinstance(raw, Mapping) else None
+
+
 def parse_condition(raw: Any, path: list[str | int], compile_expr: ExpressionCompiler) -> Condition:
     """Parse one condition; raise a marshmallow ValidationError nested at its path."""
     if not isinstance(raw, Mapping) or not raw:
         raise _fail(path, "Expected a condition such as {attribute: country, op: eq, value: FR}.")
-    form = next((k for k in _FORMS if k in raw), None)
+    form = condition_form(raw)
     if form is None:
         first = str(next(iter(raw)))
         hint = did_you_mean(first, _FORMS)
@@ -459,7 +502,18 @@ def parse_condition(raw: Any, path: list[str | int], compile_expr: ExpressionCom
         return _parse_consent_test(raw, path)
     if form == "pressure":
         return _parse_pressure_test(raw, path)
+    if form == "segment":
+        _check_keys(raw, {"segment"}, path)
+        return SegmentTest(_segment_id(raw["segment"], [*path, "segment"]))
     return _parse_event_test(raw, path)
+
+
+def _segment_id(value: Any, path: list[str | int]) -> str:
+    # the id is a segment file's name, so it follows the rule of scenario and step ids
+    text = value if isinstance(value, str) else ""
+    if not (text[:1].isalnum() and all(c.isalnum() or c in "_-" for c in text)) or len(text) > 100:
+        raise _fail(path, f"'{value}' is not a segment id; use letters, digits, '_' and '-'.")
+    return text
 
 
 _EXAMPLES = {

@@ -1,20 +1,28 @@
 """Jinja2 in a sandbox: message templates and condition expressions, compiled once at load time.
 
 The sandbox is immutable (no mutation of lists or dicts from templates), unknown variable names
-are lint errors, the filter list is a fixed allow-list, multiplication and power are size-checked
-and the rendered output is capped.
+are lint errors, the filter list is a fixed allow-list, every render runs on a budget of size,
+loops, calls and time (engine.spec.sandbox) and the rendered output is capped.
 """
 
 from __future__ import annotations
 
-import operator
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError, meta, nodes
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import ChainableUndefined, Template, TemplateError, meta, nodes
+
+from engine.spec.sandbox import (
+    LIMITS,
+    LimitExceeded,
+    Sandbox,
+    budget,
+    private_message,
+    private_name,
+)
 
 TEMPLATE_VARIABLES = ("contact", "event", "scenario", "data", "links", "now")
 ALLOWED_FILTERS = (
@@ -50,16 +58,25 @@ ALLOWED_FILTERS = (
     "sum",
 )
 MAX_OUTPUT = 100_000  # characters per rendered part
-MAX_OPERAND = 10_000  # size of the result of * and ** on strings, lists and numbers
 
 
 class RenderError(Exception):
-    """A template or expression failed when rendering for one contact."""
+    """A template or expression failed when rendering for one contact.
 
+    `code` says why: one of sandbox.LIMITS when over the render budget, else "render.error";
+    `part` and `line` locate it in the template when known."""
 
-def private_name(name: Any) -> bool:
-    """Whether a template may not read `name`: Python's private and dunder attributes."""
-    return isinstance(name, str) and name.startswith("_")
+    def __init__(
+        self,
+        message: str,
+        code: str = "render.error",
+        part: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.part = part
+        self.line = line
 
 
 def private_accesses(ast: nodes.Node) -> list[tuple[str, int]]:
@@ -73,52 +90,11 @@ def private_accesses(ast: nodes.Node) -> list[tuple[str, int]]:
     return sorted(found, key=lambda item: item[1])
 
 
-def private_message(name: str) -> str:
-    return f"reads the private attribute '{name}', which templates may not read"
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    # Jinja's sandbox turns an unsafe attribute into an empty value, and reads a dict's
-    # '_key' as an item: either way the message would go out with a hole. Refusing the render
-    # instead fails the send with its reason (a template that reached a stored version
-    # before lint checked this).
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if private_name(attribute):
-            raise SecurityError(private_message(attribute))
-        return super().getattr(obj, attribute)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        if private_name(argument):
-            raise SecurityError(private_message(argument))
-        return super().getitem(obj, argument)
-
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
-        if operator_ == "**":
-            if abs(left) > MAX_OPERAND or abs(right) > 64:
-                raise SecurityError("power too large")
-            return operator.pow(left, right)
-        if isinstance(left, str | list | tuple) or isinstance(right, str | list | tuple):
-            count = right if isinstance(left, str | list | tuple) else left
-            seq = left if isinstance(left, str | list | tuple) else right
-            if isinstance(count, int) and count * len(seq) > MAX_OPERAND:
-                raise SecurityError("repetition too large")
-        return operator.mul(left, right)
-
-
-def _make_env(autoescape: bool, undefined: type[Any]) -> _Sandbox:
-    env = _Sandbox(autoescape=autoescape, undefined=undefined, trim_blocks=False)
-    env.filters = {name: env.filters[name] for name in ALLOWED_FILTERS if name in env.filters}
-    env.globals = {}
-    return env
-
-
 # Unknown variable names are lint errors (checked on the template's AST); at send time a contact
 # who lacks an attribute gets an empty string rather than no message: `default` sets a fallback.
-TEXT_ENV = _make_env(False, ChainableUndefined)
-HTML_ENV = _make_env(True, ChainableUndefined)
-EXPR_ENV = _make_env(False, ChainableUndefined)
+TEXT_ENV = Sandbox(False, ChainableUndefined, ALLOWED_FILTERS)
+HTML_ENV = Sandbox(True, ChainableUndefined, ALLOWED_FILTERS)
+EXPR_ENV = Sandbox(False, ChainableUndefined, ALLOWED_FILTERS)
 
 
 @dataclass(frozen=True)
@@ -186,7 +162,28 @@ def check_source(
                 hint=did_you_mean(key, data) or "add it under 'data:' in the scenario",
             )
         )
+    # Last: compiling may change the tree, and a part that reads private names is not rendered.
+    if not issues or all(i.code == "template.unknown_variable" for i in issues):
+        issues += _trial_issues(env.from_string(ast), part, data)
     return issues
+
+
+def _template_line(template: Template, tb: Any) -> int | None:
+    """The template line a traceback was in, innermost first (a macro's line, not its call's)."""
+    lines = [n for f, n in traceback.walk_tb(tb) if f.f_code.co_filename == "<template>"]
+    return template.get_corresponding_lineno(lines[-1]) if lines else None
+
+
+def _render_part(template: Template, context: Mapping[str, Any]) -> str:
+    # A shared context skips copying the (empty) globals for every render; the output is
+    # counted as it streams, so a part never grows past the cap in memory.
+    chunks, size = [], 0
+    for chunk in template.root_render_func(template.new_context(dict(context), shared=True)):
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise LimitExceeded("render.size", f"renders over {MAX_OUTPUT:,} characters")
+        chunks.append(chunk)
+    return "".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -197,21 +194,21 @@ class CompiledTemplate:
     parts: Mapping[str, Any]  # part name → jinja2.Template
 
     def render(self, context: Mapping[str, Any]) -> dict[str, str]:
-        """Render every part; raise RenderError (never anything else) on failure."""
+        """Render every part on one budget; raise RenderError (never anything else) on failure."""
         out = {}
-        for part, template in self.parts.items():
-            try:
-                # A shared context skips copying the (empty) globals for every render.
-                text = template.environment.concat(  # type: ignore[attr-defined]
-                    template.root_render_func(template.new_context(dict(context), shared=True))
-                )
-            except (TemplateError, ArithmeticError, TypeError, ValueError) as exc:
-                raise RenderError(f"template '{self.name}' part '{part}': {exc}") from None
-            if len(text) > MAX_OUTPUT:
-                raise RenderError(
-                    f"template '{self.name}' part '{part}' renders over {MAX_OUTPUT} characters"
-                )
-            out[part] = text
+        with budget():
+            for part, template in self.parts.items():
+                try:
+                    out[part] = _render_part(template, context)
+                except Exception as exc:  # the template is the user's code: any failure is theirs
+                    line = _template_line(template, exc.__traceback__)
+                    where = f"template '{self.name}' part '{part}'" + (
+                        f" line {line}" if line else ""
+                    )
+                    code = exc.code if isinstance(exc, LimitExceeded) else "render.error"
+                    if isinstance(exc, RecursionError):
+                        code = "render.recursion"
+                    raise RenderError(f"{where}: {exc}", code, part, line) from exc
         return out
 
 
@@ -229,20 +226,57 @@ def compile_template(name: str, parts: Mapping[str, str]) -> CompiledTemplate:
 
 
 def compile_expression(source: str) -> Callable[..., Any]:
-    """Compile a condition expression; raises TemplateError on bad syntax."""
+    """Compile a condition expression; raises TemplateError on bad syntax.
+
+    Evaluating it is False when it fails for this contact (a missing attribute compared to a
+    number), and a RenderError when it goes over the render budget, which no contact passes."""
     compiled = EXPR_ENV.compile_expression(source)
 
     def evaluate(**variables: Any) -> Any:
         try:
-            return compiled(**variables)
-        except (TemplateError, ArithmeticError, TypeError, ValueError):
+            with budget():
+                return compiled(**variables)
+        except LimitExceeded as exc:
+            raise RenderError(f"expression '{source}': {exc}", exc.code) from None
+        except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError):
             return False
 
     return evaluate
 
 
+SAMPLE_NOW = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+
+
+def sample_context(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What lint renders with: no contact attributes, no event, the scenario's data."""
+    empty: dict[str, Any] = {}
+    return {
+        "contact": empty,
+        "event": empty,
+        "scenario": {"id": "", "name": ""},
+        "data": dict(data),
+        "now": SAMPLE_NOW,
+        "links": empty,
+    }
+
+
+def budget_hint(code: str) -> str:
+    return f"the render budget refuses {LIMITS[code]}"
+
+
+def _trial_issues(template: Template, part: str, data: Mapping[str, Any]) -> list[TemplateIssue]:
+    """A render with sample data: only a budget overrun is a lint error (the data is made up)."""
+    try:
+        CompiledTemplate("", {part: template}).render(sample_context(data))
+    except RenderError as exc:
+        if exc.code in LIMITS:
+            message = f"over the render budget: {exc.__cause__}"
+            return [TemplateIssue(part, message, exc.line, exc.code, budget_hint(exc.code))]
+    return []
+
+
 def expression_issues(source: str) -> list[str]:
-    """Unknown top-level names in an expression (e.g. a typo of 'contact')."""
+    """Unknown top-level names in an expression (e.g. a typo of 'contact'), and budget overruns."""
     from engine.spec.problems import did_you_mean
 
     ast = EXPR_ENV.parse("{{ " + source + " }}")
@@ -251,4 +285,10 @@ def expression_issues(source: str) -> list[str]:
         if name not in TEMPLATE_VARIABLES and name not in ("true", "false", "none"):
             hint = did_you_mean(name, TEMPLATE_VARIABLES)
             out.append(f"unknown name '{name}'" + (f"; {hint}" if hint else ""))
+    if not out:
+        try:
+            compile_expression(source)(**sample_context({}))
+        except RenderError as exc:
+            message = str(exc).removeprefix(f"expression '{source}': ")
+            out.append(f"expression is over its budget: {message}; {budget_hint(exc.code)}.")
     return out

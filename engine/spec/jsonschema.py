@@ -1,9 +1,9 @@
-"""JSON Schema (draft 2020-12) of the scenario language, for editors and the designer.
+"""JSON Schema (draft 2020-12) of the scenario and segment files, for editors and the designer.
 
-Generated from ScenarioSchema, the trigger schemas and the node-type registry: each marshmallow
-field type maps to a JSON Schema fragment, its validators to keywords and its ``help`` metadata
-to the description. The marshmallow schemas stay the authority; this is a guide for editors
-(cross-field rules such as "template or content" are not expressed).
+Generated from ScenarioSchema, SegmentSchema, the trigger schemas and the node-type registry:
+each marshmallow field type maps to a JSON Schema fragment, its validators to keywords and its
+``help`` metadata to the description. The marshmallow schemas stay the authority; this is a guide
+for editors (cross-field rules such as "template or content" are not expressed).
 """
 
 from __future__ import annotations
@@ -28,17 +28,21 @@ from engine.spec.fields import (
 )
 from engine.spec.nodes import NODE_TYPES
 from engine.spec.schema import (
+    EXIT_SCHEMAS,
     FORMAT_VERSION,
     TRIGGER_SCHEMAS,
+    ExitRuleField,
     ScenarioSchema,
     StepsField,
     TriggerField,
 )
+from engine.spec.segments import SegmentSchema
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 JSON = dict[str, Any]
 # Identifier accepts what str.isalnum() does; \w is the closest portable regex
 IDENTIFIER_PATTERN = r"^[^\W_][\w-]*$"
+_IDENTIFIER: JSON = {"type": "string", "pattern": IDENTIFIER_PATTERN, "maxLength": 100}
 
 
 def _ref(name: str) -> JSON:
@@ -59,6 +63,7 @@ _FIELD_TYPES: list[tuple[type[fields.Field[Any]], Callable[[Any], JSON]]] = [
         "additionalProperties": _ref("step"),
     }),
     (TriggerField, lambda f: _ref("trigger")),
+    (ExitRuleField, lambda f: _ref("exit_rule")),
     (ConditionField, lambda f: _ref("condition")),
     (Filters, lambda f: _ref("filters")),
     (Duration, lambda f: _ref("duration")),
@@ -66,7 +71,7 @@ _FIELD_TYPES: list[tuple[type[fields.Field[Any]], Callable[[Any], JSON]]] = [
     (Weekdays, lambda f: {
         "type": "array", "minItems": 1, "items": {"type": "string", "pattern": _weekday_pattern()},
     }),
-    (Identifier, lambda f: {"type": "string", "pattern": IDENTIFIER_PATTERN, "maxLength": 100}),
+    (Identifier, lambda f: dict(_IDENTIFIER)),
     (PlainMapping, lambda f: {"type": "object"}),
     (fields.Url, lambda f: {"type": "string", "format": "uri"}),
     (fields.String, lambda f: {"type": "string"}),
@@ -95,6 +100,8 @@ def _validators(field: fields.Field[Any], out: JSON) -> None:
                 out["minItems" if array else "minLength"] = v.min
             if v.max is not None:
                 out["maxItems" if array else "maxLength"] = v.max
+        elif isinstance(v, validate.Regexp):
+            out["pattern"] = v.regex.pattern
         elif isinstance(v, validate.URL) and v.schemes:
             out["pattern"] = f"^(?:{'|'.join(sorted(v.schemes))})://"
         elif isinstance(v, validate.Range):
@@ -160,10 +167,10 @@ def _step_defs() -> JSON:
     return defs
 
 
-def _trigger_def() -> JSON:
+def _kinds_def(schemas: dict[str, type[Schema]], what: str) -> JSON:
     options = [
-        {"title": f"{kind} trigger", **object_schema(schema_class())}
-        for kind, schema_class in TRIGGER_SCHEMAS.items()
+        {"title": f"{kind} {what}", **object_schema(schema_class())}
+        for kind, schema_class in schemas.items()
     ]
     return {"oneOf": options}
 
@@ -205,6 +212,7 @@ def condition_forms() -> dict[str, JSON]:
                 ["state"],
             )
         },
+        "segment": {"segment": _IDENTIFIER},
     }
     return {form: _closed(p, [form]) for form, p in props.items()}
 
@@ -216,19 +224,27 @@ def _closed(properties: JSON, required: list[str] | None = None) -> JSON:
     return out
 
 
-def scenario_json_schema() -> JSON:
-    """The JSON Schema of a scenario file."""
+def _condition_defs() -> JSON:
+    """The condition language and what it is made of, shared by scenarios and segments."""
     op = {"enum": list(conditions.ALL_OPERATORS)}
     item = _closed({"property": {"type": "string"}, "op": op, "value": {}}, ["property"])
-    defs: JSON = {
-        **_step_defs(),
-        "trigger": _trigger_def(),
+    return {
         "condition": {"oneOf": list(condition_forms().values())},
         "filters": {"anyOf": [{"type": "array", "items": item}, {"type": "null"}]},
         "duration": {
             "description": "A duration such as 30m, 1h30m, 2d or 1w (or a number of seconds).",
             "anyOf": [{"type": "string", "pattern": _WHOLE.pattern}, {"type": "integer"}],
         },
+    }
+
+
+def scenario_json_schema() -> JSON:
+    """The JSON Schema of a scenario file."""
+    defs: JSON = {
+        **_step_defs(),
+        "trigger": _kinds_def(TRIGGER_SCHEMAS, "trigger"),
+        "exit_rule": _kinds_def(EXIT_SCHEMAS, "exit rule"),
+        **_condition_defs(),
     }
     root = object_schema(ScenarioSchema())
     root["properties"]["format_version"]["const"] = FORMAT_VERSION
@@ -238,4 +254,18 @@ def scenario_json_schema() -> JSON:
         "description": "A customer journey: triggers, audience, steps, goal and exit rules.",
         **root,
         "$defs": defs,
+    }
+
+
+def segment_json_schema() -> JSON:
+    """The JSON Schema of a segment file (scenarios/segments/ID.yaml)."""
+    root = object_schema(SegmentSchema())
+    return {
+        "$schema": DIALECT,
+        "title": "Parcours segment",
+        "description": "A named audience: a condition, or a manual list imported from CSV.",
+        **root,
+        # exactly one way to say who is in
+        "oneOf": [{"required": ["condition"]}, {"required": ["manual"]}],
+        "$defs": _condition_defs(),
     }

@@ -1,4 +1,8 @@
-"""Lint many scenario files at once: each file's problems plus the checks across files."""
+"""Lint many scenario files at once: each file's problems plus the checks across files.
+
+A linted folder's ``segments/`` folder is linted with it (engine.spec.segments); a folder named
+``segments``, or a file inside one, is read as segments, not scenarios.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from engine.spec.attributes import ATTRIBUTES_FILE  # nor is the computed attrib
 from engine.spec.loader import LintResult, lint_document, read_scenario_text
 from engine.spec.model import StartScenarioStep
 from engine.spec.problems import Problem, did_you_mean
+from engine.spec.segments import SEGMENTS_FOLDER, lint_segment_folder, segment_files
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 _COLORS = {"error": "\x1b[31m", "warning": "\x1b[33m"}
@@ -22,10 +27,37 @@ CHANNELS_FILE = "channels.yaml"  # nor is the channel configuration
 NOT_SCENARIOS = (POLICY_FILE, CHANNELS_FILE, ATTRIBUTES_FILE)
 
 
+def _is_segments(path: Path) -> bool:
+    return (path if path.is_dir() else path.parent).name == SEGMENTS_FOLDER
+
+
+def segment_folders(paths: Iterable[Path]) -> list[Path]:
+    """The segments folders to lint: named, holding a named file, or inside a named folder."""
+    found = []
+    for path in paths:
+        if _is_segments(path):
+            found.append(path if path.is_dir() else path.parent)
+        elif path.is_dir() and (path / SEGMENTS_FOLDER).is_dir():
+            found.append(path / SEGMENTS_FOLDER)
+    return list(dict.fromkeys(found))
+
+
+def linted_files(paths: Iterable[Path]) -> list[Path]:
+    """Every scenario and segment file a lint of `paths` reports on."""
+    paths = list(paths)
+    # a segment file named alone is checked against its siblings, which are not reported
+    whole = segment_folders([p for p in paths if p.is_dir()])
+    named = [p for p in paths if p.is_file() and _is_segments(p)]
+    segments = [f for folder in whole for f in segment_files(folder)] + named
+    return scenario_files(paths) + list(dict.fromkeys(segments))
+
+
 def scenario_files(paths: Iterable[Path]) -> list[Path]:
     """Scenario files: a directory means its *.yaml/*.yml files (not templates/, not the policy)."""
     files: list[Path] = []
     for path in paths:
+        if _is_segments(path):
+            continue
         if path.is_dir():
             files += sorted(
                 p
@@ -80,13 +112,16 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
     for path in paths:
         channels = path / CHANNELS_FILE if path.is_dir() else path
         if channels.name == CHANNELS_FILE and channels.is_file():
-            from engine.channel_config import lint_channels_file
+            from engine.delivery.channel_config import lint_channels_file
 
             problems += lint_channels_file(channels)
     for attributes in _named(paths, ATTRIBUTES_FILE):
         from engine.spec.attributes import lint_attributes_file
 
         problems += lint_attributes_file(attributes)[1]
+    reported = {str(f) for f in linted_files(paths)}
+    for folder in segment_folders(paths):
+        problems += [p for p in lint_segment_folder(folder).problems if p.file in reported]
     for file in scenario_files(paths):
         result, found = _lint_file(file)
         problems += found

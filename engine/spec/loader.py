@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,8 +23,15 @@ from engine.errors import ScenarioInvalid
 from engine.spec.graph import check_graph, check_partial_graph, check_raw_edges
 from engine.spec.model import Scenario, Step
 from engine.spec.problems import Problem, has_errors
-from engine.spec.schema import load_document
+from engine.spec.sandbox import LIMITS
+from engine.spec.schema import ScenarioSchema, load_document
 from engine.spec.schema_problems import loadable_steps, schema_problems
+from engine.spec.segments import (
+    SEGMENTS_FOLDER,
+    segment_ids,
+    segment_references,
+    unknown_segment_problems,
+)
 from engine.spec.templates import (
     TemplateLibrary,
     TemplateReadError,
@@ -33,9 +40,10 @@ from engine.spec.templates import (
 )
 from engine.spec.trigger_checks import anniversary_problems
 from engine.spec.webhook_urls import WebhookRules, check_webhook_urls
-from engine.spec.yamlio import Positions, parse_yaml, read_source
+from engine.spec.yamlio import Positions, parse_yaml, place, read_source
 
 Sources = Mapping[str, Mapping[str, str]]
+_place = place  # the policy and channels loaders place their problems the same way
 T = TypeVar("T")
 
 
@@ -49,20 +57,6 @@ class LintResult:
     positions: Positions = field(default_factory=Positions)
     draft: Scenario | None = None  # what the schema built, even when later passes found errors
     template_sources: dict[str, dict[str, str]] = field(default_factory=dict)
-
-
-def _place(
-    problems: Iterable[Problem], positions: Positions, filename: str | None
-) -> list[Problem]:
-    """Give each problem its file and line, and sort by line (unplaced ones last)."""
-    placed = []
-    for p in problems:
-        if p.line is None:
-            mark = positions.locate(p.path, prefer_key=p.extra.get("at") == "key")
-            if mark:
-                p = replace(p, line=mark[0], column=mark[1])
-        placed.append(replace(p, file=p.file or filename))
-    return sorted(placed, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
 
 
 def _guarded(problems: list[Problem], stage: str, run: Callable[[], T]) -> T | None:
@@ -119,9 +113,10 @@ def _partial_problems(
 
 
 # Errors a stored version may carry from before lint checked them: the send-time guard refuses
-# what they are about (the sandbox will not render a private attribute), so the version still
-# loads and its sends fail one by one, journaled, instead of the whole version failing to load.
-GUARDED_AT_SEND = frozenset({"template.private_attribute"})
+# what they are about (the sandbox will not render a private attribute, nor go over the render
+# budget), so the version still loads and its sends fail one by one, journaled, instead of the
+# whole version failing to load.
+GUARDED_AT_SEND = frozenset({"template.private_attribute", *LIMITS})
 
 
 def lint_document(
@@ -130,17 +125,25 @@ def lint_document(
     templates_root: Path | None = None,
     template_sources: Sources | None = None,
     tolerated: frozenset[str] = frozenset(),
+    segments: Collection[str] | None = None,
 ) -> LintResult:
     """Run every pass over a scenario text; the full result, for linters and the designer.
 
     With `templates_root`, the scenarios' folder is its parent: its channels.yaml sets what
-    the webhook URL check lets through. Errors whose code is in `tolerated` come back as warnings.
+    the webhook URL check lets through and its segments/ folder which segment ids exist (unless
+    `segments` names them). Errors whose code is in `tolerated` come back as warnings.
     """
     try:
         data, positions = parse_yaml(text, filename)
     except ScenarioInvalid as exc:
-        return LintResult(None, _place(exc.problems, Positions(), filename))
+        return LintResult(None, place(exc.problems, Positions(), filename))
     problems = _filename_problem(data, filename)
+    # a stored bundle has no folder to look in: its references were checked when published
+    if segments is None and templates_root is not None:
+        segments = segment_ids(templates_root.parent / SEGMENTS_FOLDER)
+    if segments is not None:
+        found = _guarded(problems, "segments", lambda: segment_references(data, ScenarioSchema()))
+        problems += unknown_segment_problems(found or [], segments)
     try:
         kwargs = _guarded(problems, "structure", lambda: load_document(data))
     except ValidationError as exc:
@@ -152,7 +155,7 @@ def lint_document(
         args = kwargs
         draft = _guarded(problems, "structure", lambda: Scenario(**args))
     if draft is None:
-        return LintResult(None, _place(problems, positions, filename), data, positions)
+        return LintResult(None, place(problems, positions, filename), data, positions)
     problems += _guarded(problems, "graph", lambda: check_graph(draft)) or []
     problems += _step_problems(problems, data, draft.steps, templates_root)
     library = TemplateLibrary(templates_root, template_sources)
@@ -160,7 +163,7 @@ def lint_document(
     if checked is not None:
         problems += checked.problems
     problems = [replace(p, severity="warning") if p.code in tolerated else p for p in problems]
-    result = LintResult(None, _place(problems, positions, filename), data, positions, draft)
+    result = LintResult(None, place(problems, positions, filename), data, positions, draft)
     if checked is None or has_errors(result.problems):
         return result
     result.template_sources = checked.sources

@@ -220,7 +220,29 @@ class ManualTrigger:
     """Enrollment only through the CLI or the API."""
 
 
-Trigger = EventTrigger | ScheduleTrigger | AnniversaryTrigger | ManualTrigger
+@dataclass(frozen=True)
+class SegmentEnteredTrigger:
+    """Fires when a contact becomes a member of the segment (stored membership changes)."""
+
+    segment: str
+
+
+@dataclass(frozen=True)
+class SegmentExitedTrigger:
+    """Fires when a contact stops being a member of the segment."""
+
+    segment: str
+
+
+Trigger = (
+    EventTrigger
+    | ScheduleTrigger
+    | AnniversaryTrigger
+    | ManualTrigger
+    | SegmentEnteredTrigger
+    | SegmentExitedTrigger
+)
+SEGMENT_TRIGGERS = (SegmentEnteredTrigger, SegmentExitedTrigger)
 
 
 @dataclass(frozen=True)
@@ -248,6 +270,13 @@ class ExitRule:
 
 
 @dataclass(frozen=True)
+class SegmentExitRule:
+    """Leaving the segment ends the enrollment; only scenarios that say so lose their contacts."""
+
+    segment: str
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A validated, compiled scenario. Immutable; `content_hash` identifies a version."""
 
@@ -265,7 +294,8 @@ class Scenario:
     triggers: tuple[Trigger, ...] = ()
     entry: EntryRules = EntryRules()
     goal: Goal | None = None
-    exit_on: tuple[ExitRule, ...] = ()
+    exit_on: tuple[ExitRule, ...] = ()  # the event rules of `exit_on:`
+    segment_exits: tuple[SegmentExitRule, ...] = ()  # its `segment_exited:` rules
     data: Mapping[str, Any] = field(default_factory=dict)
     # Who this scenario's emails come from: from_address, from_name, reply_to (each optional;
     # the email channel's settings fill the rest).
@@ -285,29 +315,37 @@ class Scenario:
         names.update(s.event for s in self.steps.values() if isinstance(s, WaitEventStep))
         return frozenset(names)
 
+    def conditions(self) -> list[Condition]:
+        """Every condition of the scenario: the audience, then the steps' in order."""
+        found = [self.audience] if self.audience is not None else []
+        for s in self.steps.values():
+            if isinstance(s, ConditionStep) and s.condition is not None:
+                found.append(s.condition)
+            elif isinstance(s, SwitchStep):
+                found.extend(case.condition for case in s.cases)
+        return found
+
+    def segments(self) -> frozenset[str]:
+        """Ids of the segments the scenario reads: triggers, exits, audience and conditions."""
+        from engine.spec.conditions import segment_names
+
+        ids = {t.segment for t in self.triggers if isinstance(t, SEGMENT_TRIGGERS)}
+        ids.update(rule.segment for rule in self.segment_exits)
+        for cond in self.conditions():
+            ids.update(segment_names(cond))
+        return frozenset(ids)
+
     def reads_policy(self) -> bool:
         """True when a condition reads consent or pressure (so the worker loads them)."""
         from engine.spec.conditions import reads_policy
 
-        conditions = [self.audience] if self.audience is not None else []
-        for s in self.steps.values():
-            if isinstance(s, ConditionStep) and s.condition is not None:
-                conditions.append(s.condition)
-            elif isinstance(s, SwitchStep):
-                conditions.extend(case.condition for case in s.cases)
-        return any(reads_policy(c) for c in conditions)
+        return any(reads_policy(c) for c in self.conditions())
 
     def history_events(self) -> frozenset[str]:
         """Event names that conditions read from the history, plus the listened ones."""
         from engine.spec.conditions import event_names
 
         names = set(self.listened_events())
-        if self.audience is not None:
-            names.update(event_names(self.audience))
-        for s in self.steps.values():
-            if isinstance(s, ConditionStep) and s.condition is not None:
-                names.update(event_names(s.condition))
-            elif isinstance(s, SwitchStep):
-                for case in s.cases:
-                    names.update(event_names(case.condition))
+        for cond in self.conditions():
+            names.update(event_names(cond))
         return frozenset(names)

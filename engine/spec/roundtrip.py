@@ -201,12 +201,3 @@ def merge(doc: CommentedMap, data: Mapping[str, Any]) -> None:
     deleted; lists are merged item by item when the length is the same, else replaced.
     """
     _merge_map(doc, data)
-
-
-def apply_text(base_text: str, data: Mapping[str, Any]) -> str:
-    """`base_text` with `data` merged in (see `merge`); ScenarioInvalid if it does not parse."""
-    from engine.spec.yamlio import load_roundtrip  # yamlio imports this module
-
-    doc = load_roundtrip(base_text)
-    merge(doc, data)
-    return dump(doc)

@@ -35,7 +35,10 @@ from engine.spec.nodes import NODE_TYPES
 from engine.spec.problems import did_you_mean
 
 FORMAT_VERSION = 1
-TRIGGER_KINDS = ("event", "schedule", "anniversary", "manual")
+TRIGGER_KINDS = ("event", "schedule", "anniversary", "manual", "segment_entered", "segment_exited")
+EXIT_KINDS = ("event", "segment_exited")
+# metadata of a field whose value is a segment id (lint checks it names a segment file)
+SEGMENT_REF = {"segment": True}
 
 
 class _Strict(Schema):
@@ -87,6 +90,16 @@ class ExitRuleSchema(_Strict):
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> model.ExitRule:
         return model.ExitRule(**data)
+
+
+class SegmentExitRuleSchema(_Strict):
+    segment_exited = Identifier(
+        required=True, metadata={"help": "Leaving this segment ends the journey.", **SEGMENT_REF}
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.SegmentExitRule:
+        return model.SegmentExitRule(data["segment_exited"])
 
 
 class EventTriggerSchema(_Strict):
@@ -143,31 +156,74 @@ class ManualTriggerSchema(_Strict):
         return model.ManualTrigger()
 
 
+class SegmentEnteredTriggerSchema(_Strict):
+    segment_entered = Identifier(
+        required=True, metadata={"help": "A contact who joins this segment enters.", **SEGMENT_REF}
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.SegmentEnteredTrigger:
+        return model.SegmentEnteredTrigger(data["segment_entered"])
+
+
+class SegmentExitedTriggerSchema(_Strict):
+    segment_exited = Identifier(
+        required=True, metadata={"help": "A contact who leaves this segment enters.", **SEGMENT_REF}
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.SegmentExitedTrigger:
+        return model.SegmentExitedTrigger(data["segment_exited"])
+
+
 TRIGGER_SCHEMAS: dict[str, type[Schema]] = {
     "event": EventTriggerSchema,
     "schedule": ScheduleTriggerSchema,
     "anniversary": AnniversaryTriggerSchema,
     "manual": ManualTriggerSchema,
+    "segment_entered": SegmentEnteredTriggerSchema,
+    "segment_exited": SegmentExitedTriggerSchema,
+}
+EXIT_SCHEMAS: dict[str, type[Schema]] = {
+    "event": ExitRuleSchema,
+    "segment_exited": SegmentExitRuleSchema,
 }
 
 
-class TriggerField(fields.Field[Any]):
+class KindField(fields.Field[Any]):
+    """A mapping whose kind is the key it carries (``event:``, ``schedule:``...), each kind
+    loaded by its own schema."""
+
+    noun = ""
+    example = ""
+    schemas: dict[str, type[Schema]] = {}
+
+    def schema_for(self, raw: Any) -> Schema | None:
+        """The schema that reads `raw`, None when it names no kind."""
+        if not isinstance(raw, Mapping):
+            return None
+        kind = next((k for k in self.schemas if k in raw), None)
+        return self.schemas[kind]() if kind else None
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if not isinstance(value, Mapping):
-            raise ValidationError("Expected a trigger such as {event: cart_abandoned}.")
-        kind = next((k for k in TRIGGER_KINDS if k in value), None)
-        if kind is None:
+            raise ValidationError(f"Expected a {self.noun} such as {self.example}.")
+        schema = self.schema_for(value)
+        if schema is None:
             first = str(next(iter(value), ""))
-            hint = did_you_mean(first, TRIGGER_KINDS)
-            raise ValidationError(
-                {
-                    first: [
-                        "Unknown trigger; use event, schedule, anniversary or manual."
-                        + (f" {hint}" if hint else "")
-                    ]
-                }
-            )
-        return TRIGGER_SCHEMAS[kind]().load(value)
+            hint = did_you_mean(first, self.schemas)
+            message = f"Unknown {self.noun}; use {', '.join(self.schemas)}."
+            message += f" {hint}" if hint else ""
+            raise ValidationError({first: [message]})
+        return schema.load(value)
+
+
+class TriggerField(KindField):
+    noun, example, schemas = "trigger", "{event: cart_abandoned}", TRIGGER_SCHEMAS
+
+
+class ExitRuleField(KindField):
+    noun, example, schemas = "exit rule", "{event: unsubscribed}", EXIT_SCHEMAS
 
 
 class StepsField(fields.Field[Any]):
@@ -216,7 +272,7 @@ class ScenarioSchema(_Strict):
     triggers = fields.List(TriggerField(), required=True, validate=validate.Length(min=1))
     entry = fields.Nested(EntrySchema, load_default=lambda: model.EntryRules())
     goal = fields.Nested(GoalSchema, load_default=None)
-    exit_on = fields.List(fields.Nested(ExitRuleSchema), load_default=list)
+    exit_on = fields.List(ExitRuleField(), load_default=list)
     data = PlainMapping(load_default=dict)
     sender = fields.Nested(SenderSchema, load_default=dict)
     start = Identifier(load_default=None)
@@ -236,7 +292,9 @@ class ScenarioSchema(_Strict):
     def make(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data.pop("layout", None)
         data["triggers"] = tuple(data["triggers"])
-        data["exit_on"] = tuple(data["exit_on"])
+        rules = data["exit_on"]
+        data["exit_on"] = tuple(r for r in rules if isinstance(r, model.ExitRule))
+        data["segment_exits"] = tuple(r for r in rules if isinstance(r, model.SegmentExitRule))
         if data["start"] is None:
             data["start"] = next(iter(data["steps"]))
         return data

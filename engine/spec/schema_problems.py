@@ -16,27 +16,23 @@ from engine.spec.graph import KEY
 from engine.spec.model import Step
 from engine.spec.nodes import NODE_TYPES
 from engine.spec.problems import Problem, did_you_mean
-from engine.spec.schema import (
-    TRIGGER_KINDS,
-    TRIGGER_SCHEMAS,
-    ScenarioSchema,
-    StepsField,
-    TriggerField,
-)
+from engine.spec.schema import KindField, ScenarioSchema, StepsField
 
 Path = tuple[str | int, ...]
 _HINT = re.compile(r"^(?P<message>.*?)[.;]?\s+(?P<hint>did you mean '[^']*'\?|use one of .*)$")
 _MISSING = "Missing data for required field."
 # messages that have a code of their own rather than schema.invalid, by how they start
-_CODES = {"expression reads the private attribute": "expression.private_attribute"}
+_CODES = {
+    "expression reads the private attribute": "expression.private_attribute",
+    "expression is over its budget": "expression.limit",
+}
 
 
 def _unwrap(node: Schema | fields.Field[Any], raw: Any) -> Schema | fields.Field[Any]:
     if isinstance(node, fields.Nested) and isinstance(node.schema, Schema):
         return node.schema
-    if isinstance(node, TriggerField) and isinstance(raw, Mapping):
-        kind = next((k for k in TRIGGER_KINDS if k in raw), None)
-        return TRIGGER_SCHEMAS[kind]() if kind else node
+    if isinstance(node, KindField):
+        return node.schema_for(raw) or node
     return node
 
 
@@ -47,27 +43,32 @@ def _field_named(schema: Schema, key: str | int) -> fields.Field[Any] | None:
 def node_at(path: Path, data: Any, root: Schema | None = None) -> Schema | fields.Field[Any] | None:
     """The schema (for a mapping) or field that reads the document at `path`, if known;
     `root` is the document's schema (a scenario's by default)."""
-    node: Schema | fields.Field[Any] = root or ScenarioSchema()
+    node: Schema | fields.Field[Any] | None = root or ScenarioSchema()
     raw = data
     for part in path:
-        node = _unwrap(node, raw)
-        found: Schema | fields.Field[Any] | None = None
-        if isinstance(node, Schema):
-            found = _field_named(node, part)
-        elif isinstance(node, fields.List) and isinstance(part, int):
-            found = node.inner
-        elif isinstance(node, StepsField):
-            step = raw.get(part) if isinstance(raw, Mapping) else None
-            kind = step.get("type") if isinstance(step, Mapping) else None
-            if isinstance(kind, str) and kind in NODE_TYPES:
-                found = NODE_TYPES[kind].schema()
-        elif isinstance(node, fields.Dict) and node.value_field is not None:
-            found = node.value_field
-        if found is None:
+        node = child_node(node, raw, part) if node is not None else None
+        if node is None:
             return None
-        node = found
         raw = _child(raw, part)
-    return _unwrap(node, raw)
+    return _unwrap(node, raw) if node is not None else None
+
+
+def child_node(
+    node: Schema | fields.Field[Any], raw: Any, part: str | int
+) -> Schema | fields.Field[Any] | None:
+    """The schema or field that reads `raw[part]`, where `node` reads `raw`; None if unknown."""
+    node = _unwrap(node, raw)
+    if isinstance(node, Schema):
+        return _field_named(node, part)
+    if isinstance(node, fields.List) and isinstance(part, int):
+        return node.inner
+    if isinstance(node, StepsField):
+        step = raw.get(part) if isinstance(raw, Mapping) else None
+        kind = step.get("type") if isinstance(step, Mapping) else None
+        return NODE_TYPES[kind].schema() if isinstance(kind, str) and kind in NODE_TYPES else None
+    if isinstance(node, fields.Dict) and node.value_field is not None:
+        return node.value_field
+    return None
 
 
 def _child(raw: Any, part: str | int) -> Any:

@@ -36,7 +36,7 @@ rewritten into it by the first edit.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -257,6 +257,18 @@ def decode_source(raw: bytes, filename: str | None = None) -> str:
         raise ScenarioInvalid([problem]) from None
 
 
+def place(problems: Iterable[Problem], positions: Positions, filename: str | None) -> list[Problem]:
+    """Give each problem its file and line, and sort by line (unplaced ones last)."""
+    placed = []
+    for p in problems:
+        if p.line is None:
+            mark = positions.locate(p.path, prefer_key=p.extra.get("at") == "key")
+            if mark:
+                p = replace(p, line=mark[0], column=mark[1])
+        placed.append(replace(p, file=p.file or filename))
+    return sorted(placed, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+
+
 def at_file_start(problems: list[Problem]) -> list[Problem]:
     """Problems no part of the document locates (an empty file's missing field) shown at 1:1,
     so every line of a lint report carries file:line:col."""
@@ -299,3 +311,10 @@ def dump_roundtrip(doc: CommentedMap) -> str:
 
 
 set_in = roundtrip.set_in
+
+
+def apply_text(base_text: str, data: Mapping[str, Any]) -> str:
+    """`base_text` with `data` merged in (see `merge`); ScenarioInvalid if it does not parse."""
+    doc = load_roundtrip(base_text)
+    roundtrip.merge(doc, data)
+    return roundtrip.dump(doc)

@@ -45,8 +45,11 @@ ENROLLMENT_STATUSES = ("active", "completed", "converted", "exited", "failed")
 SEND_KINDS = ("marketing", "transactional")
 # queued (claimed: leased to one delivery pass) → sending (handed to the provider) → sent →
 # delivered; or back to queued (a transient error, retried at next_attempt_at), failed, bounced,
-# or ambiguous (the provider may have it).
-SEND_STATUSES = ("queued", "sending", "sent", "delivered", "failed", "bounced", "ambiguous")
+# ambiguous (the provider may have it), or cancelled (a queued marketing message the contact no
+# longer allows: withdrawn consent, suppression).
+SEND_STATUSES = (
+    "queued", "sending", "sent", "delivered", "failed", "bounced", "ambiguous", "cancelled",
+)  # fmt: skip
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from engine.runner import Worker
-from engine.simulate import generate_contacts, simulate
+from engine.insights.simulate import generate_contacts, simulate
 from engine.spec.loader import lint_document
 from engine.spec.yamlio import parse_yaml
+from engine.worker.runner import Worker
 from tests.browser.conftest import Site
 
 pytestmark = pytest.mark.browser

@@ -10,7 +10,7 @@ import pytest
 
 import channels.registry as registry
 from channels import Channel, ChannelInfo, OutboundMessage, Receipt, register_channel
-from engine import channel_config
+from engine.delivery import channel_config
 
 FAX = ChannelInfo(
     name="fax", label="Fax", weight=2.5, realtime=False, cost=0.3, max_length=None,

@@ -18,16 +18,16 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from channels import Channel, OutboundMessage, Receipt
-from engine.channel_config import lint_channels_text, load_channels
 from engine.config import load_settings
-from engine.delivery import Dispatcher, retry_delay, tracking_prepare, workspace_dispatcher
-from engine.policy.loader import lint_policy_text
+from engine.delivery.channel_config import lint_channels_text, load_channels
+from engine.delivery.loop import Dispatcher, retry_delay, tracking_prepare, workspace_dispatcher
+from engine.policy.loader import lint_policy_text, load_policy_file
 from engine.policy.loading import full_gate_factory
-from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
 from engine.store.db import make_engine
 from engine.store.models import Event, JournalEntry, Send, Suppression
-from engine.versions import publish_dir
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_dir
 from tests.delivery_crash import (
     counting_receiver,
     environment,
@@ -105,14 +105,15 @@ class World:
             publish_dir(db, workspace)
         channels = load_channels(workspace)
         prepare = tracking_prepare(self.settings, VirtualClock(T0))
-        self.dispatcher = Dispatcher(self.engine, channels, prepare=prepare)
+        policy = load_policy_file(workspace / "policy.yaml")
+        self.dispatcher = Dispatcher(self.engine, channels, prepare=prepare, policy=policy)
         self.worker = Worker(
             self.engine, self.settings, clock=VirtualClock(T0),
             gate_factory=full_gate_factory(self.settings), delivering=channels,
         )  # fmt: skip
 
     def visit(self, contacts: list[str], now: datetime) -> None:
-        from engine.ingest import clean_event, record_events, upsert_contacts
+        from engine.audience.ingest import clean_event, record_events, upsert_contacts
 
         with self.engine.begin() as conn:
             upsert_contacts(
@@ -212,7 +213,12 @@ def test_a_crash_while_the_provider_has_the_message_never_sends_twice(
 ) -> None:
     handler, _port = smtp
     world.visit(["anne"], T0)
-    dead = Dispatcher(world.engine, world.dispatcher.channels, lease=timedelta(seconds=30))
+    dead = Dispatcher(
+        world.engine,
+        world.dispatcher.channels,
+        lease=timedelta(seconds=30),
+        policy=world.dispatcher.policy,
+    )
     with world.engine.begin() as conn:  # a worker claims, hands the message over, then dies
         (claimed,) = dead._claim(conn, T0)
     assert dead._hand_over(claimed, T0)
@@ -230,7 +236,12 @@ def test_a_claim_whose_worker_died_before_the_provider_call_is_delivered_after_t
 ) -> None:
     handler, _port = smtp
     world.visit(["anne", "bruno"], T0)
-    dead = Dispatcher(world.engine, world.dispatcher.channels, lease=timedelta(seconds=30))
+    dead = Dispatcher(
+        world.engine,
+        world.dispatcher.channels,
+        lease=timedelta(seconds=30),
+        policy=world.dispatcher.policy,
+    )
     with world.engine.begin() as conn:  # a worker claims both, then dies before any hand-over
         assert len(dead._claim(conn, T0)) == 2
     assert {s.status for s in world.sends()} == {"queued"}  # claimed is not in flight

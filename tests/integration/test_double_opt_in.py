@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from designer import Parcours, create_app
 from engine.config import load_settings
-from engine.delivery import DeliveryReport, Dispatcher, retry_delay, workspace_dispatcher
+from engine.delivery.loop import DeliveryReport, Dispatcher, retry_delay, workspace_dispatcher
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Event, Send, Suppression
 from tests.sms import sms_server

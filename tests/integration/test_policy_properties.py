@@ -29,18 +29,18 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from engine.audience.ingest import contact_ids, record_events, upsert_contacts
 from engine.config import load_settings
-from engine.consent import record_consent, suppress
-from engine.enroll import Candidate, enroll
-from engine.ingest import contact_ids, record_events, upsert_contacts
+from engine.policy.consent import record_consent, suppress
 from engine.policy.loader import lint_policy_text
 from engine.policy.loading import full_gate_factory
 from engine.policy.model import Policy
-from engine.runner import Worker
 from engine.spec.model import Scenario
 from engine.store.db import downgrade, make_engine, upgrade
 from engine.store.models import ConsentRecord, Contact, Send, Suppression
-from engine.versions import VersionCache, publish_bundle
+from engine.worker.enroll import Candidate, enroll
+from engine.worker.runner import Worker
+from engine.worker.versions import VersionCache, publish_bundle
 from tests import gate_race
 
 POLICY = """\

@@ -9,13 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from engine import triggers
+from engine.audience.ingest import record_events, upsert_contacts
 from engine.config import load_settings
-from engine.ingest import record_events, upsert_contacts
-from engine.runner import Worker
 from engine.store.db import make_engine
 from engine.store.models import Enrollment, ScheduleFiring
-from engine.versions import VersionCache, publish_bundle
+from engine.worker import triggers
+from engine.worker.runner import Worker
+from engine.worker.versions import VersionCache, publish_bundle
 
 PUBLISHED = datetime(2026, 1, 28, 12, 0, tzinfo=UTC)
 NEWSLETTER = """\

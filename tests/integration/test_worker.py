@@ -15,14 +15,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from engine.audience.ingest import record_events, upsert_contacts
 from engine.config import load_settings
-from engine.enroll import Candidate, enroll
-from engine.ingest import record_events, upsert_contacts
-from engine.runner import PassReport, Worker, _StaleBatch
 from engine.runtime.interpreter import Interpreter
 from engine.store.db import make_engine
 from engine.store.models import Enrollment, JournalEntry, Send
-from engine.versions import VersionCache, publish_bundle
+from engine.worker.enroll import Candidate, enroll
+from engine.worker.runner import PassReport, Worker, _StaleBatch
+from engine.worker.versions import VersionCache, publish_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -86,7 +86,7 @@ def _run_worker(url: str, fault: str | None, now: datetime) -> int:
         env["PARCOURS_FAULT_POINT"] = fault
     script = (
         "import sys; from datetime import datetime;"
-        "from engine.config import load_settings; from engine.runner import Worker;"
+        "from engine.config import load_settings; from engine.worker.runner import Worker;"
         "from engine.store.db import make_engine;"
         "s = load_settings(); w = Worker(make_engine(s.db_url), s);"
         "w.run_once(datetime.fromisoformat(sys.argv[1]))"

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from engine.config import load_settings
+from engine.insights.simulate import SimulationReport, generate_contacts, generate_events, simulate
 from engine.runtime.arms import split_arm
-from engine.simulate import SimulationReport, generate_contacts, generate_events, simulate
 from engine.spec.loader import load_scenario_file
 from engine.store.models import Contact, Enrollment, JournalEntry, ScheduleFiring, Send
 

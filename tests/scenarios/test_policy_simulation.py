@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine.insights.simulate import generate_contacts, generate_events, simulate
 from engine.policy.loader import load_policy_file
-from engine.simulate import generate_contacts, generate_events, simulate
 from engine.spec.lint import scenario_files
 from engine.spec.loader import load_scenario_file
 

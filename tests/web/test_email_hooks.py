@@ -21,12 +21,12 @@ from channels.email_smtp import smtp_channel_from_config
 from channels.errors import ChannelConfigError
 from channels.sms_callbacks import callback_signature
 from designer import Parcours
-from engine.delivery import workspace_dispatcher
+from engine.delivery.loop import workspace_dispatcher
 from engine.policy.loading import full_gate_factory
-from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Suppression
-from engine.versions import publish_bundle
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_bundle
 from tests.smtp import Smtp, smtp_server
 from tests.web.test_hooks import KEY, T0, Woken, consents, decisions, events, sends
 

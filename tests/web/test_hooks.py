@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 
 from channels.sms_callbacks import callback_signature
 from designer import Parcours
-from engine.channel_config import load_channels
-from engine.delivery import Dispatcher
+from engine.delivery.channel_config import load_channels
+from engine.delivery.loop import Dispatcher
 from engine.policy.loading import full_gate_factory
-from engine.runner import Worker
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Event, JournalEntry, Send, Suppression
-from engine.versions import publish_bundle
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_bundle
 from tests.sms import sms_server
 
 T0 = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Paris: no quiet hours

@@ -18,15 +18,21 @@ from sqlalchemy.orm import Session
 
 from designer import Parcours, create_app
 from designer.auth import create_user
+from engine.audience.ingest import (
+    clean_contact,
+    clean_event,
+    contact_ids,
+    record_events,
+    upsert_contacts,
+)
 from engine.config import load_settings
-from engine.consent import record_consent, suppress
-from engine.ingest import clean_contact, clean_event, contact_ids, record_events, upsert_contacts
+from engine.policy.consent import record_consent, suppress
 from engine.policy.loading import full_gate_factory
-from engine.pressure import record_sends
-from engine.runner import Worker
+from engine.policy.pressure import record_sends
 from engine.runtime.clock import VirtualClock
 from engine.store.models import JournalEntry, Send
-from engine.versions import publish_bundle
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_bundle
 from tests.web.conftest import PASSWORD, csrf_of
 
 # A Monday, 11:00 in Paris (the workspace zone): no quiet hours.

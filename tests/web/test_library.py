@@ -184,7 +184,11 @@ def test_preview_reports_errors_per_part_with_lines(login: Login) -> None:
     assert answer.status_code == 200
     out = answer.get_json()
     assert out["parts"] == {"subject": "OK Camille"}
-    assert out["errors"]["text"] == {"line": 3, "message": "division by zero"}
+    assert out["errors"]["text"] == {
+        "line": 3,
+        "message": "division by zero",
+        "code": "render.error",
+    }
     assert out["errors"]["html"]["line"] == 2
     event = send(
         viewer,
@@ -253,3 +257,33 @@ def test_editor_page_has_no_inline_script(login: Login) -> None:
     assert all(" src=" in s.split(">")[0] or 'type="application/json"' in s for s in scripts)
     config = html.split('id="template-config">')[1].split("</script>")[0]
     assert json.loads(config)["urls"]["save"] == "/templates/welcome"
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [
+        ("{{ '%999999999s' % 'a' }}", "render.size"),
+        ("{{ 'a'.center(10**9) }}", "render.size"),
+        ("{{ '{:>999999999}'.format('a') }}", "render.size"),
+        ("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "render.recursion"),
+        (
+            "{% macro m(n) %}{{ m(n - 1) }}{{ m(n - 1) }}{% endmacro %}{{ m(40) }}",
+            "render.recursion",
+        ),
+        (
+            "{% for i in [1] * 10000 %}{% for j in [1] * 10000 %}{% endfor %}{% endfor %}",
+            "render.loops",
+        ),
+    ],
+)
+def test_preview_over_the_render_budget_is_a_json_error_at_its_line(
+    login: Login, source: str, code: str
+) -> None:
+    parts = {"subject": "OK", "text": f"Hello\n{source}"}
+    answer = send(login("viewer"), "POST", "/templates/welcome/preview", {"parts": parts})
+    assert answer.status_code == 200 and answer.is_json
+    out = answer.get_json()
+    assert out["parts"] == {"subject": "OK"}
+    error = out["errors"]["text"]
+    assert (error["line"], error["code"]) == (2, code)
+    assert [(p["code"], p["line"]) for p in out["problems"]] == [(code, 2)]

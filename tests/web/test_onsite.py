@@ -13,12 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from designer import Parcours
-from engine.onsite import safe_link
-from engine.runner import Worker
+from engine.delivery.onsite import safe_link
 from engine.runtime.clock import VirtualClock
 from engine.spec.loader import scenario_bundle
 from engine.store.models import Event, Send
-from engine.versions import publish_bundle
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_bundle
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 API = {"X-Api-Key": "k"}

@@ -14,12 +14,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from designer import PUBLIC_CSP, Parcours
-from engine.links import sign
-from engine.policy.loading import full_gate_factory
-from engine.runner import Worker
-from engine.runtime.clock import VirtualClock
-from engine.store.models import Contact, Event, JournalEntry, Send
-from engine.tracking import (
+from engine.delivery.links import sign
+from engine.delivery.tracking import (
     CLICK_SALT,
     click_url,
     open_pixel_url,
@@ -27,7 +23,11 @@ from engine.tracking import (
     render_tracking,
     unsubscribe_token,
 )
-from engine.versions import publish_bundle
+from engine.policy.loading import full_gate_factory
+from engine.runtime.clock import VirtualClock
+from engine.store.models import Contact, Event, JournalEntry, Send
+from engine.worker.runner import Worker
+from engine.worker.versions import publish_bundle
 
 # A Monday, 11:00 in Paris: no quiet hours.
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)

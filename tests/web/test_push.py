@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from designer.push import contact_signature
-from engine.push import push_recipient
+from engine.delivery.push import push_recipient
 from engine.store.models import Contact, PushSubscription
 
 SITE_KEY = "site-key-42"

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from designer import Parcours
-from engine.store.models import AuditEntry, ScenarioRecord, ScenarioVersion
+from engine.store.models import AuditEntry, JournalEntry, ScenarioRecord, ScenarioVersion
 
 Login = Callable[[str], FlaskClient]
 API = {"X-Api-Key": "k"}
@@ -22,7 +22,7 @@ API = {"X-Api-Key": "k"}
 
 def _sign_up(app: Flask, contact: str) -> None:
     """A contact created and signed up through the JSON API, then one worker pass."""
-    from engine.runner import Worker
+    from engine.worker.runner import Worker
 
     state: Parcours = app.extensions["parcours"]
     api = app.test_client()
@@ -131,6 +131,36 @@ def test_live_view_counts_contacts_per_step(
     canvas = json.loads(block.group(1))
     assert next(iter(canvas["doc"]["steps"])) == "welcome"  # file order: the first step starts
     assert canvas["counts"]["welcome"]["sent"] == 3
+
+
+def test_live_view_shows_sends_cancelled_at_dispatch(
+    login: Login, state: Parcours, designer_app: Flask
+) -> None:
+    marketer = login("marketer")
+    _publish(marketer, "welcome-series")
+    for i in range(3):
+        _sign_up(designer_app, f"c{i}")
+    with Session(state.engine) as db:
+        sent = db.scalars(
+            select(JournalEntry).where(
+                JournalEntry.scenario_id == "welcome-series", JournalEntry.kind == "send"
+            )
+        ).first()
+        assert sent is not None
+        # the row the delivery loop writes when a contact withdrew before the message left
+        db.add(JournalEntry(
+            at=sent.at, kind="cancelled", enrollment_id=sent.enrollment_id,
+            contact_id=sent.contact_id, scenario_id=sent.scenario_id,
+            version_id=sent.version_id, step_id=sent.step_id,
+            reason="consent:all:opted_out", data={"channel": "email"},
+        ))  # fmt: skip
+        db.commit()
+    page = marketer.get("/scenarios/welcome-series").get_data(as_text=True)
+    block = re.search(r'id="canvas-data">(.*?)</script>', page, re.S)
+    assert block
+    counts = json.loads(block.group(1))["counts"]["welcome"]
+    assert counts["sent"] == 3
+    assert counts["cancelled:consent:all:opted_out"] == 1
 
 
 def test_unknown_scenario_is_a_404_page(login: Login) -> None:

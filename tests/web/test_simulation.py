@@ -18,10 +18,15 @@ from sqlalchemy.orm import Session
 from designer import Parcours
 from designer.cli import cli
 from designer.simulation import RUNNING
-from engine.ingest import clean_contact, record_events, record_imported_consents, upsert_contacts
+from engine.audience.ingest import (
+    clean_contact,
+    record_events,
+    record_imported_consents,
+    upsert_contacts,
+)
 from engine.spec.loader import scenario_bundle
 from engine.store import models
-from engine.versions import publish_bundle
+from engine.worker.versions import publish_bundle
 
 START = "2025-03-03T09:00:00Z"
 SMALL: dict[str, Any] = {"contacts": 60, "days": 7, "seed": 7, "start": START}

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from designer.cli import cli
-from engine.channel_config import load_channels
+from engine.delivery.channel_config import load_channels
 from engine.errors import ScenarioInvalid
 from engine.policy.loader import load_policy_file
 from engine.spec.yamlio import MAX_BYTES, MAX_DEPTH

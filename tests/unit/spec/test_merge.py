@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from engine.errors import ScenarioInvalid
-from engine.spec.roundtrip import apply_text, dump, load, merge
-from engine.spec.yamlio import parse_yaml
+from engine.spec.roundtrip import dump, load, merge
+from engine.spec.yamlio import apply_text, parse_yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 

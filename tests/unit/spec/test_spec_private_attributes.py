@@ -16,7 +16,7 @@ from engine.runtime.state import ACTIVE, ContactView, EnrollmentState, History
 from engine.spec.expressions import RenderError, compile_template
 from engine.spec.loader import lint_document, lint_text, load_bundle
 from engine.store.models import ScenarioVersion
-from engine.versions import VersionCache, publish_bundle
+from engine.worker.versions import VersionCache, publish_bundle
 from tests.unit.spec.conftest import HEAD, problems_of
 
 SEND = """\

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from channels.registry import channel_info, channel_names
-from engine.consent import consent_snapshot, derived_state
+from engine.policy.consent import consent_snapshot, derived_state
 from engine.policy.model import Policy, PressureConfig
 from engine.runtime.state import ContactView
 from engine.spec.conditions import OVERALL, PRESSURE_STATES

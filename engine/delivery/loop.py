@@ -4,6 +4,7 @@ Lifecycle of a send in the ledger (`sends.status`):
 
     queued ──hand-over──▶ sending ──provider accepted──▶ sent ──report──▶ delivered / bounced
       ▲ (claimed: leased)     │
+      │  └─ marketing no longer allowed (withdrawn consent, suppression) ──▶ cancelled
       └─ transient error (retried at next_attempt_at, backoff) ─┘
                               ├─ permanent error ──▶ failed (bounced + suppression of the address)
                               └─ no answer after the message left ──▶ ambiguous (not resent blindly)
@@ -17,8 +18,17 @@ over are queued ones like any other, and the one it had (at most one per pass) i
 an idempotent provider (which dedupes on the send key) gets it again, any other marks it
 `ambiguous`, so a crash never sends a message twice and strands only what was in flight.
 
-Channels come from `channels.yaml` beside the scenarios (see engine.channel_config); a channel
-not configured there goes to the outbox and its sends are `sent` when they are recorded.
+A queued marketing message may wait for hours (retries, a paused channel) while the contact
+withdraws. So the gate's own withdrawal checks (engine.policy.gate.withdrawal: the profile's
+opt-out flag, the suppression list, consent) are asked again, with the policy that allowed the
+message: for the whole claimed batch in one query per concern, in the claim's transaction, then,
+once the pass is older than RECHECK_AFTER (a slow provider can take minutes to reach the last
+message of a batch), for each message again in its hand-over transaction. A message no longer
+allowed is `cancelled` with the gate's rule id and a journal entry; transactional messages pass,
+as they pass the gate.
+
+Channels come from `channels.yaml` beside the scenarios (see engine.delivery.channel_config); a
+channel not configured there goes to the outbox and its sends are `sent` when they are recorded.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from channels import (
@@ -43,9 +53,11 @@ from channels import (
     TransientChannelError,
 )
 from channels.errors import AmbiguousDeliveryError, ChannelConfigError
-from engine.heartbeat import Heartbeat
+from engine.delivery.heartbeat import Heartbeat
+from engine.policy.loading import withdrawals
+from engine.policy.model import Policy
 from engine.runtime.clock import Clock, SystemClock
-from engine.store.models import Contact, Send
+from engine.store.models import Contact, JournalEntry, Send
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +66,9 @@ FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
 CONFIG_PAUSE = timedelta(minutes=5)  # a misconfigured channel is tried again after this
 LEASE = timedelta(seconds=30)  # PARCOURS_DELIVERY_LEASE_SECONDS's default
+# A pass older than this asks each marketing message again at its hand-over (see the module's
+# docstring): a fast pass is covered by its claim's reading, a slow one pays 3 reads a message.
+RECHECK_AFTER = timedelta(seconds=1)
 
 # Prepares the message just before it leaves (tracking links, unsubscribe URL...).
 Prepare = Callable[[OutboundMessage], OutboundMessage]
@@ -81,6 +96,7 @@ class DeliveryReport:
     failed: int = 0
     bounced: int = 0
     ambiguous: int = 0
+    cancelled: int = 0  # marketing the contact no longer allows
     paused: list[str] = field(default_factory=list)  # channels whose configuration is broken
 
     def __bool__(self) -> bool:
@@ -99,6 +115,10 @@ class _Claimed:
     contact_id: int
     contact: Mapping[str, Any]
     owner: str  # the pass that leased it
+    enrollment_id: int | None
+    scenario_id: str
+    version_id: int | None
+    step_id: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,9 @@ class Dispatcher:
         # takes: it is how long a dead worker's messages wait for another.
         lease: timedelta = LEASE,
         prepare: Prepare | None = None,
+        # The policy the gate applied: a queued marketing message is judged again by its rules.
+        policy: Policy | None = None,
+        recheck_after: timedelta = RECHECK_AFTER,
     ) -> None:
         self.engine = engine
         self.channels = dict(channels)
@@ -130,6 +153,8 @@ class Dispatcher:
         self.batch = batch
         self.lease = lease
         self.prepare = prepare
+        self.policy = policy or Policy()
+        self.recheck_after = recheck_after
         # When the current pass claimed its rows (a dispatcher runs one pass at a time): leases
         # are counted from the pass's `now`, so they follow an injected clock too.
         self._started = time.monotonic()
@@ -143,14 +168,16 @@ class Dispatcher:
         with self.engine.begin() as conn:
             self._expire(conn, now)
             claimed = self._claim(conn, now)
-        report.claimed = len(claimed)
+            cancelled = self._cancel_withdrawn(conn, claimed, now)
+        report.claimed, report.cancelled = len(claimed), len(cancelled)
+        claimed = [r for r in claimed if r.id not in cancelled]
         if not claimed:
             return report
         beat = self.lease.total_seconds() / 3
         try:
             with Heartbeat(beat, lambda: self._renew(claimed, now)):
                 for row in claimed:
-                    if not self._hand_over(row, now):
+                    if not self._hand_over(row, now, report):
                         continue  # the lease ran out and another pass has it
                     outcome = self._deliver(row, now, report)
                     # Recorded at once, one short transaction per send: a provider's delivery
@@ -220,7 +247,8 @@ class Dispatcher:
             select(
                 Send.id, Send.send_key, Send.channel, Send.topic, Send.kind, Send.payload,
                 Send.attempts, Send.contact_id, Contact.external_id, Contact.email, Contact.phone,
-                Contact.locale, Contact.timezone,
+                Contact.locale, Contact.timezone, Send.enrollment_id, Send.scenario_id,
+                Send.version_id, Send.step_id,
             )
             .join(Contact, Contact.id == Send.contact_id)
             .where(Send.id.in_(ids), Send.lease_owner == owner)
@@ -231,12 +259,13 @@ class Dispatcher:
             contact = {"external_id": r.external_id, "email": r.email, "phone": r.phone,
                        "locale": r.locale, "timezone": r.timezone}  # fmt: skip
             if r.channel == "push":  # browsers' subscriptions and app devices
-                from engine.push import push_recipient
+                from engine.delivery.push import push_recipient
 
                 contact.update(push_recipient(conn, r.contact_id))
             payload = r.payload or {}
             row = _Claimed(r.id, r.send_key, r.channel, r.topic, r.kind, payload,
-                           r.attempts + 1, r.contact_id, contact, owner)  # fmt: skip
+                           r.attempts + 1, r.contact_id, contact, owner, r.enrollment_id,
+                           r.scenario_id, r.version_id, r.step_id)  # fmt: skip
             claimed.append(row)
         return claimed
 
@@ -250,10 +279,19 @@ class Dispatcher:
             held = _held(claimed, "queued", "sending")
             conn.execute(update(Send).where(held).values(lease_until=self._lease_end(now)))
 
-    def _hand_over(self, row: _Claimed, now: datetime) -> bool:
+    def _hand_over(
+        self, row: _Claimed, now: datetime, report: DeliveryReport | None = None
+    ) -> bool:
         """Mark the row in flight, committed before the provider call: after a crash, only such
-        rows may have reached the provider. False when the claim was lost."""
+        rows may have reached the provider. False when the claim was lost, or when the contact
+        withdrew since the claim (the row is cancelled; asked only once the claim's reading is
+        RECHECK_AFTER old)."""
         with self.engine.begin() as conn:
+            stale = time.monotonic() - self._started >= self.recheck_after.total_seconds()
+            if stale and self._cancel_withdrawn(conn, [row], now):
+                if report is not None:
+                    report.cancelled += 1
+                return False
             return bool(
                 conn.execute(
                     update(Send)
@@ -271,6 +309,41 @@ class Dispatcher:
         with self.engine.begin() as conn:
             held = _held(claimed, "queued")
             conn.execute(update(Send).where(held).values(lease_owner=None, lease_until=None))
+
+    # ------------------------------------------------------------------ re-check
+    def _cancel_withdrawn(self, conn: Connection, rows: list[_Claimed], now: datetime) -> set[int]:
+        """Cancel the marketing rows the gate would no longer allow, journaling its rule id;
+        their ids. The same statements for one row or a batch, one update per reason."""
+        marketing = [r for r in rows if r.kind == "marketing"]
+        if not marketing:
+            return set()
+        wanted = [(r.id, r.contact_id, r.channel, r.topic) for r in marketing]
+        blocked = withdrawals(conn, self.policy, wanted, now)
+        reasons: dict[str, list[_Claimed]] = {}
+        for row in marketing:
+            if row.id in blocked:
+                reasons.setdefault(blocked[row.id], []).append(row)
+        cancelled: set[int] = set()
+        journal: list[dict[str, Any]] = []
+        for reason, held in reasons.items():
+            done = conn.execute(
+                update(Send)
+                .where(_held(held, "queued"))
+                .values(status="cancelled", error=reason, lease_owner=None, lease_until=None)
+                .returning(Send.id)
+            ).scalars()
+            mine = set(done)  # (not all: a row whose claim ran out belongs to another pass)
+            cancelled |= mine
+            journal += [
+                {"at": now, "kind": "cancelled", "enrollment_id": r.enrollment_id,
+                 "contact_id": r.contact_id, "scenario_id": r.scenario_id,
+                 "version_id": r.version_id, "step_id": r.step_id, "reason": reason,
+                 "data": {"channel": r.channel, "send_key": r.send_key}}
+                for r in held if r.id in mine
+            ]  # fmt: skip
+        if journal:
+            conn.execute(insert(JournalEntry), journal)
+        return cancelled
 
     # ------------------------------------------------------------------ deliver
     def _message(self, row: _Claimed) -> OutboundMessage:
@@ -320,7 +393,7 @@ class Dispatcher:
         self, conn: Connection, row: _Claimed, out: _Outcome, now: datetime,
         report: DeliveryReport,
     ) -> None:  # fmt: skip
-        from engine.reports import record_outcome
+        from engine.insights.reports import record_outcome
 
         values: dict[str, Any] = {"status": out.status, "lease_until": None, "lease_owner": None}
         values["error"] = (out.error or "")[:1000] or None
@@ -363,24 +436,30 @@ def _held(claimed: list[_Claimed], *statuses: str) -> ColumnElement[bool]:
 def workspace_dispatcher(engine: Engine, settings: Any) -> Dispatcher | None:
     """The dispatcher for the channels of `channels.yaml` beside the scenarios; None when every
     channel goes to the outbox. A broken file raises ScenarioInvalid, each problem located."""
-    from engine.channel_config import load_channels
+    from engine.delivery.channel_config import load_channels
 
     channels = load_channels(settings.scenarios_dir)
     if not channels:
         return None
     if hasattr(channels.get("push"), "on_gone"):
-        from engine.push import forget_gone
+        from engine.delivery.push import forget_gone
 
         channels["push"].on_gone = forget_gone(engine)  # type: ignore[attr-defined]
+    from engine.policy.loader import load_policy_file
+    from engine.policy.loading import policy_path
+
     lease = timedelta(seconds=settings.delivery_lease_seconds)
-    return Dispatcher(engine, channels, lease=lease, prepare=tracking_prepare(settings))
+    policy = load_policy_file(policy_path(settings))  # the worker's gate reads the same file
+    return Dispatcher(
+        engine, channels, lease=lease, prepare=tracking_prepare(settings), policy=policy
+    )
 
 
 def tracking_prepare(settings: Any, clock: Clock | None = None) -> Prepare:
     """A marketing email gets its unsubscribe footer and one-click URL (RFC 8058), tracked links
     and open pixel, signed with the workspace secret, at the workspace's public address."""
-    from engine.links import secret_key
-    from engine.tracking import render_tracking
+    from engine.delivery.links import secret_key
+    from engine.delivery.tracking import render_tracking
 
     secret = secret_key(settings)
     clock = clock or SystemClock()

@@ -34,7 +34,7 @@ from typing import Any
 
 from channels import Channel, channel_names
 from channels.errors import ChannelConfigError
-from engine.channel_problems import settings_problems
+from engine.delivery.channel_problems import settings_problems
 from engine.errors import NotFound, ScenarioInvalid
 from engine.spec.problems import Problem, did_you_mean
 from engine.spec.yamlio import Positions, at_file_start, parse_yaml, read_source

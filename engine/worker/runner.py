@@ -24,17 +24,17 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
 from engine.config import Settings
-from engine.enroll import Candidate, contact_views, enroll, histories
 from engine.policy.base import Gate, OptOutGate
 from engine.policy.model import Policy
-from engine.pressure import load_policy_views, record_sends
+from engine.policy.pressure import load_policy_views, record_sends
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.interpreter import Interpreter, JournalRecord, Transition
 from engine.runtime.state import FAILED, ContactView, EnrollmentState, EventView, History
 from engine.spec.model import AnniversaryTrigger, Scenario
 from engine.store.bulk import BulkWriter
 from engine.store.models import Contact, Enrollment, Event, JournalEntry
-from engine.triggers import (
+from engine.worker.enroll import Candidate, contact_views, enroll, histories
+from engine.worker.triggers import (
     fan_out,
     fire_schedules,
     next_fire_time,
@@ -42,7 +42,7 @@ from engine.triggers import (
     process_events,
     schedule_trigger,
 )
-from engine.versions import VersionCache
+from engine.worker.versions import VersionCache
 
 logger = logging.getLogger(__name__)
 FANOUT_CHUNKS_PER_PASS = 100  # schedule fan-out per pass: up to 100,000 contacts, then due work
@@ -131,7 +131,7 @@ class Worker:
     ) -> None:
         self.engine = engine
         # Channels with a real provider: their sends are queued for the delivery loop
-        # (engine.delivery); the others go to the outbox and are sent when recorded.
+        # (engine.delivery.loop); the others go to the outbox and are sent when recorded.
         self.delivering = frozenset(delivering)
         self.settings = settings
         self.clock = clock or SystemClock()

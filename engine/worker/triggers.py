@@ -17,14 +17,19 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
-from engine.enroll import Candidate, contact_views, enroll
 from engine.policy.model import Policy
-from engine.pressure import record_signals
+from engine.policy.pressure import record_signals
 from engine.runtime.state import ATTRIBUTABLE
 from engine.runtime.timing import next_anniversary, zone_for
 from engine.spec.conditions import matches_all
 from engine.spec.cron import cron_for
-from engine.spec.model import AnniversaryTrigger, EventTrigger, Scenario, ScheduleTrigger
+from engine.spec.model import (
+    SEGMENT_TRIGGERS,
+    AnniversaryTrigger,
+    EventTrigger,
+    Scenario,
+    ScheduleTrigger,
+)
 from engine.store.models import (
     Contact,
     Cursor,
@@ -34,6 +39,7 @@ from engine.store.models import (
     JournalEntry,
     ScheduleFiring,
 )
+from engine.worker.enroll import Candidate, contact_views, enroll
 
 logger = logging.getLogger(__name__)
 FANOUT_CHUNK = 1000
@@ -87,6 +93,10 @@ def process_events(
         too_old = now - e.occurred_at > max_age
         for version_id, scenario in [] if too_old else live:
             for trig in scenario.triggers:
+                if isinstance(trig, SEGMENT_TRIGGERS):
+                    # entering or leaving a segment is a membership change, not an event:
+                    # engine.audience fires these, whatever event changed the membership
+                    continue
                 if (
                     isinstance(trig, EventTrigger)
                     and trig.event == e.name
@@ -138,7 +148,7 @@ def process_events(
                    if e.id in finished and e.name in policy.pressure.signals]  # fmt: skip
         if signals:
             # Same per-contact lock as the gate's batches, which reuse the barometers they read.
-            from engine.policy.loading import lock_contacts
+            from engine.policy.locks import lock_contacts
 
             lock_contacts(conn, [c for c, *_ in signals])
             record_signals(conn, signals, now, policy)

@@ -28,7 +28,9 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from channels.sms_text import is_stop_reply
-from engine.consent import (
+from engine.audience.ingest import clean_event, record_events
+from engine.errors import IngestError
+from engine.policy.consent import (
     ADDRESS_FIELDS,
     ALL,
     MAX_WORDING,
@@ -38,9 +40,7 @@ from engine.consent import (
     record_consent,
     suppress,
 )
-from engine.errors import IngestError
-from engine.ingest import clean_event, record_events
-from engine.policy.loading import lock_contacts
+from engine.policy.locks import lock_contacts
 from engine.store.models import Contact, Send
 
 logger = logging.getLogger(__name__)

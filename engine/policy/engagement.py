@@ -18,7 +18,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from engine.consent import (
+from engine.audience.ingest import clean_event, record_events
+from engine.delivery.tracking import ContactLink
+from engine.errors import NotFound
+from engine.policy.consent import (
     ALL,
     OPTED_IN,
     OPTED_OUT,
@@ -27,12 +30,9 @@ from engine.consent import (
     effective_consent,
     record_consent,
 )
-from engine.errors import NotFound
-from engine.ingest import clean_event, record_events
-from engine.policy.loading import lock_contacts
+from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
 from engine.store.models import Contact, Send
-from engine.tracking import ContactLink
 
 OPENED = "email_opened"
 CLICKED = "email_clicked"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -18,19 +17,22 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from engine.audience.contacts import (
+    EMAIL,
+    MAX_EMAIL_LENGTH,
+    PHONE,
+    RowInvalid,
+    check_json,
+    shown,
+)
 from engine.runtime.timing import is_valid_zone
 from engine.store.models import Contact, Event, EventInbox
 
 PROFILE_COLUMNS = ("email", "phone", "timezone", "locale", "score", "tags", "opted_out")
-# Patterns are used with fullmatch: "$" would also accept a trailing newline.
-EMAIL = re.compile(r"[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+")
-PHONE = re.compile(r"\+?[0-9][0-9 .-]{5,20}")
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 LOCALE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MAX_PROPERTIES_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 32
 MAX_KEY_LENGTH = 255  # external ids and event keys (the columns' size)
-MAX_EMAIL_LENGTH = 320
 SCORE_RANGE = (-(2**31), 2**31 - 1)  # the score column is a 32-bit INTEGER
 TRUE_WORDS = frozenset({"true", "yes", "y", "1"})
 FALSE_WORDS = frozenset({"false", "no", "n", "0"})
@@ -61,15 +63,6 @@ class ImportReport:
     errors: list[RowError] = dataclasses.field(default_factory=list)
 
 
-class RowInvalid(ValueError):
-    """A row cannot be accepted; `field` names the field at fault."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
-
-
 def _coerce(value: Any) -> Any:
     """CSV cells are text: turn numbers and booleans into their types, keep the rest."""
     if not isinstance(value, str):
@@ -83,43 +76,6 @@ def _coerce(value: Any) -> Any:
     if re.fullmatch(r"-?(0|[1-9]\d*)\.\d+", text):
         return float(text)
     return text
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """A value quoted in an error message, cut short so a huge input is not echoed back."""
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def check_json(value: Any, field_name: str, max_depth: int = MAX_JSON_DEPTH) -> None:
-    """Refuse what a JSON column cannot store: NaN, NUL characters, deep nesting, odd types.
-
-    `max_depth` counts nested objects and lists, `value` itself included; an empty `field_name`
-    makes error paths start at the first key or index ("3.name").
-    """
-    # Iterative, so a hostile depth cannot exhaust the stack; PostgreSQL's JSONB rejects NaN
-    # and \u0000, which would otherwise surface as a database error after validation.
-    stack: list[tuple[Any, str, int]] = [(value, field_name, 0)]
-    while stack:
-        item, path, depth = stack.pop()
-        if isinstance(item, Mapping | list | tuple) and depth >= max_depth:
-            raise RowInvalid(path, f"nested deeper than {max_depth} levels")
-        prefix = f"{path}." if path else ""
-        if isinstance(item, Mapping):
-            for key, child in item.items():
-                if not isinstance(key, str) or "\x00" in key:
-                    raise RowInvalid(path, f"key {_shown(repr(key))} is not JSON text")
-                stack.append((child, f"{prefix}{key}", depth + 1))
-        elif isinstance(item, list | tuple):
-            stack.extend((child, f"{prefix}{i}", depth + 1) for i, child in enumerate(item))
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise RowInvalid(path, "contains a NUL character")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise RowInvalid(path, f"{item} is not a JSON number")
-        elif item is not None and not isinstance(item, int):
-            raise RowInvalid(path, f"a {type(item).__name__} is not a JSON value")
 
 
 def _key(raw: Mapping[str, Any], names: tuple[str, ...], field_name: str) -> str:
@@ -142,7 +98,7 @@ def _score(value: Any) -> int:
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
     if isinstance(number, bool) or not isinstance(number, int):
-        raise RowInvalid("score", f"'{_shown(value)}' is not a whole number")
+        raise RowInvalid("score", f"'{shown(value)}' is not a whole number")
     if not SCORE_RANGE[0] <= number <= SCORE_RANGE[1]:
         raise RowInvalid("score", f"{number} is out of range (±2147483647)")
     return number
@@ -157,7 +113,7 @@ def _flag(value: Any, field_name: str) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise RowInvalid(field_name, f"'{_shown(value)}' is not true or false")
+    raise RowInvalid(field_name, f"'{shown(value)}' is not true or false")
 
 
 CONSENT_STATES = ("opted_in", "opted_out")
@@ -191,23 +147,23 @@ def clean_contact(raw: Mapping[str, Any]) -> dict[str, Any]:
         if key == "email":
             email = str(value).strip()
             if len(email) > MAX_EMAIL_LENGTH or not EMAIL.fullmatch(email):
-                raise RowInvalid("email", f"'{_shown(value)}' is not an email address")
+                raise RowInvalid("email", f"'{shown(value)}' is not an email address")
             out["email"] = email.lower()
         elif key == "phone":
             if not PHONE.fullmatch(str(value).strip()):
                 raise RowInvalid(
-                    "phone", f"'{_shown(value)}' is not a phone number (use +33612345678)"
+                    "phone", f"'{shown(value)}' is not a phone number (use +33612345678)"
                 )
             out["phone"] = re.sub(r"[ .-]", "", str(value).strip())
         elif key == "timezone":
             if not is_valid_zone(str(value)):
                 raise RowInvalid(
-                    "timezone", f"'{_shown(value)}' is not an IANA zone (e.g. Europe/Paris)"
+                    "timezone", f"'{shown(value)}' is not an IANA zone (e.g. Europe/Paris)"
                 )
             out["timezone"] = str(value)
         elif key == "locale":
             if not LOCALE.fullmatch(str(value).strip()):
-                raise RowInvalid("locale", f"'{_shown(value)}' is not a locale (e.g. fr-FR)")
+                raise RowInvalid("locale", f"'{shown(value)}' is not a locale (e.g. fr-FR)")
             out["locale"] = str(value).strip()[:16]
         elif key == "score":
             out["score"] = _score(value)
@@ -237,14 +193,14 @@ def parse_instant(value: Any, field_name: str = "occurred_at") -> datetime:
             instant = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             raise RowInvalid(
-                field_name, f"'{_shown(value)}' is not an ISO 8601 time (2025-05-17T09:00:00Z)"
+                field_name, f"'{shown(value)}' is not an ISO 8601 time (2025-05-17T09:00:00Z)"
             ) from None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=UTC)
     try:
         return instant.astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable year
-        raise RowInvalid(field_name, f"'{_shown(value)}' is out of range") from None
+        raise RowInvalid(field_name, f"'{shown(value)}' is out of range") from None
 
 
 def clean_event(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -254,9 +210,7 @@ def clean_event(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         raise RowInvalid("contact", "required: the contact's external id")
     name = str(raw.get("name") or "")
     if not EVENT_NAME.fullmatch(name):
-        raise RowInvalid(
-            "name", f"'{_shown(name)}' is not an event name (letters, digits, _ . : -)"
-        )
+        raise RowInvalid("name", f"'{shown(name)}' is not an event name (letters, digits, _ . : -)")
     properties = raw.get("properties") or {}
     if not isinstance(properties, Mapping):
         raise RowInvalid("properties", "must be an object")
@@ -428,7 +382,7 @@ def record_imported_consents(
     conn: Connection, rows: list[dict[str, Any]], now: datetime, policy: Any = None
 ) -> int:
     """Record the `consent:<channel>:<topic>` columns of imported contacts (source: import)."""
-    from engine.consent import record_consent
+    from engine.policy.consent import record_consent
 
     wanted = [row for row in rows if row.get("consents")]
     if not wanted:

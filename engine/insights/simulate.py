@@ -18,24 +18,24 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from engine.config import Settings, load_settings
-from engine.ingest import (
+from engine.audience.ingest import (
     clean_contact,
     clean_event,
     record_events,
     record_imported_consents,
     upsert_contacts,
 )
+from engine.config import Settings, load_settings
 from engine.policy.loading import full_gate_factory
 from engine.policy.model import Policy
-from engine.runner import GateFactory, Worker
 from engine.runtime.clock import VirtualClock
 from engine.spec.loader import load_bundle, scenario_bundle
 from engine.spec.model import EventTrigger, Scenario
 from engine.store.db import make_engine, upgrade
 from engine.store.models import Enrollment, EventInbox, JournalEntry, Send
-from engine.triggers import next_fire_time, schedule_trigger
-from engine.versions import publish_bundle
+from engine.worker.runner import GateFactory, Worker
+from engine.worker.triggers import next_fire_time, schedule_trigger
+from engine.worker.versions import publish_bundle
 
 FIRST_NAMES = (
     "Camille",
@@ -191,7 +191,7 @@ def simulate(
     """Run the scenarios in `paths` for the given contacts and events; return the report.
 
     Each item of `paths` is a scenario file or a stored bundle (a published version, as
-    `engine.versions` keeps it), so a journey can run as it is live rather than as edited.
+    `engine.worker.versions` keeps it), so a journey can run as it is live rather than as edited.
 
     `inspect`, when given, is called with the SQLAlchemy engine after the run and before the
     throw-away database is dropped, so tests can read the sends, journal and enrollments tables.
@@ -285,7 +285,7 @@ def _run(
 
 def _suppress_listed(conn: Any, contacts: Sequence[Mapping[str, Any]], now: datetime) -> None:
     """Contacts given with `suppressed: <channel>:<reason>` go on the suppression list."""
-    from engine.consent import suppress
+    from engine.policy.consent import suppress
 
     for c in contacts:
         marker = str(c.get("suppressed") or "")

@@ -24,9 +24,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from channels import channel_names
+from engine.audience.contacts import EMAIL, MAX_EMAIL_LENGTH, PHONE, RowInvalid, check_json
+from engine.delivery.links import InvalidLink, sign, verify
 from engine.errors import IngestError, NotFound
-from engine.ingest import EMAIL, MAX_EMAIL_LENGTH, PHONE, RowInvalid, check_json
-from engine.links import InvalidLink, sign, verify
+from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
 from engine.store.db import id_in
 from engine.store.models import ConsentRecord, ConsentState, Contact, Send, Suppression
@@ -244,8 +245,6 @@ def record_consent(
     _contact_row(conn, contact_id)
     # The gate decides under this lock: a consent written now waits for a batch deciding about
     # this contact to commit, and the next batch reads it (no send after an opt-out).
-    from engine.policy.loading import lock_contacts
-
     lock_contacts(conn, [contact_id])
     record_id = int(
         conn.execute(
@@ -640,8 +639,6 @@ def suppress(
     value, named = normalize_address(channel, address)
     owner = contact_id if contact_id is not None else named
     if owner is not None:  # same per-contact lock as the gate (see record_consent)
-        from engine.policy.loading import lock_contacts
-
         lock_contacts(conn, [owner])
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = (
@@ -667,19 +664,23 @@ def _addresses(contact: Addressed) -> list[str]:
 
 
 def suppressed_addresses(
-    conn: Connection, contacts: Iterable[Addressed] | Mapping[int, Addressed]
+    conn: Connection,
+    contacts: Iterable[Addressed] | Mapping[int, Addressed],
+    channels: Collection[str] | None = None,
 ) -> Suppressed:
     """Every suppression touching these contacts (a list, or a map id → contact), as
-    (channel, address) → reason, in one query."""
+    (channel, address) → reason, in one query; with `channels`, only those that can block them
+    (which lets the (channel, address) index find them)."""
     found = contacts.values() if isinstance(contacts, Mapping) else contacts
     wanted = {a for contact in found for a in _addresses(contact)}
     if not wanted:
         return {}
-    rows = conn.execute(
-        select(Suppression.channel, Suppression.address, Suppression.reason).where(
-            Suppression.address.in_(sorted(wanted))
-        )
+    query = select(Suppression.channel, Suppression.address, Suppression.reason).where(
+        Suppression.address.in_(sorted(wanted))
     )
+    if channels is not None:
+        query = query.where(Suppression.channel.in_(sorted({*channels, ALL})))
+    rows = conn.execute(query)
     return {(channel, address): reason for channel, address, reason in rows}
 
 

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from engine.ingest import clean_event, record_events
+from engine.audience.ingest import clean_event, record_events
 from engine.store.models import Contact, Send
 
 BATCH_CHANNELS = ("mail", "call")

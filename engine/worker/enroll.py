@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from engine.audience.attributes import VIEW_COLUMNS, VIEW_JOINS, VIEW_SELECT, metrics_view
 from engine.policy.model import PressureConfig
 from engine.runtime.state import ACTIVE, ContactView, EventView, History
+from engine.spec.expressions import RenderError
 from engine.spec.model import Scenario
 from engine.store.models import Enrollment, Event, JournalEntry
 
@@ -121,7 +122,7 @@ def enroll(
     contact_ids = {c.contact_id for c in candidates}
     contacts = contact_views(conn, contact_ids)
     if any(c.scenario.reads_policy() for c in candidates):
-        from engine.pressure import load_policy_views
+        from engine.policy.pressure import load_policy_views
 
         load_policy_views(conn, contacts, now, pressure)
     audience_events: set[str] = set()
@@ -254,11 +255,13 @@ def _refusal(
             last = max(entered for _, entered in previous)
             if now - last < rules.cooldown:
                 return "cooldown"
-    if c.scenario.audience is not None and not c.scenario.audience.evaluate(
-        _AudienceCtx(contact, history, now, c.scenario)
-    ):
-        return "audience"
-    return None
+    if c.scenario.audience is None:
+        return None
+    try:
+        inside = c.scenario.audience.evaluate(_AudienceCtx(contact, history, now, c.scenario))
+    except RenderError:  # an expression over the render budget: no contact is in the audience
+        return "audience_failed"
+    return None if inside else "audience"
 
 
 def _journal(c: Candidate, kind: str, reason: str, now: datetime) -> dict[str, Any]:

@@ -35,8 +35,8 @@ from sqlalchemy.engine import Connection
 
 from channels.config import resolve_secrets
 from channels.errors import ChannelConfigError
-from engine.channel_config import channels_path
-from engine.ingest import clean_event, record_events
+from engine.audience.ingest import clean_event, record_events
+from engine.delivery.channel_config import channels_path
 from engine.spec.yamlio import parse_yaml
 from engine.store.models import Contact, Send
 

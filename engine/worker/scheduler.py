@@ -18,10 +18,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.engine import Engine
 
 from engine.config import Settings
-from engine.delivery import Dispatcher
-from engine.runner import GateFactory, PassReport, Worker
+from engine.delivery.loop import Dispatcher
 from engine.spec.cron import cron_for
-from engine.triggers import schedule_trigger
+from engine.worker.runner import GateFactory, PassReport, Worker
+from engine.worker.triggers import schedule_trigger
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The contact-facing links of an email: unsubscribe, preferences, open pixel and tracked clicks.
 
-Every link is a signed token (`engine.links`) with its own salt, so a token made for one purpose
-is refused by every other one. Tokens are signed, not encrypted: they carry ids (contact, send
-key) and, for a tracked click, the target address, never an email address.
+Every link is a signed token (`engine.delivery.links`) with its own salt, so a token made for one
+purpose is refused by every other one. Tokens are signed, not encrypted: they carry ids (contact,
+send key) and, for a tracked click, the target address, never an email address.
 
 A tracked click redirects only to the address inside its token: nothing in the request can
 choose the destination, so the click endpoint is never an open redirect.
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 
-from engine.links import InvalidLink, sign, verify
+from engine.delivery.links import InvalidLink, sign, verify
 
 UNSUBSCRIBE_SALT = "parcours-unsubscribe"
 PREFERENCES_SALT = "parcours-preferences"

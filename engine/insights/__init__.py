@@ -1,0 +1,1 @@
+"""Knowing whether it worked: reports and simulation."""

@@ -1,0 +1,1 @@
+"""Running journeys: the runner, triggers, enrollment, the scheduler and versions."""
