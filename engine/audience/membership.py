@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     MetaData,
@@ -43,11 +44,20 @@ ENTERED, EXITED = "entered", "exited"
 REFRESH_CHUNK = 1000  # contacts per refresh pass: keeps SQLite's IN lists below its limits
 
 # Session-local: each connection has its own, so rebuilds on other connections never mix.
-_scratch = Table("segment_scratch", MetaData(), Column("contact_id", BigInteger, primary_key=True))
+# `entering` is decided while the scratch table fills, before the members change: a statement
+# that inserted into segment_members while probing it would let PostgreSQL plan a nested loop
+# over a table it believes empty, growing as it scans (quadratic).
+_scratch = Table(
+    "segment_scratch",
+    MetaData(),
+    Column("contact_id", BigInteger, primary_key=True),
+    Column("entering", Boolean, nullable=False),
+)
 _CREATE_SCRATCH = {
     "postgresql": "CREATE TEMP TABLE IF NOT EXISTS segment_scratch "
-    "(contact_id bigint PRIMARY KEY) ON COMMIT DELETE ROWS",
-    "sqlite": "CREATE TEMP TABLE IF NOT EXISTS segment_scratch (contact_id INTEGER PRIMARY KEY)",
+    "(contact_id bigint PRIMARY KEY, entering boolean NOT NULL) ON COMMIT DELETE ROWS",
+    "sqlite": "CREATE TEMP TABLE IF NOT EXISTS segment_scratch "
+    "(contact_id INTEGER PRIMARY KEY, entering BOOLEAN NOT NULL)",
 }
 _CLEAR_SCRATCH = {"postgresql": "TRUNCATE segment_scratch", "sqlite": "DELETE FROM segment_scratch"}
 
@@ -127,44 +137,39 @@ def _apply(
     """Make the stored members (within `scope`, None: all) the contacts `query` gives."""
     dialect = conn.dialect.name
     conn.execute(text(_CREATE_SCRATCH[dialect]))
-    conn.execute(insert(_scratch).from_select(["contact_id"], query))
+    m, s = members_table.c, _scratch.c
+    found = query.subquery()
+    in_segment = m.segment_id == segment_id
+    already = exists().where(in_segment, m.contact_id == found.c.id)
+    conn.execute(
+        insert(_scratch).from_select(["contact_id", "entering"], select(found.c.id, ~already))
+    )
     if scope is None and dialect == "postgresql":
         conn.execute(text("ANALYZE segment_scratch"))  # temporary tables get no autovacuum
-    m, s = members_table.c, _scratch.c
-    in_segment = m.segment_id == segment_id
-    is_member = exists().where(in_segment, m.contact_id == s.contact_id)
-    still_in = exists().where(s.contact_id == m.contact_id)
-    leaving = [in_segment, ~still_in]
+    leaving = [in_segment, ~exists().where(s.contact_id == m.contact_id)]
     if scope is not None:
         leaving.append(id_in(m.contact_id, scope, dialect))
-    change_columns = ["segment_id", "contact_id", "change", "at", "reason"]
-
     at = literal(now, type_=UTCDateTime())
 
-    def changes(contact_id: Any, change: str) -> list[Any]:
-        return [literal(segment_id), contact_id, literal(change), at, literal(reason)]
+    def changes(contact_id: Any, change: str) -> Select[Any]:
+        return select(literal(segment_id), contact_id, literal(change), at, literal(reason))
 
+    columns = ["segment_id", "contact_id", "change", "at", "reason"]
     # Read at once: a later statement may reuse the DBAPI cursor the count comes from.
     keep = {"preserve_rowcount": True}
+    entering = changes(s.contact_id, ENTERED).where(s.entering).order_by(s.contact_id)
     entered = conn.execute(
-        insert(history_table).from_select(
-            change_columns,
-            select(*changes(s.contact_id, ENTERED)).where(~is_member).order_by(s.contact_id),
-        ),
-        execution_options=keep,
+        insert(history_table).from_select(columns, entering), execution_options=keep
     ).rowcount
+    leavers = changes(m.contact_id, EXITED).where(*leaving).order_by(m.contact_id)
     exited = conn.execute(
-        insert(history_table).from_select(
-            change_columns,
-            select(*changes(m.contact_id, EXITED)).where(*leaving).order_by(m.contact_id),
-        ),
-        execution_options=keep,
+        insert(history_table).from_select(columns, leavers), execution_options=keep
     ).rowcount
     conn.execute(delete(members_table).where(*leaving))
     conn.execute(
         insert(members_table).from_select(
             ["segment_id", "contact_id", "since"],
-            select(literal(segment_id), s.contact_id, at).where(~is_member),
+            select(literal(segment_id), s.contact_id, at).where(s.entering),
         )
     )
     conn.execute(text(_CLEAR_SCRATCH[dialect]))

@@ -422,14 +422,16 @@ class SegmentMember(Base):
     """A contact in a segment now, since when; rows come and go with the segment's rebuilds.
 
     The primary key (segment, contact) lists a segment's members in order; the contact index
-    answers "which segments is this contact in".
+    answers "which segments is this contact in". No foreign key, like the journal: a rebuild
+    inserts a segment's members in one statement, and a contact gone from `contacts` leaves
+    every segment at the next rebuild.
     """
 
     __tablename__ = "segment_members"
     __table_args__ = (Index(None, "contact_id"),)
 
     segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     since: Mapped[datetime]
 
 

@@ -31,9 +31,6 @@ def upgrade() -> None:
         sa.Column("segment_id", sa.String(128), nullable=False),
         sa.Column("contact_id", BIG_ID, nullable=False),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name="fk_segment_members_contact_id_contacts"
-        ),
         sa.PrimaryKeyConstraint("segment_id", "contact_id", name="pk_segment_members"),
     )
     op.create_index("ix_segment_members_contact_id", "segment_members", ["contact_id"])
