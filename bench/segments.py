@@ -20,12 +20,10 @@ The ratio compiled/raw is the figure to watch (target: at most 1.5).
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,14 +31,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Connection, create_engine, func, select, text
+from sqlalchemy import Connection, func, select, text
 
+from bench.steps import fresh_database
 from engine.audience.membership import rebuild, refresh_contacts
 from engine.audience.segment_sql import compile_condition
 from engine.spec.conditions import All, AttributeTest, EventTest, Not, TagTest
 from engine.store.db import make_engine, upgrade
 
-PG_BASE = os.environ.get("PARCOURS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(days=90)
 SEGMENT = All(
@@ -119,24 +117,6 @@ RAW = {
                         AND e.occurred_at >= :start AND e.occurred_at <= :now)
           AND NOT EXISTS (SELECT 1 FROM json_each(c.tags) WHERE value = 'unsubscribed')""",
 }
-
-
-def fresh_database(kind: str, tmp: Path) -> tuple[str, Callable[[], None]]:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp / f'segments-{uuid.uuid4().hex[:8]}.db'}", lambda: None
-    name = f"parcours_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(
-        PG_BASE.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return f"{PG_BASE.rsplit('/', 1)[0]}/{name}", drop
 
 
 def load(url: str, kind: str, contacts: int, events: int) -> float:

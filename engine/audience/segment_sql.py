@@ -59,7 +59,7 @@ SegmentMembers = Callable[[str], Select[Any]]
 contacts = Contact.__table__
 events = Event.__table__
 _STRING_FIELDS = ("external_id", "email", "phone", "timezone", "locale")
-_NOT_EXPIRED = "expired"
+_EXPIRED = "expired"
 
 
 class SegmentSQLError(ValueError):
@@ -217,7 +217,7 @@ class _Compiler:
                     cs.c.expires_at.is_not(None),
                     cs.c.expires_at <= self.now,
                 ),
-                _NOT_EXPIRED,
+                _EXPIRED,
             ),
             else_=cs.c.state,
         )
