@@ -140,9 +140,8 @@ class _Compiler:
     # --- events
 
     def _matching(self, cond: EventTest) -> list[ColumnElement[bool]]:
-        """The events the test counts, for one contact (correlated), as `_selected` picks them."""
+        """The events the test counts, as `EventTest._selected` picks them (any contact's)."""
         clauses = [
-            events.c.contact_id == contacts.c.id,
             events.c.name == cond.event,
             events.c.occurred_at <= self.now,
         ]
@@ -156,7 +155,8 @@ class _Compiler:
         return compare(f.op, prop, f.value, self.now)
 
     def _any(self, clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
-        return exists(select(events.c.id).where(*clauses))
+        """Whether the contact has an event matching `clauses` (correlated EXISTS)."""
+        return exists(select(events.c.id).where(events.c.contact_id == contacts.c.id, *clauses))
 
     def event_test(self, cond: EventTest) -> ColumnElement[bool]:
         matching = self._matching(cond)
@@ -177,7 +177,7 @@ class _Compiler:
         # The contacts with events whose measure passes; with no event the measure is 0, so when
         # 0 passes the answer is everyone but the contacts whose measure fails.
         verdict = compare(cond.op, ColumnOperand(self.dialect, measure, kind), cond.value, self.now)
-        grouped = select(events.c.contact_id).where(*matching[1:]).group_by(events.c.contact_id)
+        grouped = select(events.c.contact_id).where(*matching).group_by(events.c.contact_id)
         if zero:
             return contacts.c.id.not_in(grouped.having(not_(verdict)))
         return contacts.c.id.in_(grouped.having(verdict))
