@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     Dialect,
     Float,
     ForeignKey,
@@ -469,3 +470,47 @@ class ContactLeadScore(Base):
     lead_score: Mapped[float] = mapped_column(Float)
     score_seen: Mapped[int]
     computed_at: Mapped[datetime]
+
+
+class SegmentMember(Base):
+    """A contact in a segment now, since when; rows come and go with the segment's rebuilds.
+
+    The primary key (segment, contact) lists a segment's members in order; the contact index
+    answers "which segments is this contact in". No foreign key, like the journal: a rebuild
+    inserts a segment's members in one statement, and a contact gone from `contacts` leaves
+    every segment at the next rebuild.
+    """
+
+    __tablename__ = "segment_members"
+    __table_args__ = (Index(None, "contact_id"),)
+
+    segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    since: Mapped[datetime]
+
+
+class SegmentChange(Base):
+    """One entry into or exit from a segment, and why (rebuild, refresh...). Append-only.
+
+    Ids are copied, not foreign keys, like the journal: a rebuild writes one row per change.
+    """
+
+    __tablename__ = "segment_history"
+    __table_args__ = (Index(None, "segment_id", "at"), Index(None, "contact_id", "at"))
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    segment_id: Mapped[str] = mapped_column(String(128))
+    contact_id: Mapped[int] = mapped_column(BigIntId)
+    change: Mapped[str] = mapped_column(String(8))  # entered | exited
+    at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(64))
+
+
+class SegmentCount(Base):
+    """A segment's member count at the end of a day (the last update of that day wins)."""
+
+    __tablename__ = "segment_counts"
+
+    segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    members: Mapped[int] = mapped_column(BigInteger)
