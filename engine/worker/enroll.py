@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from engine.audience.attributes import VIEW_COLUMNS, VIEW_JOINS, VIEW_SELECT, metrics_view
 from engine.policy.model import PressureConfig
 from engine.runtime.state import ACTIVE, ContactView, EventView, History
+from engine.spec.conditions import SegmentMembershipUnavailable
 from engine.spec.expressions import RenderError
 from engine.spec.model import Scenario
 from engine.store.models import Enrollment, Event, JournalEntry
@@ -260,6 +261,8 @@ def _refusal(
     try:
         inside = c.scenario.audience.evaluate(_AudienceCtx(contact, history, now, c.scenario))
     except RenderError:  # an expression over the render budget: no contact is in the audience
+        return "audience_failed"
+    except SegmentMembershipUnavailable:  # the worker does not load segment membership yet
         return "audience_failed"
     return None if inside else "audience"
 

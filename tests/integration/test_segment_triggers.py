@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from engine.audience.ingest import record_events
 from engine.config import load_settings
 from engine.store.db import make_engine
-from engine.store.models import Enrollment
+from engine.store.models import Enrollment, EventInbox, JournalEntry
 from engine.worker.runner import Worker
 from engine.worker.versions import VersionCache, publish_bundle
 
@@ -54,3 +54,34 @@ def test_segment_triggers_fire_nothing_on_events(engine_url: str) -> None:
     engine.dispose()
     assert [scenario.id for _, scenario in live] == ["thanks"]
     assert report.triggers["entered"] == 1 and entered == 1, "the order only"
+
+
+def test_an_audience_on_a_segment_refuses_entry_without_stopping_the_event_pass(
+    engine_url: str,
+) -> None:
+    # membership is not loaded by the worker yet: the entry is refused with a reason, and the
+    # event pass goes on (the inbox is drained, other scenarios still enroll)
+    audience = SCENARIO.replace("exit_on:", "audience:\n  segment: premium\nexit_on:")
+    other = SCENARIO.replace("id: thanks", "id: plain").replace("name: Thanks", "name: Plain")
+    engine = make_engine(engine_url)
+    with Session(engine) as session, session.begin():
+        publish_bundle(session, {"yaml": audience, "templates": {}}, now=PUBLISHED)
+        publish_bundle(session, {"yaml": other, "templates": {}}, now=PUBLISHED)
+    now = PUBLISHED + timedelta(days=1)
+    with engine.begin() as conn:
+        record_events(conn, [
+            {"contact": "a", "name": "order_placed", "properties": {}, "occurred_at": now, "event_key": None},
+        ], now)  # fmt: skip
+    Worker(engine, load_settings(env={})).run_once(now)
+    with engine.connect() as conn:
+        scenarios = conn.execute(select(Enrollment.scenario_id)).scalars().all()
+        reasons = (
+            conn.execute(select(JournalEntry.reason).where(JournalEntry.scenario_id == "thanks"))
+            .scalars()
+            .all()
+        )
+        waiting = conn.execute(select(func.count()).select_from(EventInbox)).scalar_one()
+    engine.dispose()
+    assert scenarios == ["plain"]
+    assert "audience_failed" in reasons
+    assert waiting == 0
