@@ -13,6 +13,7 @@ AND does not promise an evaluation order).
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,26 +64,28 @@ def sure(predicate: ColumnElement[bool]) -> ColumnElement[bool]:
     return func.coalesce(predicate, false(), type_=Boolean)
 
 
-class Operand:
+class Operand(ABC):
     """A value read from each contact (or event, or group of events)."""
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
 
+    @abstractmethod
     def kind_in(self, *kinds: str) -> ColumnElement[bool]:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """TRUE where the value is of one of `kinds` (string, number, boolean, array, object or
+        missing)."""
 
+    @abstractmethod
     def text(self) -> ColumnElement[str]:
         """The string, where the kind is string."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abstractmethod
     def number(self, booleans: bool = True) -> ColumnElement[float]:
         """The number (booleans as 0/1 unless told otherwise), NULL for other kinds."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abstractmethod
     def python_str(self) -> ColumnElement[str]:
         """`str(value)` for strings, numbers and booleans; NULL otherwise."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def array_has(self, value: Any) -> ColumnElement[bool]:
         return false()

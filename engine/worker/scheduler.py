@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,37 +51,19 @@ class Service:
         self.last_report: PassReport | None = None
         self.totals: dict[str, int] = {"steps": 0, "sends": 0, "passes": 0}
 
+    def _every(self, job: Callable[[], object], job_id: str, **interval: float) -> None:
+        """Run `job` now, then at every interval."""
+        self.scheduler.add_job(
+            job, "interval", id=job_id, next_run_time=datetime.now(UTC), **interval
+        )
+
     def start(self) -> None:
-        self.scheduler.add_job(
-            self.tick,
-            "interval",
-            seconds=self.settings.tick_seconds,
-            id="tick",
-            next_run_time=datetime.now(UTC),
-        )
+        self._every(self.tick, "tick", seconds=self.settings.tick_seconds)
         if self.dispatcher is not None:
-            self.scheduler.add_job(
-                self.deliver,
-                "interval",
-                seconds=self.settings.tick_seconds,
-                id="deliver",
-                next_run_time=datetime.now(UTC),
-            )
-        self.scheduler.add_job(
-            self.sync_schedules,
-            "interval",
-            seconds=60,
-            id="sync-schedules",
-            next_run_time=datetime.now(UTC),
-        )
+            self._every(self.deliver, "deliver", seconds=self.settings.tick_seconds)
+        self._every(self.sync_schedules, "sync-schedules", seconds=60)
         # Hourly, so a restart neither skips nor repeats the recompute: it runs when due.
-        self.scheduler.add_job(
-            self.recompute_attributes,
-            "interval",
-            hours=1,
-            id="attributes",
-            next_run_time=datetime.now(UTC),
-        )
+        self._every(self.recompute_attributes, "attributes", hours=1)
         self.scheduler.start()
 
     def recompute_attributes(self) -> None:
