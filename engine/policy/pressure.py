@@ -232,16 +232,25 @@ def load_barometers(
     lock: bool = False,
 ) -> dict[int, Barometer]:
     """Every requested contact's barometer decayed to `now` (empty if unseen), in one query."""
-    # `lock` (PostgreSQL) holds the rows until commit, in contact order, for a read-add-write.
+    # `lock` (PostgreSQL) holds the overall rows until commit, in contact order: read-add-write.
     ids = sorted(set(contact_ids))
     out = {cid: Barometer(cid) for cid in ids}
     if not ids:
         return out
+    where = id_in(Pressure.contact_id, ids, conn.dialect.name)
+    if lock and conn.dialect.name == "postgresql":
+        # Lock the overall rows first, then read in a second statement: under READ COMMITTED a
+        # locking read that waited sees the rows it waited for as committed, but not a channel row
+        # the other transaction inserted, whose contribution the upsert below would then drop.
+        conn.execute(
+            select(Pressure.contact_id)
+            .where(where, Pressure.channel == OVERALL)
+            .order_by(Pressure.contact_id)
+            .with_for_update()
+        )
     stmt = select(
         Pressure.contact_id, Pressure.channel, Pressure.score, Pressure.updated_at, Pressure.signals
-    ).where(id_in(Pressure.contact_id, ids, conn.dialect.name))
-    if lock and conn.dialect.name == "postgresql":
-        stmt = stmt.order_by(Pressure.contact_id, Pressure.channel).with_for_update()
+    ).where(where)
     for r in conn.execute(stmt):
         signals = list(r.signals) if isinstance(r.signals, list) else []
         out[r.contact_id].rows[r.channel] = Reading(float(r.score), r.updated_at, signals=signals)
