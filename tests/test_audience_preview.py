@@ -49,3 +49,23 @@ def test_a_condition_sql_cannot_compute_says_why(engine: Engine) -> None:
         found = preview(conn, cond, NOW)
     assert found.count is None and found.sample == []
     assert found.error is not None and "expressions" in found.error
+
+
+def test_replace_members_writes_entries_and_exits_within_its_scope(engine: Engine) -> None:
+    from sqlalchemy import select
+
+    from engine.audience.membership import count, members, replace_members
+    from engine.store.models import SegmentChange
+
+    with engine.begin() as conn:
+        conn.execute(insert(Contact), [{"external_id": f"c{i}"} for i in range(6)])
+        ids = list(conn.execute(select(Contact.id).order_by(Contact.id)).scalars())
+        first = select(Contact.id.label("id")).where(Contact.id.in_(ids[:3]))
+        assert replace_members(conn, "vip", first, NOW, reason="import").entered == 3
+        # within a scope of two contacts: one stays, one leaves; the others are left alone
+        scoped = select(Contact.id.label("id")).where(Contact.id.in_([ids[1]]))
+        changes = replace_members(conn, "vip", scoped, NOW, scope=ids[1:3], reason="import")
+        assert (changes.entered, changes.exited) == (0, 1)
+        assert members(conn, "vip") == ids[:2] and count(conn, "vip") == 2
+        reasons = conn.execute(select(SegmentChange.change, SegmentChange.reason)).all()
+        assert sorted(reasons) == [("entered", "import")] * 3 + [("exited", "import")]

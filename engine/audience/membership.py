@@ -126,6 +126,29 @@ def refresh_contacts(
     return changes
 
 
+def replace_members(
+    conn: Connection,
+    segment_id: str,
+    query: Select[Any],
+    now: datetime,
+    *,
+    scope: Sequence[int] | None = None,
+    reason: str,
+) -> Changes:
+    """Make the members (within `scope`, None: all) the contacts `query` selects, writing each
+    entry and exit to the history: a manual list's import, say.
+
+    `query` selects one column labelled `id` (contact ids), only of contacts within `scope`.
+    """
+    ids = None if scope is None else sorted(set(scope))
+    changes = _apply(conn, segment_id, query, ids, now, reason)
+    if ids is None:
+        _recount(conn, segment_id, now)
+    else:
+        _count_delta(conn, segment_id, now, changes.entered - changes.exited)
+    return changes
+
+
 def _apply(
     conn: Connection,
     segment_id: str,
