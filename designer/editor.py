@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Mapping
 from typing import Any
+from zoneinfo import available_timezones
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from jinja2 import TemplateError
@@ -23,12 +24,14 @@ from sqlalchemy.orm import Session
 from channels.registry import channel_info, channel_names
 from designer import parcours
 from designer.auth import audit, can, requires
+from designer.editor_entry import START_FORM, STARTS, AudienceError, count_audience, first_trigger
 from designer.editor_words import node_types as node_types  # re-exported for the live view
 from designer.editor_words import strings as strings
 from designer.i18n import gettext as _
 from designer.jsonbody import request_json
 from designer.workspace import SCENARIO_ID, Conflict, Workspace
 from engine.errors import NotFound, ScenarioInvalid
+from engine.policy.model import PressureConfig
 from engine.runtime.state import ContactView
 from engine.spec import model
 from engine.spec.conditions import ALL_OPERATORS, PROFILE_FIELDS
@@ -36,6 +39,7 @@ from engine.spec.expressions import RenderError, compile_template
 from engine.spec.jsonschema import condition_forms, scenario_json_schema
 from engine.spec.loader import LintResult
 from engine.spec.roundtrip import dump, load
+from engine.spec.segments import SEGMENTS_FOLDER, segment_ids
 from engine.spec.templates import TemplateLibrary, fill_payload, payload_strings
 from engine.spec.yamlio import apply_text
 from engine.store.models import Contact, Event
@@ -148,6 +152,26 @@ def _seen(limit: int = 500) -> tuple[list[str], list[str]]:
     return list(events), sorted(keys)[:limit]
 
 
+def _segments(ws: Workspace) -> list[str]:
+    """The workspace's segment ids (the files of `segments/` beside the scenarios)."""
+    return segment_ids(ws.folder / SEGMENTS_FOLDER)
+
+
+def _topics() -> dict[str, str]:
+    """Consent topics the policy knows (id → label); none when the policy file is broken."""
+    try:
+        return dict(parcours().policy().topics)
+    except ScenarioInvalid:
+        return {}
+
+
+def _pressure() -> PressureConfig | None:
+    try:
+        return parcours().policy().pressure
+    except ScenarioInvalid:
+        return None
+
+
 def _bootstrap(scenario_id: str, text: str, result: LintResult, file_hash: str) -> dict[str, Any]:
     events, attributes = _seen()
     channels = []
@@ -172,11 +196,15 @@ def _bootstrap(scenario_id: str, text: str, result: LintResult, file_hash: str) 
         "attributes": sorted(set(PROFILE_FIELDS) | set(attributes)),
         "templates": TemplateLibrary(ws.templates).names(),
         "scenarios": ws.ids(),
+        "segments": _segments(ws),
+        "topics": _topics(),
+        "timezones": sorted(available_timezones()),
+        "timezone": parcours().settings.timezone,
         "strings": strings(),
         "readonly": not can("marketer"),
         "urls": {
             name: url_for(f"editor.{name}", scenario_id=scenario_id)
-            for name in ("check", "render", "save", "preview", "download")
+            for name in ("check", "render", "save", "preview", "download", "audience")
         },
     }
 
@@ -187,8 +215,9 @@ def _bootstrap(scenario_id: str, text: str, result: LintResult, file_hash: str) 
 @editor.route("/scenarios/new", methods=["GET", "POST"])
 @requires("marketer")
 def new() -> Any:
-    """Create a scenario file with a manual trigger and no steps yet, then open the canvas."""
+    """Create a scenario file with the trigger chosen and no steps yet, then open the canvas."""
     form = {"id": "", "name": "", "objective": "other", "priority": "50"}
+    form.update(START_FORM, timezone=parcours().settings.timezone)
     errors: dict[str, str] = {}
     if request.method == "POST":
         form = {k: request.form.get(k, v).strip() for k, v in form.items()}
@@ -203,6 +232,7 @@ def new() -> Any:
             errors["objective"] = _("Choose an objective.")
         if not form["priority"].isdigit() or int(form["priority"]) > 100:
             errors["priority"] = _("A priority is a whole number from 0 to 100.")
+        trigger = first_trigger(form, _segments(ws), errors)
         if not errors:
             doc = load(
                 "format_version: 1\nid: x\nname: x\nobjective: other\npriority: 50\n"
@@ -213,6 +243,7 @@ def new() -> Any:
                 name=form["name"],
                 objective=form["objective"],
                 priority=int(form["priority"]),
+                triggers=[trigger],
             )
             try:
                 ws.write(form["id"], dump(doc), None)
@@ -222,8 +253,16 @@ def new() -> Any:
                 with Session(parcours().engine) as db, db.begin():
                     audit(db, "create", "scenario", form["id"], name=form["name"])
                 return redirect(url_for("editor.edit", scenario_id=form["id"]))
+    events, _attributes = _seen()
     return render_template(
-        "new_scenario.html", form=form, errors=errors, objectives=model.OBJECTIVES
+        "new_scenario.html",
+        form=form,
+        errors=errors,
+        objectives=model.OBJECTIVES,
+        starts=STARTS,
+        events=events,
+        segments=_segments(workspace()),
+        timezones=sorted(available_timezones()),
     ), (400 if errors else 200)
 
 
@@ -328,6 +367,20 @@ def save(scenario_id: str) -> Response:
             else _("Saved as a draft: publishing is blocked until the errors are fixed."),
         }
     )
+
+
+@editor.post("/scenarios/<scenario_id>/audience")
+@requires("viewer")
+def audience(scenario_id: str) -> Response:
+    """The audience being edited → how many contacts it accepts now and a few of them."""
+    ws = _existing(scenario_id)
+    raw = _body().get("audience")
+    state = parcours()
+    with state.engine.connect() as conn:
+        found = count_audience(conn, raw, _segments(ws), state.clock.now(), _pressure())
+    if isinstance(found, AudienceError):
+        return json_error(422, found.code, found.message, found.field)
+    return json_response(found)
 
 
 def _preview_contact(external_id: Any) -> ContactView:

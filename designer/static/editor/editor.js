@@ -185,6 +185,7 @@
     var numOf = {}, stepOfNum = {};
     var selected = null, selectedLink = null, counts = null, problems = [];
     var heights = {};
+    var blocksOn = !!options.blocks, block = null, audienceLine = "";
 
     element.classList.add("pc-canvas");
     var df = new window.Drawflow(element);
@@ -266,7 +267,101 @@
       df.precanvas.style.transform = "translate(" + x + "px, " + y + "px) scale(" + z + ")";
       df.node_selected = null; df.connection_selected = null;
       decorate();
+      drawBlocks();
       element.classList.toggle("pc-is-empty", ids.length === 0);
+    }
+
+    // ---- the entry block (before the start step) and the goal/exit block (after the last one)
+    // Plain cards in Drawflow's canvas, so they pan and zoom with the steps; not Drawflow nodes:
+    // they have no ports, cannot be dragged and are never written to `layout`.
+    var ENTRY_FIELDS = /^(triggers|entry|audience|kind|topic)(\.|$)/, GOAL_FIELDS = /^(goal|exit_on)(\.|$)/;
+    function blockOf(p) { return p.step ? null : ENTRY_FIELDS.test(p.field || "") ? "entry" : GOAL_FIELDS.test(p.field || "") ? "goal" : null; }
+    function blockCard(kind, title, lines) {
+      var card = el("div", "pc-block pc-block-" + kind + (block === kind ? " selected" : ""));
+      card.setAttribute("data-testid", kind + "-block");
+      card.setAttribute("data-block", kind);
+      var head = el("div", "pc-head");
+      head.appendChild(el("span", "pc-icon"));
+      head.appendChild(el("span", "pc-title", title));
+      head.appendChild(el("span", "pc-flag"));
+      card.appendChild(head);
+      lines.forEach(function (line) {
+        var row = el("div", "pc-line" + (line[1] ? " " + line[1] : ""), line[0]);
+        if (line[2]) row.setAttribute("data-testid", line[2]);
+        card.appendChild(row);
+      });
+      return card;
+    }
+    function drawBlocks() {
+      if (!blocksOn) return;
+      var I = window.ParcoursInspector || {}, s = strings;
+      df.precanvas.querySelectorAll(".pc-block, .pc-entry-link").forEach(function (n) { n.parentNode.removeChild(n); });
+      var nodes = element.querySelectorAll(".drawflow-node"), minX = Infinity, minY = Infinity, maxX = -Infinity;
+      nodes.forEach(function (n) {
+        minX = Math.min(minX, n.offsetLeft); minY = Math.min(minY, n.offsetTop);
+        maxX = Math.max(maxX, n.offsetLeft + n.offsetWidth);
+      });
+      var start = startOf(doc), startNode = start && numOf[start] ? element.querySelector("#node-" + numOf[start]) : null;
+      var triggers = Array.isArray(doc.triggers) ? doc.triggers : [];
+      var lines = triggers.map(function (t) { return [I.triggerText ? I.triggerText(t, s) : JSON.stringify(t), "pc-trigger"]; });
+      if (!lines.length) lines.push([s.no_trigger || "—", "pc-missing"]);
+      lines.push([I.entryText ? I.entryText(doc.entry, s) : "", "pc-rule"]);
+      lines.push([I.audienceText ? I.audienceText(doc.audience, s) : "", "pc-rule"]);
+      lines.push([audienceLine || "…", "pc-match", "entry-count"]);
+      var entry = blockCard("entry", s.entry_block || "Entry", lines);
+      var goalLines = [];
+      if (isObj(doc.goal)) goalLines.push(["★ " + (doc.goal.event || "…") + (doc.goal.within ? " · " + (s.within || "within") + " " + doc.goal.within : ""), "pc-rule"]);
+      else goalLines.push(["★ " + (s.no_goal || "no goal"), "pc-missing"]);
+      (Array.isArray(doc.exit_on) ? doc.exit_on : []).forEach(function (r) { goalLines.push(["⏏ " + (I.exitText ? I.exitText(r, s) : JSON.stringify(r)), "pc-rule"]); });
+      var goal = blockCard("goal", s.goal_block || "Goal and exits", goalLines);
+      df.precanvas.appendChild(entry); df.precanvas.appendChild(goal);
+      var ey = startNode ? startNode.offsetTop : ORIGIN;
+      var ex = nodes.length ? minX - entry.offsetWidth - 70 : ORIGIN;
+      entry.style.left = ex + "px"; entry.style.top = ey + "px";
+      goal.style.left = (nodes.length ? maxX + 90 : ex + entry.offsetWidth + 340) + "px";
+      goal.style.top = (nodes.length ? minY : ey) + "px";
+      if (startNode) {
+        var x1 = ex + entry.offsetWidth, y1 = ey + 26, x2 = startNode.offsetLeft - 8, y2 = startNode.offsetTop + 24;
+        var svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+        svg.setAttribute("class", "pc-entry-link");
+        var path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+        var mid = (x1 + x2) / 2;
+        path.setAttribute("d", "M " + x1 + " " + y1 + " C " + mid + " " + y1 + " " + mid + " " + y2 + " " + x2 + " " + y2);
+        svg.appendChild(path);
+        df.precanvas.insertBefore(svg, df.precanvas.firstChild);
+      }
+      paintBlockProblems();
+    }
+    function paintBlockProblems() {
+      if (!blocksOn) return;
+      ["entry", "goal"].forEach(function (kind) {
+        var card = df.precanvas.querySelector(".pc-block-" + kind);
+        if (!card) return;
+        var mine = problems.filter(function (p) { return blockOf(p) === kind; });
+        var errors = mine.filter(function (p) { return p.severity !== "warning"; }).length;
+        var flag = card.querySelector(".pc-flag");
+        flag.textContent = mine.length ? String(errors || mine.length) : "";
+        flag.title = mine.map(function (p) { return p.message; }).join("\n");
+        flag.setAttribute("data-testid", mine.length ? "problem-" + kind : "");
+        card.classList.toggle("pc-has-error", errors > 0);
+        card.classList.toggle("pc-has-warning", !errors && mine.length > 0);
+      });
+    }
+    function selectBlock(kind) {
+      block = kind || null;
+      if (block) select(null, false);
+      df.precanvas.querySelectorAll(".pc-block").forEach(function (n) { n.classList.toggle("selected", n.getAttribute("data-block") === block); });
+      emit("onBlock", block);
+    }
+    if (blocksOn) {
+      var downAt = null;
+      element.addEventListener("mousedown", function (e) { downAt = [e.clientX, e.clientY]; });
+      element.addEventListener("click", function (e) {
+        var card = e.target.closest && e.target.closest(".pc-block");
+        var moved = downAt && Math.abs(e.clientX - downAt[0]) + Math.abs(e.clientY - downAt[1]) > 4;
+        if (card) { selectBlock(card.getAttribute("data-block")); return; }
+        if (!moved && block && !(e.target.closest && e.target.closest(".drawflow-node"))) selectBlock(null);
+      });
     }
 
     function decorate() {
@@ -294,6 +389,7 @@
     }
 
     function paintProblems() {
+      paintBlockProblems();
       var by = {};
       problems.forEach(function (p) {
         if (!p.step) return;
@@ -376,6 +472,10 @@
       if (id && !stepsOf(doc)[id]) id = null;
       if (id === selected && fromCanvas) return;
       selected = id;
+      if (id && block) {
+        block = null;
+        df.precanvas.querySelectorAll(".pc-block.selected").forEach(function (n) { n.classList.remove("selected"); });
+      }
       element.querySelectorAll(".drawflow-node.selected").forEach(function (n) { n.classList.remove("selected"); });
       df.node_selected = null;
       if (id && numOf[id]) {
@@ -450,7 +550,8 @@
         var near = selected && positionOf(selected) ? positionOf(selected) : null;
         var all = allPositions(), maxX = 0;
         Object.keys(all).forEach(function (k) { maxX = Math.max(maxX, all[k][0]); });
-        x = near ? near[0] + COL : (Object.keys(all).length ? maxX + COL : ORIGIN);
+        // the first step goes right of the entry block, which sits before the start step
+        x = near ? near[0] + COL : (Object.keys(all).length ? maxX + COL : ORIGIN + (blocksOn ? COL + 40 : 0));
         y = near ? near[1] : ORIGIN;
       }
       // the selected step's free single exit leads to the new one: drawing a chain is quick
@@ -473,7 +574,7 @@
     }
 
     function fit() {
-      var nodes = element.querySelectorAll(".drawflow-node");
+      var nodes = element.querySelectorAll(".drawflow-node, .pc-block");
       if (!nodes.length) return;
       var minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
       nodes.forEach(function (n) {
@@ -509,6 +610,13 @@
       clearCounts: function () { counts = null; paintCounts(); },
       select: function (id) { select(id, false); },
       selected: function () { return selected; },
+      selectBlock: selectBlock,
+      selectedBlock: function () { return block; },
+      setAudienceLine: function (text) {
+        audienceLine = text || "";
+        var line = df.precanvas.querySelector('[data-testid="entry-count"]');
+        if (line) line.textContent = audienceLine || "…";
+      },
       selectedLink: function () { return selectedLink; },
       removeLink: removeLink,
       removeStep: removeStep,
@@ -573,9 +681,10 @@
 
   // ------------------------------------------------------------------ canvas
   var canvas = window.ParcoursCanvas.mount($(".ed-canvas"), {
-    doc: state.doc, nodeTypes: boot.nodeTypes, readonly: boot.readonly, strings: S,
+    doc: state.doc, nodeTypes: boot.nodeTypes, readonly: boot.readonly, strings: S, blocks: true,
     onChange: function (doc, meta) { commit(doc, { source: "canvas", key: meta.kind === "move" ? null : meta.kind }); },
     onSelect: function () { inspect(); },
+    onBlock: function () { inspect(); },
     onSelectLink: function () {}
   });
   canvas.setProblems(state.problems);
@@ -646,6 +755,7 @@
       at = history.length - 1;
     }
     lastKey = opts.key || null; lastTime = now;
+    countAudience();
     if (opts.source !== "canvas") canvas.setDoc(state.doc);
     if (opts.source !== "inspector") inspect();
     scheduleRender();
@@ -685,7 +795,7 @@
     at = index; lastKey = null;
     var entry = history[at];
     state.doc = clone(entry.doc);
-    canvas.setDoc(state.doc); inspect(); paintEmpty(); paintButtons();
+    canvas.setDoc(state.doc); inspect(); paintEmpty(); paintButtons(); countAudience();
     if (entry.yaml != null) {
       state.yaml = state.good = entry.yaml; state.yamlBroken = false; showYaml();
       post(boot.urls.check, { yaml: entry.yaml }).then(function (r) { setProblems(r.problems || []); });
@@ -725,7 +835,7 @@
           state.good = text; state.yamlBroken = false;
           history = history.slice(0, at + 1);
           history.push({ doc: clone(r.doc), yaml: text }); at = history.length - 1; lastKey = null;
-          state.doc = r.doc; canvas.setDoc(r.doc); inspect(); paintEmpty(); paintButtons();
+          state.doc = r.doc; canvas.setDoc(r.doc); inspect(); paintEmpty(); paintButtons(); countAudience();
         } else {
           state.yamlBroken = true;
         }
@@ -779,7 +889,9 @@
       li.appendChild(where);
       li.tabIndex = 0;
       li.addEventListener("click", function () {
-        if (p.step && state.doc.steps && state.doc.steps[p.step]) canvas.select(p.step);
+        var where = blockOf(p);
+        if (where) canvas.selectBlock(where);
+        else if (p.step && state.doc.steps && state.doc.steps[p.step]) canvas.select(p.step);
         else if (p.line) jumpToLine(p.line);
         if (p.line && !yamlPanel.hidden) jumpToLine(p.line);
       });
@@ -788,6 +900,34 @@
     box.appendChild(ul);
     if (!state.problems.length) box.hidden = true;
     paintGutter();
+    window.ParcoursInspector.markProblems(panel, state.problems);
+  }
+  var ENTRY_FIELDS = /^(triggers|entry|audience|kind|topic)(\.|$)/, GOAL_FIELDS = /^(goal|exit_on)(\.|$)/;
+  function blockOf(p) { return p.step ? null : ENTRY_FIELDS.test(p.field || "") ? "entry" : GOAL_FIELDS.test(p.field || "") ? "goal" : null; }
+
+  // ------------------------------------------------------------------ audience count
+  // The audience as edited, counted by the server (debounced): on the entry block and its panel.
+  var countTimer = null, countSeq = 0, counted, lastCount = null;
+  function countText(r) {
+    if (!r) return "…";
+    if (r.error) return "⚠ " + r.error.message;
+    if (r.count == null) return S.not_counted;
+    return Number(r.count).toLocaleString() + " " + (r.count === 1 ? S.contact_matches : S.contacts_match);
+  }
+  function countAudience() {
+    var audience = state.doc.audience == null ? null : state.doc.audience, key = JSON.stringify(audience);
+    if (key === counted) return;
+    counted = key;
+    clearTimeout(countTimer);
+    countTimer = setTimeout(function () {
+      var seq = ++countSeq;
+      post(boot.urls.audience, { audience: audience }).then(function (r) {
+        if (seq !== countSeq) return;
+        lastCount = r._status === 200 ? r : { error: (r.error || { message: S.save_failed }) };
+        canvas.setAudienceLine(countText(lastCount));
+        window.ParcoursInspector.showCount(panel, lastCount, S);
+      }).catch(function () {});
+    }, 350);
   }
   $(".ed-problems-toggle").addEventListener("click", function () {
     var box = $(".ed-problems");
@@ -815,10 +955,17 @@
           });
         }
       }));
+    } else if (canvas.selectedBlock()) {
+      var which = canvas.selectedBlock();
+      window.ParcoursInspector[which](panel, Object.assign(ctxBase, {
+        doc: state.doc, problems: state.problems, count: lastCount,
+        onChange: function (doc, key) { commit(doc, { source: "inspector", key: which + ":" + key }); }
+      }));
     } else {
       window.ParcoursInspector.scenario(panel, Object.assign(ctxBase, {
         doc: state.doc,
-        onChange: function (doc, key) { commit(doc, { source: "inspector", key: "scenario:" + key }); }
+        onChange: function (doc, key) { commit(doc, { source: "inspector", key: "scenario:" + key }); },
+        onOpen: function (which) { canvas.selectBlock(which); }
       }));
     }
   }
@@ -923,7 +1070,7 @@
     $('[data-testid="layout"]').disabled = boot.readonly;
   }
 
-  showYaml(); setProblems(state.problems); inspect(); paintEmpty(); paintButtons(); markStatus();
+  showYaml(); setProblems(state.problems); inspect(); paintEmpty(); paintButtons(); markStatus(); countAudience();
   if (state.yamlBroken) toggleYaml(true);
   requestAnimationFrame(function () { canvas.fit(); });
   window.ParcoursEditor = { canvas: canvas, state: state, save: save, flush: flush };

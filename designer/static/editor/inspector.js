@@ -485,13 +485,413 @@
     return box;
   }
 
-  function triggerText(tr) {
-    if (!isObj(tr)) return String(tr);
-    if (tr.event) return "⚡ " + tr.event + (Array.isArray(tr.where) && tr.where.length ? " (" + tr.where.length + ")" : "");
-    if (tr.schedule) return "cron " + tr.schedule + (tr.timezone ? " · " + tr.timezone : "");
-    if (tr.anniversary) return "anniversary · " + tr.anniversary;
-    if (tr.manual) return "manual";
+  // ------------------------------------------------------------------ who enters, what counts
+  // The entry block (triggers, entry rules, audience, kind and topic) and the goal/exit panel.
+  // Each control carries `data-path`, the problem `field` it edits (`triggers.0.event`), so the
+  // lint's problems show on the field itself (markProblems).
+
+  var TRIGGER_KINDS = ["event", "schedule", "anniversary", "segment_entered", "segment_exited", "manual"];
+  var CRON_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+  var TIME = /^([01]?\d|2[0-3]):([0-5]\d)$/;
+  var DURATION_TEXT = /^\s*-?(\d+\s*[smhdw]\s*)+$|^\d+$/;
+
+  function triggerKind(tr) {
+    if (!isObj(tr)) return null;
+    return TRIGGER_KINDS.filter(function (k) { return k in tr; })[0] || null;
+  }
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  // A cron expression read as the friendly form edits it: every day/week/month at a time.
+  function parseCron(expr) {
+    var m = /^\s*(\d{1,2})\s+(\d{1,2})\s+(\S+)\s+\*\s+(\S+)\s*$/.exec(expr || "");
+    if (!m || +m[1] > 59 || +m[2] > 23) return { freq: "cron" };
+    var out = { at: pad(+m[2]) + ":" + pad(+m[1]) }, day = m[4].toLowerCase();
+    if (m[3] === "*" && day === "*") out.freq = "day";
+    else if (m[3] === "*" && /^[0-7]$/.test(day)) { out.freq = "week"; out.weekday = CRON_DAYS[+day % 7]; }
+    else if (m[3] === "*" && CRON_DAYS.indexOf(day) >= 0) { out.freq = "week"; out.weekday = day; }
+    else if (/^\d{1,2}$/.test(m[3]) && +m[3] >= 1 && +m[3] <= 31 && day === "*") { out.freq = "month"; out.day = +m[3]; }
+    else out.freq = "cron";
+    return out;
+  }
+  function formatCron(c) {
+    var t = TIME.exec(c.at || "") || [null, "9", "0"], head = (+t[2]) + " " + (+t[1]);
+    if (c.freq === "week") return head + " * * " + (c.weekday || "mon");
+    if (c.freq === "month") return head + " " + (c.day || 1) + " * *";
+    return head + " * * *";
+  }
+  function freshTrigger(kind, boot) {
+    if (kind === "schedule") return { schedule: "0 9 * * *", timezone: boot.timezone || "UTC" };
+    if (kind === "anniversary") return { anniversary: "birthday", at: "09:00" };
+    if (kind === "segment_entered" || kind === "segment_exited") { var t = {}; t[kind] = (boot.segments || [])[0] || ""; return t; }
+    if (kind === "manual") return { manual: true };
+    return { event: "" };
+  }
+  function conditionKind(c) {
+    if (c == null) return "everyone";
+    if (isObj(c) && Object.keys(c).length === 1 && typeof c.segment === "string") return "segment";
+    return "conditions";
+  }
+
+  // One line per trigger, for the canvas block and the scenario panel.
+  function triggerText(tr, s) {
+    s = s || {};
+    var kind = triggerKind(tr);
+    if (kind === "event") {
+      var n = Array.isArray(tr.where) ? tr.where.length : 0;
+      return "⚡ " + (tr.event || "…") + (n ? " · " + n + " " + (n === 1 ? s.filter || "filter" : s.filters || "filters") : "");
+    }
+    if (kind === "schedule") {
+      var c = parseCron(tr.schedule), at = c.at || "", day = c.weekday ? weekdayName(c.weekday, s) : "";
+      var when = c.freq === "day" ? (s.every_day || "every day") + " " + at
+        : c.freq === "week" ? (s.every_week || "every week") + " · " + day + " " + at
+        : c.freq === "month" ? (s.every_month || "every month") + " · " + c.day + " · " + at
+        : "cron " + tr.schedule;
+      return "◷ " + when + " · " + (tr.timezone || "UTC");
+    }
+    if (kind === "anniversary") return "✦ " + (s.anniversary_of || "anniversary of") + " " + tr.anniversary + (tr.offset && tr.offset !== "0s" ? " " + tr.offset : "") + (tr.at ? " · " + tr.at : "");
+    if (kind === "segment_entered") return "◎ " + (s.enters || "enters") + " " + tr.segment_entered;
+    if (kind === "segment_exited") return "◌ " + (s.leaves || "leaves") + " " + tr.segment_exited;
+    if (kind === "manual") return "✋ " + (s.manual || "manual");
     return JSON.stringify(tr);
+  }
+  function weekdayName(day, s) {
+    var names = (s.weekdays || "mon tue wed thu fri sat sun").split(" ");
+    var i = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].indexOf(day);
+    return names[i] || day;
+  }
+  function entryText(entry, s) {
+    var e = isObj(entry) ? entry : {}, r = e.reentry || "never";
+    if (r === "cooldown") return "↻ " + (s.reentry_cooldown || "again after") + " " + (e.cooldown || "…");
+    return "↻ " + (r === "always" ? s.reentry_always || "every time" : s.reentry_never || "once");
+  }
+  function audienceText(c, s) {
+    var kind = conditionKind(c);
+    if (kind === "everyone") return "◉ " + (s.everyone || "everyone");
+    if (kind === "segment") return "◉ " + (s.member_of || "member of") + " " + c.segment;
+    return "◉ " + ((window.ParcoursCanvas && window.ParcoursCanvas.conditionText(c)) || "…");
+  }
+  function exitText(rule, s) {
+    if (isObj(rule) && typeof rule.segment_exited === "string") return (s.leaves || "leaves") + " " + rule.segment_exited;
+    if (isObj(rule) && "event" in rule) return "⚡ " + (rule.event || "…");
+    return JSON.stringify(rule);
+  }
+
+  function section(parent, title, path) {
+    var box = el("div", "in-section");
+    box.appendChild(el("div", "in-section-title", title));
+    if (path) box.setAttribute("data-path", path);
+    parent.appendChild(box);
+    return box;
+  }
+  function at(wrap, path) { wrap.setAttribute("data-path", path); return wrap; }
+  function segmentSelect(boot, value, onChange) {
+    var ids = (boot.segments || []).slice();
+    if (value && ids.indexOf(value) < 0) ids.push(value);
+    return select([["", "— " + boot.strings.choose + " —"]].concat(ids.map(function (i) { return [i, i]; })), value || "", onChange);
+  }
+  function fieldsFor(s) {
+    var f = {};
+    ["triggers", "goal", "exit_on"].forEach(function (k) { f[k + ".where"] = { label: s.event_filters, help: "" }; });
+    f.audience = { label: s.conditions, help: "" };
+    return f;
+  }
+
+  function triggerCard(list, i, ctx, changed, rebuild, b) {
+    var s = ctx.boot.strings, boot = ctx.boot, tr = list[i], kind = triggerKind(tr), p = "triggers." + i;
+    var card = at(el("div", "in-item in-trigger-card"), p);
+    card.setAttribute("data-testid", "trigger-" + i);
+    var head = el("div", "in-item-head");
+    var kinds = TRIGGER_KINDS.map(function (k) { return [k, s["trigger_" + k]]; });
+    if (!kind) kinds.unshift(["", "…"]);
+    var pick = select(kinds, kind || "", function (v) { list[i] = freshTrigger(v, boot); changed("trigger-kind"); rebuild(); });
+    pick.setAttribute("data-testid", "field-trigger-" + i + "-kind");
+    pick.classList.add("in-kind");
+    head.appendChild(pick);
+    head.appendChild(button("×", "in-x", function () { list.splice(i, 1); changed("trigger-remove"); rebuild(); }, "remove-trigger-" + i));
+    card.appendChild(head);
+    var id = "trigger-" + i + "-";
+    if (kind === "event") {
+      at(row(card, s.event_name, null, input(tr.event, function (v, box) {
+        tr.event = v; box.classList.toggle("in-bad", !v.trim()); changed(id + "event");
+      }, { list: datalist("dl-events", boot.events), placeholder: "order_placed" }), id + "event"), p + ".event");
+      at(b.filters(card, "where", tr, ["triggers", i, "where"], function () { changed(id + "where"); }, id + "where"), p + ".where");
+    } else if (kind === "schedule") {
+      scheduleFields(card, tr, p, id, ctx, changed, rebuild);
+    } else if (kind === "anniversary") {
+      at(row(card, s.date_attribute, null, input(tr.anniversary, function (v) { tr.anniversary = v; changed(id + "anniversary"); },
+        { list: datalist("dl-attributes", boot.attributes), placeholder: "birthday" }), id + "anniversary"), p + ".anniversary");
+      var two = el("div", "in-two");
+      at(row(two, s.offset, s.offset_hint, input(tr.offset, function (v, box) {
+        box.classList.toggle("in-bad", v !== "" && !DURATION_TEXT.test(v));
+        if (v) tr.offset = v; else delete tr.offset; changed(id + "offset");
+      }, { placeholder: "-1d" }), id + "offset"), p + ".offset");
+      at(row(two, s.at_time, null, input(tr.at, function (v, box) {
+        box.classList.toggle("in-bad", v !== "" && !TIME.test(v));
+        if (v) tr.at = v; else delete tr.at; changed(id + "at");
+      }, { placeholder: "09:00" }), id + "at"), p + ".at");
+      card.appendChild(two);
+    } else if (kind === "segment_entered" || kind === "segment_exited") {
+      at(row(card, s.segment_label, kind === "segment_entered" ? s.segment_entered_help : s.segment_exited_help,
+        segmentSelect(boot, tr[kind], function (v) { tr[kind] = v; changed(id + "segment"); }), id + "segment"), p + "." + kind);
+    } else if (kind === "manual") {
+      card.appendChild(el("p", "in-help", s.manual_help));
+    } else {
+      var raw = el("code", "in-raw", JSON.stringify(tr)); raw.title = s.not_in_schema;
+      card.appendChild(raw);
+    }
+    return card;
+  }
+
+  function scheduleFields(card, tr, p, id, ctx, changed, rebuild) {
+    var s = ctx.boot.strings, c = parseCron(tr.schedule);
+    function write() { tr.schedule = formatCron(c); cronBox.value = tr.schedule; changed(id + "schedule"); }
+    var freq = select([["day", s.every_day], ["week", s.every_week], ["month", s.every_month], ["cron", s.cron_custom]], c.freq, function (v) {
+      if (v !== "cron") { c = Object.assign(parseCron(tr.schedule), { freq: v }); if (!c.at) c.at = "09:00"; tr.schedule = formatCron(c); }
+      else c = { freq: "cron" };
+      changed(id + "frequency"); rebuild();
+    });
+    at(row(card, s.repeat, null, freq, id + "frequency"), p + ".schedule");
+    var cronBox = input(tr.schedule, function (v) { tr.schedule = v; changed(id + "schedule"); }, { placeholder: "0 9 * * mon" });
+    cronBox.classList.add("code");
+    if (c.freq !== "cron") {
+      var two = el("div", "in-two");
+      if (c.freq === "week") {
+        var names = s.weekdays.split(" "), days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        row(two, s.day, null, select(days.map(function (d, k) { return [d, names[k] || d]; }), c.weekday, function (v) { c.weekday = v; write(); }), id + "weekday");
+      } else if (c.freq === "month") {
+        var nums = []; for (var d = 1; d <= 31; d++) nums.push([d, String(d)]);
+        row(two, s.day_of_month, null, select(nums, c.day, function (v) { c.day = +v; write(); }), id + "monthday");
+      }
+      row(two, s.at_time, null, input(c.at, function (v, box) {
+        var ok = TIME.test(v); box.classList.toggle("in-bad", !ok);
+        if (ok) { c.at = v; write(); }
+      }, { placeholder: "09:00" }), id + "at");
+      card.appendChild(two);
+      var shown = el("div", "in-help in-cron", "cron ");
+      cronBox.readOnly = true; cronBox.tabIndex = -1;
+      shown.appendChild(cronBox); cronBox.setAttribute("data-testid", "field-" + id + "schedule");
+      card.appendChild(shown);
+    } else {
+      row(card, s.cron_label, s.cron_help, cronBox, id + "schedule");
+    }
+    var zones = (ctx.boot.timezones || []).slice(), zone = tr.timezone || "UTC";
+    if (zones.indexOf(zone) < 0) zones.unshift(zone);
+    at(row(card, s.timezone, null, select(zones.map(function (z) { return [z, z]; }), zone, function (v) {
+      if (v === "UTC" && !("timezone" in tr)) return;
+      tr.timezone = v; changed(id + "timezone");
+    }), id + "timezone"), p + ".timezone");
+  }
+
+  function entryRules(form, doc, ctx, changed, rebuild) {
+    var s = ctx.boot.strings, box = section(form, s.entry_rules, "entry");
+    var entry = isObj(doc.entry) ? doc.entry : {};
+    function write(key) {
+      var out = {};
+      Object.keys(entry).forEach(function (k) { if (entry[k] != null) out[k] = entry[k]; });
+      if (out.reentry !== "cooldown") delete out.cooldown;
+      var keys = Object.keys(out);
+      if (!keys.length || (keys.length === 1 && out.reentry === "never" && !isObj(ctx.doc.entry))) delete doc.entry;
+      else doc.entry = out;
+      changed(key);
+    }
+    var reentry = entry.reentry || "never";
+    at(row(box, s.reentry, null, select([["never", s.reentry_never_long], ["always", s.reentry_always_long], ["cooldown", s.reentry_cooldown_long]], reentry, function (v) {
+      entry.reentry = v;
+      if (v === "cooldown" && !entry.cooldown) entry.cooldown = "30d";
+      write("reentry"); rebuild();
+    }), "reentry"), "entry.reentry");
+    if (reentry === "cooldown") {
+      at(row(box, s.cooldown, s.duration_hint, input(entry.cooldown, function (v, i) {
+        i.classList.toggle("in-bad", !DURATION_TEXT.test(v));
+        entry.cooldown = /^\d+$/.test(v) ? Number(v) : v; write("cooldown");
+      }, { placeholder: "30d" }), "cooldown"), "entry.cooldown");
+    }
+    var c = el("input"); c.type = "checkbox"; c.checked = !!entry.concurrent;
+    c.addEventListener("change", function () { if (c.checked) entry.concurrent = true; else delete entry.concurrent; write("concurrent"); });
+    var line = at(row(box, s.concurrent, null, c, "concurrent"), "entry.concurrent");
+    line.classList.add("in-check");
+  }
+
+  function audienceSection(form, doc, ctx, changed, rebuild, b) {
+    var s = ctx.boot.strings, box = section(form, s.audience, "audience"), mode = conditionKind(doc.audience);
+    box.appendChild(el("p", "in-help", s.audience_help));
+    var seg = el("div", "in-seg in-seg-wide");
+    [["everyone", s.everyone_cap], ["segment", s.a_segment], ["conditions", s.conditions]].forEach(function (m) {
+      seg.appendChild(button(m[1], mode === m[0] ? "on" : "", function () {
+        if (m[0] === mode) return;
+        if (m[0] === "everyone") delete doc.audience;
+        else if (m[0] === "segment") doc.audience = { segment: (ctx.boot.segments || [])[0] || "" };
+        else doc.audience = { attribute: "", op: "eq", value: "" };
+        changed("audience-mode"); rebuild();
+      }, "audience-mode-" + m[0]));
+    });
+    box.appendChild(seg);
+    if (mode === "segment") {
+      at(row(box, s.segment_label, null, segmentSelect(ctx.boot, doc.audience.segment, function (v) {
+        doc.audience = { segment: v }; changed("audience");
+      }), "audience-segment"), "audience.segment");
+    } else if (mode === "conditions") {
+      at(b.condition(box, "audience", doc, ["audience"], function () { changed("audience"); }, "audience"), "audience");
+    }
+    var count = el("div", "in-count");
+    count.setAttribute("data-testid", "audience-count");
+    box.appendChild(count);
+    showCount(box, ctx.count, s);
+  }
+
+  // The live count under the audience: "N contacts match now", or why it cannot be counted.
+  function showCount(container, r, s) {
+    var box = container.querySelector('[data-testid="audience-count"]');
+    if (!box) return;
+    s = s || {};
+    box.textContent = ""; box.className = "in-count";
+    if (!r) { box.textContent = s.counting || "…"; box.classList.add("in-count-wait"); return; }
+    if (r.error) { box.appendChild(el("span", "in-error", r.error.message)); box.classList.add("in-count-bad"); return; }
+    if (r.count == null) { box.appendChild(el("span", null, r.reason || "")); box.classList.add("in-count-none"); return; }
+    var big = el("strong", null, Number(r.count).toLocaleString());
+    box.appendChild(big);
+    box.appendChild(document.createTextNode(" " + (r.count === 1 ? s.contact_matches : s.contacts_match)));
+    if (r.sample && r.sample.length) box.appendChild(el("div", "in-sample", s.for_example + " " + r.sample.slice(0, 5).join(", ")));
+  }
+
+  function sendingSection(form, doc, ctx, changed, rebuild) {
+    var s = ctx.boot.strings, box = section(form, s.sending, null), topics = ctx.boot.topics || {};
+    at(row(box, s.kind, s.kind_help, select([["marketing", s.kind_marketing], ["transactional", s.kind_transactional]], doc.kind || "marketing", function (v) {
+      if (v === "marketing" && !("kind" in ctx.doc)) delete doc.kind; else doc.kind = v;
+      changed("kind");
+    }), "kind"), "kind");
+    var known = Object.keys(topics), other = doc.topic != null && known.indexOf(doc.topic) < 0;
+    var opts = [["", s.none]].concat(known.map(function (t) { return [t, topics[t] + " (" + t + ")"]; })).concat([["__other", s.other_topic]]);
+    var wrap = at(row(box, s.topic_label, s.topic_help, select(opts, other ? "__other" : doc.topic || "", function (v) {
+      if (v === "__other") { doc.topic = doc.topic && known.indexOf(doc.topic) < 0 ? doc.topic : ""; changed("topic"); rebuild(); return; }
+      if (v) doc.topic = v; else delete doc.topic;
+      changed("topic"); if (other) rebuild();
+    }), "topic"), "topic");
+    if (other) {
+      var free = input(doc.topic, function (v) { doc.topic = v; changed("topic"); }, { placeholder: "loyalty" });
+      free.setAttribute("data-testid", "field-topic-other");
+      wrap.appendChild(free);
+    }
+  }
+
+  function entryPanel(container, ctx) {
+    var s = ctx.boot.strings, doc = clone(ctx.doc) || {};
+    container.textContent = "";
+    var rebuild = function () { entryPanel(container, Object.assign({}, ctx, { doc: clone(doc) })); };
+    var b = new Builder(Object.assign({}, ctx, { nodeType: { fields: fieldsFor(s) }, stepIds: [] }), container, rebuild);
+    var head = el("div", "in-head in-entry");
+    head.appendChild(el("span", "in-dot"));
+    head.appendChild(el("strong", null, s.entry_block));
+    container.appendChild(head);
+    container.appendChild(el("p", "in-about", s.entry_about));
+    var form = el("fieldset", "in-form");
+    form.disabled = !!ctx.readonly;
+    form.setAttribute("data-testid", "entry-panel");
+    function changed(key) { ctx.onChange(doc, key); }
+    var box = section(form, s.triggers, "triggers");
+    if (!Array.isArray(doc.triggers)) doc.triggers = [];
+    doc.triggers.forEach(function (tr, i) { box.appendChild(triggerCard(doc.triggers, i, ctx, changed, rebuild, b)); });
+    box.appendChild(button("+ " + s.add_trigger, "in-add", function () {
+      doc.triggers.push({ event: "" }); changed("trigger-add"); rebuild();
+    }, "add-trigger"));
+    entryRules(form, doc, ctx, changed, rebuild);
+    audienceSection(form, doc, ctx, changed, rebuild, b);
+    sendingSection(form, doc, ctx, changed, rebuild);
+    container.appendChild(form);
+    markProblems(container, ctx.problems || []);
+  }
+
+  function exitCard(list, i, ctx, changed, rebuild, b) {
+    var s = ctx.boot.strings, rule = list[i], p = "exit_on." + i, id = "exit-" + i + "-";
+    var kind = isObj(rule) && "segment_exited" in rule ? "segment_exited" : isObj(rule) && "event" in rule ? "event" : null;
+    var card = at(el("div", "in-item"), p);
+    card.setAttribute("data-testid", "exit-" + i);
+    var head = el("div", "in-item-head");
+    var pick = select([["event", s.exit_event], ["segment_exited", s.exit_segment]], kind || "event", function (v) {
+      list[i] = v === "event" ? { event: "" } : { segment_exited: (ctx.boot.segments || [])[0] || "" };
+      changed("exit-kind"); rebuild();
+    });
+    pick.setAttribute("data-testid", "field-" + id + "kind"); pick.classList.add("in-kind");
+    head.appendChild(pick);
+    head.appendChild(button("×", "in-x", function () { list.splice(i, 1); changed("exit-remove"); rebuild(); }, "remove-exit-" + i));
+    card.appendChild(head);
+    if (kind === "segment_exited") {
+      at(row(card, s.segment_label, null, segmentSelect(ctx.boot, rule.segment_exited, function (v) { rule.segment_exited = v; changed(id + "segment"); }), id + "segment"), p + ".segment_exited");
+    } else if (kind === "event") {
+      at(row(card, s.event_name, null, input(rule.event, function (v, box) {
+        rule.event = v; box.classList.toggle("in-bad", !v.trim()); changed(id + "event");
+      }, { list: datalist("dl-events", ctx.boot.events), placeholder: "unsubscribed" }), id + "event"), p + ".event");
+      at(b.filters(card, "where", rule, ["exit_on", i, "where"], function () { changed(id + "where"); }, id + "where"), p + ".where");
+    }
+    return card;
+  }
+
+  function goalPanel(container, ctx) {
+    var s = ctx.boot.strings, doc = clone(ctx.doc) || {};
+    container.textContent = "";
+    var rebuild = function () { goalPanel(container, Object.assign({}, ctx, { doc: clone(doc) })); };
+    var b = new Builder(Object.assign({}, ctx, { nodeType: { fields: fieldsFor(s) }, stepIds: [] }), container, rebuild);
+    var head = el("div", "in-head in-goal");
+    head.appendChild(el("span", "in-dot"));
+    head.appendChild(el("strong", null, s.goal_block));
+    container.appendChild(head);
+    container.appendChild(el("p", "in-about", s.goal_about));
+    var form = el("fieldset", "in-form");
+    form.disabled = !!ctx.readonly;
+    form.setAttribute("data-testid", "goal-panel");
+    function changed(key) { ctx.onChange(doc, key); }
+    var box = section(form, s.goal, "goal");
+    var on = el("input"); on.type = "checkbox"; on.checked = isObj(doc.goal);
+    on.addEventListener("change", function () {
+      if (on.checked) doc.goal = { event: "", within: "7d" }; else delete doc.goal;
+      changed("goal-on"); rebuild();
+    });
+    row(box, s.has_goal, s.goal_help, on, "goal-on").classList.add("in-check");
+    if (isObj(doc.goal)) {
+      var goal = doc.goal;
+      at(row(box, s.event_name, null, input(goal.event, function (v, i) {
+        goal.event = v; i.classList.toggle("in-bad", !v.trim()); changed("goal-event");
+      }, { list: datalist("dl-events", ctx.boot.events), placeholder: "order_placed" }), "goal-event"), "goal.event");
+      at(row(box, s.within, s.within_help, input(goal.within, function (v, i) {
+        i.classList.toggle("in-bad", v !== "" && !DURATION_TEXT.test(v));
+        if (v) goal.within = /^\d+$/.test(v) ? Number(v) : v; else delete goal.within;
+        changed("goal-within");
+      }, { placeholder: "7d" }), "goal-within"), "goal.within");
+      at(b.filters(box, "where", goal, ["goal", "where"], function () { changed("goal-where"); }, "goal-where"), "goal.where");
+    }
+    var exits = section(form, s.exit_rules, "exit_on");
+    exits.appendChild(el("p", "in-help", s.exit_help));
+    var list = Array.isArray(doc.exit_on) ? doc.exit_on : [];
+    doc.exit_on = list;
+    list.forEach(function (rule, i) { exits.appendChild(exitCard(list, i, ctx, function (key) {
+      if (!list.length) delete doc.exit_on; changed(key);
+    }, rebuild, b)); });
+    exits.appendChild(button("+ " + s.add_exit, "in-add", function () {
+      list.push({ event: "" }); doc.exit_on = list; changed("exit-add"); rebuild();
+    }, "add-exit"));
+    if (!list.length && !Array.isArray(ctx.doc.exit_on)) delete doc.exit_on;
+    container.appendChild(form);
+    markProblems(container, ctx.problems || []);
+  }
+
+  // Each problem shows once, on the control whose data-path is the longest prefix of its field.
+  function markProblems(container, problems) {
+    container.querySelectorAll(".in-problem").forEach(function (n) { n.parentNode.removeChild(n); });
+    container.querySelectorAll(".in-has-problem").forEach(function (n) { n.classList.remove("in-has-problem"); });
+    var spots = Array.prototype.slice.call(container.querySelectorAll("[data-path]"));
+    if (!spots.length) return;
+    (problems || []).forEach(function (p) {
+      if (!p.field || p.step) return;
+      var best = null, len = -1;
+      spots.forEach(function (n) {
+        var path = n.getAttribute("data-path");
+        if ((p.field === path || p.field.indexOf(path + ".") === 0) && path.length > len) { best = n; len = path.length; }
+      });
+      if (!best) return;
+      best.classList.add("in-has-problem");
+      var note = el("span", "in-error in-problem" + (p.severity === "warning" ? " in-warning" : ""), p.message + (p.hint ? " (" + p.hint + ")" : ""));
+      note.setAttribute("data-testid", "problem-at-" + p.field);
+      best.appendChild(note);
+    });
   }
 
   function scenarioPanel(container, ctx) {
@@ -523,9 +923,21 @@
     container.appendChild(form);
     var tr = el("div", "in-triggers");
     tr.appendChild(el("div", "in-label", s.triggers));
-    (Array.isArray(doc.triggers) ? doc.triggers : []).forEach(function (t) { tr.appendChild(el("div", "in-trigger", triggerText(t))); });
+    (Array.isArray(doc.triggers) ? doc.triggers : []).forEach(function (t) { tr.appendChild(el("div", "in-trigger", triggerText(t, s))); });
+    if (ctx.onOpen) {
+      var links = el("div", "in-open");
+      links.appendChild(button(s.edit_entry, "", function () { ctx.onOpen("entry"); }, "open-entry"));
+      links.appendChild(button(s.edit_goal, "", function () { ctx.onOpen("goal"); }, "open-goal"));
+      tr.appendChild(links);
+    }
     container.appendChild(tr);
   }
 
-  window.ParcoursInspector = { step: stepPanel, scenario: scenarioPanel, parseValue: parseValue, kindOf: kindOf, uid: function () { return ++uid; } };
+  window.ParcoursInspector = {
+    step: stepPanel, scenario: scenarioPanel, entry: entryPanel, goal: goalPanel,
+    markProblems: markProblems, showCount: showCount,
+    triggerText: triggerText, entryText: entryText, audienceText: audienceText, exitText: exitText,
+    parseCron: parseCron, formatCron: formatCron,
+    parseValue: parseValue, kindOf: kindOf, uid: function () { return ++uid; }
+  };
 })();
