@@ -237,7 +237,7 @@ def entry_strings() -> dict[str, str]:
         "for_example": _("e.g."),
         "sending": _("Sending"),
         "kind": _("Kind"),
-        "kind_help": _("Transactional messages (receipts) pass consent, quiet hours, caps and pressure."),
+        "kind_help": _("Receipts and the like: consent, quiet hours and caps never hold them."),
         "kind_marketing": _("Marketing"),
         "kind_transactional": _("Transactional"),
         "topic_label": _("Consent topic"),

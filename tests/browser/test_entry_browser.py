@@ -78,6 +78,9 @@ def _email_step_and_goal(page: Any) -> None:
     page.check('[data-testid="field-goal-on"]')
     page.fill('[data-testid="field-goal-event"]', "order_placed")
     page.fill('[data-testid="field-goal-within"]', "14d")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=problems-toggle]').textContent === 'No problems'"
+    )
 
 
 def _save(page: Any) -> None:

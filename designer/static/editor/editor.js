@@ -15,15 +15,20 @@
  *     fit,          // true: fit the drawing in the view once mounted
  *     strings,      // optional translated texts (designer.editor.strings())
  *     onSelect,     // optional function (stepId | null)
+ *     blocks,       // true: draw the entry block and the goal/exit block (the editor page)
+ *     onBlock,      // optional function ("entry" | "goal" | null), a block clicked
  *   });
  *   canvas.showCounts({step_id: {label: number, ...}, ...});  // pills on the nodes
  *   canvas.clearCounts();
  *   canvas.fit(); canvas.zoomIn(); canvas.zoomOut(); canvas.select(stepId);
  *   canvas.setDoc(doc); canvas.setProblems(problems); canvas.destroy();
+ *   canvas.selectBlock("entry" | "goal" | null); canvas.setAudienceLine(text);  // with blocks
  *
  * Test ids: palette-<type>, node-<step>, port-<step>-<exit> (exit: next, then, else, on_event,
  * on_timeout, default, cases.<i>, branches.<i>), in-<step>, field-<name>, save, save-status,
- * problems, tab-yaml, yaml-text, layout, undo, redo.
+ * problems, tab-yaml, yaml-text, layout, undo, redo; entry-block, goal-block, entry-count,
+ * problem-entry, problem-goal, audience-count, trigger-<i>, exit-<i>, add-trigger, add-exit,
+ * audience-mode-<everyone|segment|conditions>, problem-at-<field> (a problem on its field).
  */
 
 // ---------------------------------------------------------------- the canvas (ParcoursCanvas)
@@ -304,7 +309,7 @@
       var start = startOf(doc), startNode = start && numOf[start] ? element.querySelector("#node-" + numOf[start]) : null;
       var triggers = Array.isArray(doc.triggers) ? doc.triggers : [];
       var lines = triggers.map(function (t) { return [I.triggerText ? I.triggerText(t, s) : JSON.stringify(t), "pc-trigger"]; });
-      if (!lines.length) lines.push([s.no_trigger || "—", "pc-missing"]);
+      if (!lines.length) lines.push([s.no_trigger || "—", "pc-none"]);
       lines.push([I.entryText ? I.entryText(doc.entry, s) : "", "pc-rule"]);
       lines.push([I.audienceText ? I.audienceText(doc.audience, s) : "", "pc-rule"]);
       lines.push([audienceLine || "…", "pc-match", "entry-count"]);
