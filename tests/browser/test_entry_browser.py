@@ -134,6 +134,7 @@ def test_a_journey_that_starts_when_a_contact_enters_a_segment(
     assert page.input_value('[data-testid="field-trigger-0-kind"]') == "segment_entered"
     assert page.input_value('[data-testid="field-trigger-0-segment"]') == "premium"
     _entry_rules_and_audience(page)
+    page.select_option('[data-testid="field-topic"]', "newsletter")  # a topic the policy knows
     site.shot(page, "editor-entry-panel")
     _email_step_and_goal(page)
     site.shot(page, "editor-goal-panel")
@@ -144,6 +145,7 @@ def test_a_journey_that_starts_when_a_contact_enters_a_segment(
     assert data["entry"] == {"reentry": "cooldown", "cooldown": "30d"}
     assert data["audience"] == {"segment": "newsletter-subscribers"}
     assert data["goal"] == {"event": "order_placed", "within": "14d"}
+    assert data["topic"] == "newsletter" and "kind" not in data  # marketing, the default
     (step,) = data["steps"].values()
     assert step["type"] == "send" and step["channel"] == "email"
     _simulate_and_publish(page, site, "premium-welcome")
@@ -179,6 +181,10 @@ def test_a_journey_that_starts_on_an_event_with_a_filter(page_for: PageFor, site
     page.click('[data-testid="undo"]')
     page.wait_for_selector('[data-testid="trigger-1"]')
     page.click('[data-testid="remove-trigger-1"]')
+    page.select_option('[data-testid="field-topic"]', "__other")  # one the policy does not list
+    page.fill('[data-testid="field-topic-other"]', "big-orders")
+    page.select_option('[data-testid="field-kind"]', "transactional")
+    site.shot(page, "editor-entry-event")
     _email_step_and_goal(page)
     _save(page)
 
@@ -188,6 +194,7 @@ def test_a_journey_that_starts_on_an_event_with_a_filter(page_for: PageFor, site
     ]
     assert data["entry"] == {"reentry": "cooldown", "cooldown": "30d"}
     assert data["audience"] == {"segment": "newsletter-subscribers"}
+    assert data["topic"] == "big-orders" and data["kind"] == "transactional"
     _simulate_and_publish(page, site, "big-order-thanks")
 
 

@@ -759,15 +759,19 @@
       if (v === "marketing" && !("kind" in ctx.doc)) delete doc.kind; else doc.kind = v;
       changed("kind");
     }), "kind"), "kind");
-    var known = Object.keys(topics), other = doc.topic != null && known.indexOf(doc.topic) < 0;
+    // a topic the policy does not list is typed in; choosing "Other…" writes nothing until then
+    var known = Object.keys(topics), other = (doc.topic != null && known.indexOf(doc.topic) < 0) || !!ctx.otherTopic;
     var opts = [["", s.none]].concat(known.map(function (t) { return [t, topics[t] + " (" + t + ")"]; })).concat([["__other", s.other_topic]]);
     var wrap = at(row(box, s.topic_label, s.topic_help, select(opts, other ? "__other" : doc.topic || "", function (v) {
-      if (v === "__other") { doc.topic = doc.topic && known.indexOf(doc.topic) < 0 ? doc.topic : ""; changed("topic"); rebuild(); return; }
+      if (v === "__other") { rebuild({ otherTopic: true }); return; }
       if (v) doc.topic = v; else delete doc.topic;
-      changed("topic"); if (other) rebuild();
+      changed("topic"); if (other) rebuild({ otherTopic: false });
     }), "topic"), "topic");
     if (other) {
-      var free = input(doc.topic, function (v) { doc.topic = v; changed("topic"); }, { placeholder: "loyalty" });
+      var free = input(known.indexOf(doc.topic) < 0 ? doc.topic : "", function (v) {
+        if (v.trim()) doc.topic = v.trim(); else delete doc.topic;
+        changed("topic");
+      }, { placeholder: "loyalty" });
       free.setAttribute("data-testid", "field-topic-other");
       wrap.appendChild(free);
     }
@@ -776,7 +780,7 @@
   function entryPanel(container, ctx) {
     var s = ctx.boot.strings, doc = clone(ctx.doc) || {};
     container.textContent = "";
-    var rebuild = function () { entryPanel(container, Object.assign({}, ctx, { doc: clone(doc) })); };
+    var rebuild = function (extra) { entryPanel(container, Object.assign({}, ctx, extra || {}, { doc: clone(doc) })); };
     var b = new Builder(Object.assign({}, ctx, { nodeType: { fields: fieldsFor(s) }, stepIds: [] }), container, rebuild);
     var head = el("div", "in-head in-entry");
     head.appendChild(el("span", "in-dot"));
