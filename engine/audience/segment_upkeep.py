@@ -28,6 +28,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Interval,
     Select,
     Table,
     delete,
@@ -103,7 +104,7 @@ def _leaves(conn: Connection, span: timedelta) -> ColumnElement[Any]:
     """The instant an event stops counting: `span` after it happened."""
     at = events.c.occurred_at
     if conn.dialect.name == "postgresql":
-        return at + span
+        return at + literal(span, Interval())
     # SQLite keeps instants as 'YYYY-MM-DD HH:MM:SS.ffffff' text: add whole seconds, keep the
     # fraction, and the result still compares as text with the stored instants.
     seconds = int(span.total_seconds())
