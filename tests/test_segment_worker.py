@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from engine.audience.changes import PROFILE, mark_changed
@@ -116,9 +116,7 @@ def engine(engine_url: str) -> Iterator[Engine]:
 
 
 def worker(engine: Engine, workspace: Path, rebuild_hours: int = 24) -> Worker:
-    settings = load_settings(
-        env={}, scenarios_dir=workspace, segments_rebuild_hours=rebuild_hours
-    )
+    settings = load_settings(env={}, scenarios_dir=workspace, segments_rebuild_hours=rebuild_hours)
     return Worker(engine, settings)
 
 
@@ -334,9 +332,7 @@ def test_a_rebuild_schedules_the_clock_of_every_contact(engine: Engine, workspac
 
 
 TRIGGERED = scenario("welcome-buyer", "  - segment_entered: buyers", "entry: {reentry: always}")
-EXITING = scenario(
-    "french-club", "  - event: joined", "exit_on:\n  - segment_exited: french"
-)
+EXITING = scenario("french-club", "  - event: joined", "exit_on:\n  - segment_exited: french")
 STAYING = scenario("plain-club", "  - event: joined")
 
 
@@ -393,25 +389,26 @@ def test_a_manual_import_fires_and_refreshes_what_composes_it(
     assert in_segment(engine, "vip-buyers") == {ids["a"]}
 
 
-def test_reentry_never_applies_to_segment_entries(engine: Engine, workspace: Path) -> None:
-    once = TRIGGERED.replace("reentry: always", "reentry: never")
-    publish(engine, once)
+def test_the_entry_rules_apply_to_segment_entries(engine: Engine, workspace: Path) -> None:
+    publish(engine, scenario("vip-welcome", "  - segment_entered: vip"))
     add_contacts(engine, {"external_id": "a"})
     w = worker(engine, workspace)
     w.run_once(NOW)
-    with engine.begin() as conn:
-        for at, query in [
-            (NOW, select(contacts_table.c.id)),
-            (NOW + timedelta(seconds=1), select(contacts_table.c.id).where(text("1 = 0"))),
-            (NOW + timedelta(seconds=2), select(contacts_table.c.id)),
-        ]:
-            replace_members(conn, "buyers", query, at, reason="import")
-    report = w.run_once(NOW + timedelta(seconds=3))
+    everyone, nobody = select(contacts_table.c.id), select(contacts_table.c.id).where(text("1=0"))
+    with engine.begin() as conn:  # in, out, in again: two entries
+        hour = timedelta(hours=1)
+        for at, query in [(NOW, everyone), (NOW + hour, nobody), (NOW + 2 * hour, everyone)]:
+            replace_members(conn, "vip", query, at, reason="import")
+    report = w.run_once(NOW + 2 * hour)
     with engine.connect() as conn:
         count = conn.execute(select(func.count()).select_from(Enrollment)).scalar_one()
-    assert count == 1 and report.triggers["reentry_never"] == 1 or report.triggers[
-        "already_active"
-    ] == 1
+        skipped = (
+            conn.execute(select(JournalEntry.reason).where(JournalEntry.kind == "skipped_entry"))
+            .scalars()
+            .all()
+        )
+    assert count == 1
+    assert report.triggers["already_active"] == 1 and skipped == ["already_active"]
 
 
 # ------------------------------------------------------------------ an idle pass
@@ -433,3 +430,55 @@ def test_an_idle_pass_asks_a_few_questions_whatever_the_number_of_segments(
         event.remove(engine, "before_cursor_execute", listener)
     about_segments = [s for s in seen if "segment" in s or "contact_changes" in s]
     assert len(about_segments) <= 3, about_segments
+
+
+# ------------------------------------------------------------------ several workers (PostgreSQL)
+
+
+def test_a_refresh_puts_off_a_segment_another_worker_holds(engine: Engine, workspace: Path) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing to put off")
+    ids = add_contacts(engine, {"external_id": "a"})
+    w = worker(engine, workspace)
+    w.run_once(NOW)
+    order(engine, "a", NOW)
+    with engine.connect() as other, other.begin():  # another worker rebuilding buyers
+        other.execute(
+            select(SegmentBuild).where(SegmentBuild.segment_id == "buyers").with_for_update()
+        )
+        report = w.run_once(NOW + timedelta(seconds=1))  # does not wait for it
+    assert report.triggers["segment_refresh_deferred"] >= 1
+    assert in_segment(engine, "buyers") == set()
+    w.run_once(NOW + timedelta(seconds=2))
+    assert in_segment(engine, "buyers") == {ids["a"]}
+
+
+def test_changes_are_fired_only_once_their_writer_has_committed(
+    engine: Engine, workspace: Path
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite commits history ids in order")
+    publish(engine, scenario("vip-welcome", "  - segment_entered: vip"))
+    ids = add_contacts(engine, {"external_id": "a"}, {"external_id": "b"})
+    w = worker(engine, workspace)
+    w.run_once(NOW)
+
+    def entry(contact: str) -> dict[str, object]:
+        return {"segment_id": "vip", "contact_id": ids[contact], "change": "entered", "at": NOW,
+                "reason": "import"}  # fmt: skip
+
+    slow = engine.connect()
+    slow_txn = slow.begin()
+    slow.execute(insert(SegmentChange).values(entry("a")))  # the lower id, not committed yet
+    with engine.begin() as conn:
+        conn.execute(insert(SegmentChange).values(entry("b")))
+    w.run_once(NOW + timedelta(seconds=1))  # b's change is committed, a's is not
+    with engine.connect() as conn:
+        early = set(conn.execute(select(Enrollment.contact_id)).scalars())
+    slow_txn.commit()
+    slow.close()
+    w.run_once(NOW + timedelta(seconds=2))
+    with engine.connect() as conn:
+        entered = sorted(conn.execute(select(Enrollment.contact_id)).scalars())
+    assert early == set(), "the cursor must not pass a's uncommitted change"
+    assert entered == sorted(ids.values())
