@@ -11,7 +11,13 @@ times, in the same run and on the same data:
   rebuild  — engine.audience.membership.rebuild from empty (every member enters, with history),
              then again after 1% of the contacts changed country (the difference only);
   refresh  — events arriving at 500 a second: each second's 500 order_placed events are
-             inserted and refresh_contacts recomputes the segment for the contacts they touched.
+             inserted and refresh_contacts recomputes the segment for the contacts they touched;
+  worker   — the same segment as a file of a workspace, kept by engine.worker.runner.Worker: its
+             first pass builds it, then a feeder thread records 500 events a second through
+             engine.audience.ingest.record_events while the worker runs passes (event pass,
+             change feed, refresh, clock, triggers); reported: the events per second processed
+             from the first arrival until nothing waits, the catch-up after the last arrival,
+             and the most events and changes ever waiting after a pass.
 The ratio compiled/raw is the figure to watch (target: at most 1.5).
 
     python bench/segments.py [--contacts 1000000] [--events 10000000] [--db postgresql|sqlite|both]
@@ -23,6 +29,7 @@ import argparse
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -34,10 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Connection, func, select, text
 
 from bench.steps import fresh_database
+from engine.audience.ingest import record_events
 from engine.audience.membership import rebuild, refresh_contacts
 from engine.audience.segment_sql import compile_condition
+from engine.config import load_settings
 from engine.spec.conditions import All, AttributeTest, EventTest, Not, TagTest
 from engine.store.db import make_engine, upgrade
+from engine.worker.runner import Worker
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(days=90)
@@ -50,6 +60,16 @@ SEGMENT = All(
 )
 RATE = 500  # events per second arriving
 SECONDS = 20  # seconds of arrivals refreshed
+SEGMENT_FILE = """\
+format_version: 1
+id: bench
+name: Bench
+condition:
+  all:
+    - {attribute: country, op: eq, value: FR}
+    - {event: order_placed, within: 90d}
+    - not: {tag: unsubscribed}
+"""
 
 # Countries 1 in 5 FR, one contact in 10 unsubscribed, events over the past year: 20% orders.
 PG_LOAD = [
@@ -220,6 +240,60 @@ def refresh_rate(conn: Connection, kind: str) -> float:
     return RATE * SECONDS / (time.perf_counter() - started)
 
 
+def worker_rate(url: str, kind: str, tmp: Path) -> dict[str, float]:
+    """The worker's own path at RATE events a second for SECONDS seconds (module docstring)."""
+    folder = tmp / f"workspace-{kind}" / "segments"
+    folder.mkdir(parents=True)
+    (folder / "bench.yaml").write_text(SEGMENT_FILE)
+    engine = make_engine(url)
+    worker = Worker(engine, load_settings(env={}, scenarios_dir=folder.parent))
+    started = time.perf_counter()
+    worker.run_once(NOW)
+    out: dict[str, float] = {"build": time.perf_counter() - started}
+    with engine.connect() as conn:
+        total = int(conn.execute(text("SELECT max(id) FROM contacts")).scalar_one())
+    step = max(1, total // (RATE * SECONDS)) + 7  # other contacts than refresh_rate's
+    t0 = time.perf_counter()
+
+    def feed() -> None:
+        for second in range(SECONDS):
+            at = NOW + timedelta(seconds=second + 1)
+            rows = [
+                {"contact": f"c{1 + ((second * RATE + i) * step) % total}", "name": "order_placed",
+                 "properties": {}, "occurred_at": at, "event_key": None}
+                for i in range(RATE)
+            ]  # fmt: skip
+            with engine.begin() as conn:
+                record_events(conn, rows, at)
+            time.sleep(max(0.0, t0 + second + 1 - time.perf_counter()))
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    backlog = waiting = 0
+    while True:
+        now = NOW + timedelta(seconds=1 + time.perf_counter() - t0)
+        report = worker.run_once(now)
+        with engine.connect() as conn:
+            waiting = int(
+                conn.execute(
+                    text(
+                        "SELECT (SELECT count(*) FROM event_inbox)"
+                        " + (SELECT count(*) FROM contact_changes)"
+                    )
+                ).scalar_one()
+            )
+        backlog = max(backlog, waiting)
+        if not feeder.is_alive() and not waiting:
+            break
+        if not report.triggers.get("events"):
+            time.sleep(0.02)
+    feeder.join()
+    elapsed = time.perf_counter() - t0
+    engine.dispose()
+    out.update(rate=RATE * SECONDS / elapsed, catch_up=max(0.0, elapsed - SECONDS), backlog=backlog)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,6 +307,7 @@ def main() -> None:
     print("order_placed in the last 90 days and not tagged unsubscribed")
     header = f"{'database':<12}{'load s':>8}{'members':>9}{'raw s':>8}{'compiled s':>11}"
     print(header + f"{'ratio':>7}{'rebuild s':>10}{'again s':>9}{'refresh ev/s':>13}")
+    results: list[tuple[str, dict[str, float]]] = []
     var = Path(__file__).resolve().parent.parent / "var"
     var.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-segments-", dir=var) as tmp:
@@ -242,6 +317,7 @@ def main() -> None:
                 upgrade(url)
                 loaded = load(url, kind, args.contacts, args.events)
                 r = measure(url, kind)
+                results.append((kind, worker_rate(url, kind, Path(tmp))))
             finally:
                 drop()
             print(
@@ -250,6 +326,13 @@ def main() -> None:
                 f"{r['refresh']:>13.0f}"
             )
             sys.stdout.flush()
+    print(f"\nthe worker's path, {RATE} events/s arriving for {SECONDS} s")
+    print(f"{'database':<12}{'build s':>8}{'processed ev/s':>15}{'catch-up s':>11}{'backlog':>8}")
+    for kind, w in results:
+        print(
+            f"{kind:<12}{w['build']:>8.2f}{w['rate']:>15.0f}{w['catch_up']:>11.2f}"
+            f"{w['backlog']:>8.0f}"
+        )
 
 
 if __name__ == "__main__":

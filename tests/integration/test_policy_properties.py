@@ -134,10 +134,11 @@ def _reset(engine: Engine) -> None:
     with engine.begin() as conn:
         for table in TABLES:
             conn.execute(text(f"DELETE FROM {table}"))
+    upgrade(engine)
+    with engine.begin() as conn:
         rows = [{"external_id": name, "email": f"{name}@example.com", "phone": "+33611223344",
                  "timezone": zone, "attributes": {}} for name, zone in CONTACTS]  # fmt: skip
         upsert_contacts(conn, rows, START)
-    upgrade(engine)
 
 
 @settings(
