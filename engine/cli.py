@@ -894,6 +894,12 @@ def main() -> None:
     cli(prog_name="parcours")
 
 
+from engine.cli_segments import segment, segments  # noqa: E402
+
+cli.add_command(segments)
+cli.add_command(segment)
+
+
 @cli.command("channels")
 @click.pass_context
 def channels_cmd(ctx: click.Context) -> None:
