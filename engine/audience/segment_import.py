@@ -80,6 +80,9 @@ _CREATE = {
 }
 
 
+_COPY = "COPY segment_import_ids (line, external_id) FROM STDIN"
+
+
 class SegmentImportError(ParcoursError):
     """The list cannot be imported at all (no external_id column, a condition segment...)."""
 
@@ -168,18 +171,16 @@ def import_members(
     read = _stage(conn, ids)
     contacts = Contact.__table__.c
     s = _staged.c
-    known = exists().where(contacts.external_id == s.external_id)
+    known_id = contacts.external_id == s.external_id
+    known = exists().where(known_id)
     unknown = conn.execute(
         select(s.line, s.external_id).where(~known).order_by(s.line)
     ).all()  # rejects are few next to the list; read before the next statement reuses the cursor
     for line, external_id in unknown:
         on_reject(Rejected(int(line), str(external_id), UNKNOWN if external_id else EMPTY))
-    conn.execute(
-        insert(_resolved).from_select(
-            ["contact_id"],
-            select(contacts.id).where(exists().where(s.external_id == contacts.external_id)),
-        )
-    )
+    # from the list into the contacts' unique index: the list itself has no index
+    listed = select(contacts.id).join_from(_staged, Contact.__table__, known_id).distinct()
+    conn.execute(insert(_resolved).from_select(["contact_id"], listed))
     matched = int(conn.execute(select(func.count()).select_from(_resolved)).scalar_one())
     changes = _apply(conn, segment.id, mode, matched, now, reason, scoped_limit)
     for table in ("segment_import_ids", "segment_import_contacts"):
@@ -193,7 +194,9 @@ def import_members(
 
 
 def _stage(conn: Connection, ids: Iterable[tuple[int, str]]) -> int:
-    """Insert the ids in batches; returns the rows read."""
+    """Insert the ids (COPY on PostgreSQL, batches of inserts on SQLite); returns the rows read."""
+    if conn.dialect.name == "postgresql":
+        return _copy(conn, ids)
     read, batch = 0, []
     for line, external_id in ids:
         read += 1
@@ -203,6 +206,17 @@ def _stage(conn: Connection, ids: Iterable[tuple[int, str]]) -> int:
             batch = []
     if batch:
         conn.execute(insert(_staged), batch)
+    return read
+
+
+def _copy(conn: Connection, ids: Iterable[tuple[int, str]]) -> int:
+    # the driver's COPY, on the connection's own transaction: a third of the time of inserts
+    driver: Any = conn.connection.driver_connection
+    read = 0
+    with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
+        for row in ids:
+            read += 1
+            copy.write_row(row)
     return read
 
 
