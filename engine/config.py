@@ -63,6 +63,13 @@ SETTINGS: tuple[Setting, ...] = (
         "customer value); a purchase refreshes its own contact at once.",
         int,
     ),
+    Setting(
+        "SEGMENTS_REBUILD_HOURS",
+        "24",
+        "Hours between two full rebuilds of every segment, the safety net under the incremental "
+        "refresh (a changed definition is rebuilt at once).",
+        int,
+    ),
     Setting("HOST", "127.0.0.1", "Address the HTTP server listens on."),
     Setting("PORT", "8080", "Port of the HTTP server.", int),
     Setting(
@@ -108,6 +115,7 @@ class Settings:
     anniversary_lookahead_hours: int
     trigger_max_age_hours: int
     attributes_every_hours: int
+    segments_rebuild_hours: int
     host: str
     port: int
     public_url: str

@@ -17,6 +17,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from engine.audience.changes import PROFILE, mark_selected
 from engine.audience.contacts import (
     EMAIL,
     MAX_EMAIL_LENGTH,
@@ -281,6 +282,9 @@ def upsert_contacts(conn: Connection, rows: list[dict[str, Any]], now: datetime)
             values["attributes"] = {**(current.attributes or {}), **row["attributes"]}
             values["updated_at"] = now
             conn.execute(update(Contact).where(Contact.id == current.id).values(**values))
+    # the segments reading profiles refresh these contacts (engine.audience.changes)
+    touched = select(Contact.id).where(Contact.external_id.in_(list(merged)))
+    mark_selected(conn, touched, PROFILE, now)
     return created, len(merged) - created
 
 

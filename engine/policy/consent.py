@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from channels import channel_names
+from engine.audience.changes import CONSENT, mark_changed
 from engine.audience.contacts import EMAIL, MAX_EMAIL_LENGTH, PHONE, RowInvalid, check_json
 from engine.delivery.links import InvalidLink, sign, verify
 from engine.errors import IngestError, NotFound
@@ -288,6 +289,7 @@ def record_consent(
             where=ConsentState.since <= stmt.excluded.since,
         )
     )
+    mark_changed(conn, [(contact_id, CONSENT)], now)  # for the segments reading consent
     return record_id
 
 

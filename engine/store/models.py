@@ -514,3 +514,38 @@ class SegmentCount(Base):
     segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     members: Mapped[int] = mapped_column(BigInteger)
+
+
+class SegmentBuild(Base):
+    """A segment the worker keeps: the hash of the definition it was last fully built from, and
+    when. A definition whose hash differs is rebuilt at once; every one, on a schedule. The row
+    is also the segment's lock: a rebuild or a refresh holds it (FOR UPDATE) while it writes."""
+
+    __tablename__ = "segment_builds"
+
+    segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    definition_hash: Mapped[str] = mapped_column(String(64))
+    built_at: Mapped[datetime | None]
+
+
+class SegmentDue(Base):
+    """A contact whose membership of a segment is to be computed again at `due_at`: the instant
+    time alone changes the answer (an event leaving a window), or now (a refresh put off)."""
+
+    __tablename__ = "segment_due"
+    __table_args__ = (Index(None, "due_at"),)
+
+    segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    due_at: Mapped[datetime]
+
+
+class ContactChange(Base):
+    """A contact whose data of one kind changed (profile, consent, pressure, event:NAME) since
+    the worker last refreshed the segments reading that kind. Written where contacts change."""
+
+    __tablename__ = "contact_changes"
+
+    contact_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(160), primary_key=True)
+    changed_at: Mapped[datetime]

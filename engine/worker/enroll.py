@@ -19,7 +19,6 @@ from sqlalchemy.engine import Connection
 from engine.audience.attributes import VIEW_COLUMNS, VIEW_JOINS, VIEW_SELECT, metrics_view
 from engine.policy.model import PressureConfig
 from engine.runtime.state import ACTIVE, ContactView, EventView, History
-from engine.spec.conditions import SegmentMembershipUnavailable
 from engine.spec.expressions import RenderError
 from engine.spec.model import Scenario
 from engine.store.models import Enrollment, Event, JournalEntry
@@ -66,15 +65,20 @@ class _AudienceCtx:
 
 
 def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView]:
-    """Load contacts as views, one query (read at driver level: it runs for every batch)."""
+    """Load contacts as views with their segments, one query (read at driver level: it runs for
+    every batch)."""
     wanted = list(set(ids))
     if not wanted:
         return {}
-    mark = "?" if conn.dialect.name == "sqlite" else "%s"
-    # the computed attributes come in the same statement, not one more query per contact
+    sqlite = conn.dialect.name == "sqlite"
+    mark = "?" if sqlite else "%s"
+    # the computed attributes and the segments come in the same statement, not one more query
+    # per contact (segment ids are identifiers: never a comma in them)
+    joined = "group_concat(s.segment_id, ',')" if sqlite else "string_agg(s.segment_id, ',')"
     sql = (
         "SELECT c.id, c.external_id, c.email, c.phone, c.timezone, c.locale, c.score, c.tags, "
-        f"c.attributes, c.opted_out, {VIEW_SELECT} FROM contacts c {VIEW_JOINS} "
+        f"c.attributes, c.opted_out, (SELECT {joined} FROM segment_members s "
+        f"WHERE s.contact_id = c.id) AS segments, {VIEW_SELECT} FROM contacts c {VIEW_JOINS} "
         f"WHERE c.id IN ({', '.join([mark] * len(wanted))})"
     )
     out = {}
@@ -85,7 +89,8 @@ def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView
         attributes = json.loads(attributes) if isinstance(attributes, str) else attributes
         out[r[0]] = ContactView(r[0], r[1], r[2], r[3], r[4], r[5], r[6], list(tags or []),
                                 dict(attributes or {}), bool(r[9]))  # fmt: skip
-        computed = dict(zip((*VIEW_COLUMNS, "lead_score"), r[10:], strict=True))
+        out[r[0]].segments = frozenset(r[10].split(",")) if r[10] else frozenset()
+        computed = dict(zip((*VIEW_COLUMNS, "lead_score"), r[11:], strict=True))
         out[r[0]].metrics = metrics_view(computed, r[6])
     return out
 
@@ -261,8 +266,6 @@ def _refusal(
     try:
         inside = c.scenario.audience.evaluate(_AudienceCtx(contact, history, now, c.scenario))
     except RenderError:  # an expression over the render budget: no contact is in the audience
-        return "audience_failed"
-    except SegmentMembershipUnavailable:  # the worker does not load segment membership yet
         return "audience_failed"
     return None if inside else "audience"
 

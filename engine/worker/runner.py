@@ -1,4 +1,5 @@
-"""One worker pass: new events, schedules, anniversaries, then due enrollments in leased batches.
+"""One worker pass: new events, segment membership and its triggers, schedules, anniversaries,
+then due enrollments in leased batches.
 
 A batch is claimed in its own short transaction (lease + attempt number), then advanced and
 written in one transaction: enrollment updates are fenced by the attempt number, sends are
@@ -23,6 +24,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
+from engine.audience.changes import PRESSURE, PROFILE, mark_changed
+from engine.audience.segment_upkeep import SegmentUpkeep
 from engine.config import Settings
 from engine.policy.base import Gate, OptOutGate
 from engine.policy.model import Policy
@@ -34,6 +37,7 @@ from engine.spec.model import AnniversaryTrigger, Scenario
 from engine.store.bulk import BulkWriter
 from engine.store.models import Contact, Enrollment, Event, JournalEntry
 from engine.worker.enroll import Candidate, contact_views, enroll, histories
+from engine.worker.segment_triggers import FIRE_CHUNK, fire_changes, high_water, newest_change
 from engine.worker.triggers import (
     fan_out,
     fire_schedules,
@@ -46,6 +50,7 @@ from engine.worker.versions import VersionCache
 
 logger = logging.getLogger(__name__)
 FANOUT_CHUNKS_PER_PASS = 100  # schedule fan-out per pass: up to 100,000 contacts, then due work
+FIRE_CHUNKS_PER_PASS = 100  # membership changes fired per pass: up to 100,000, then due work
 GateFactory = Callable[[Connection, dict[int, ContactView], datetime], Gate]
 
 
@@ -146,12 +151,19 @@ class Worker:
         # The workspace policy, when the gate enforces one (the barometer follows it).
         self.policy: Policy | None = getattr(gate_factory, "policy", None)
         self._gate: Gate | None = None  # the current batch's gate
+        self.segments = SegmentUpkeep(
+            settings.scenarios_dir,
+            timedelta(hours=settings.segments_rebuild_hours),
+            self.policy.pressure if self.policy is not None else None,
+        )
+        self._fired_upto = -1  # the history id up to which membership changes were fired
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
         """Everything due at `now`: events, schedules, anniversaries, then enrollments."""
         now = now or self.clock.now()
         report = PassReport()
+        self.segments.watcher.current()  # the segment files, read again if they changed
         with self.engine.connect() as conn:
             live = self.cache.live(conn)
         while True:
@@ -163,10 +175,12 @@ class Worker:
                     timedelta(hours=self.settings.trigger_max_age_hours),
                     scenario_of=lambda version_id: self.cache.get(conn, version_id),
                     policy=self.policy,
+                    segments_read=self.segments.reads,
                 )
             report.merge(counts)
             if not counts.get("events") or counts.get("deferred_events"):
                 break
+        self._segments(live, now, report)
         self._schedules(live, now, report)
         self._anniversaries(live, now, report)
         while max_batches is None or report.batches < max_batches:
@@ -174,6 +188,38 @@ class Worker:
             if claimed < self.settings.batch_size:
                 break
         return report
+
+    def _segments(
+        self, live: list[tuple[int, Scenario]], now: datetime, report: PassReport
+    ) -> None:
+        """Keep membership live, then fire its entries and exits (engine.worker.segment_triggers).
+
+        Idle, this asks the database three cheap questions: changes, contacts due, newest change.
+        """
+        try:
+            report.merge(self.segments.run(self.engine, now))
+        except Exception:
+            # e.g. two workers' refreshes crossing on PostgreSQL: the changes stay, retried
+            logger.exception("segment upkeep failed; retrying at the next pass",
+                             extra={"action": "segments"})  # fmt: skip
+        if newest_change(self.engine) <= self._fired_upto:
+            return
+        upto = high_water(self.engine)
+        if upto is None:
+            return  # a writer of membership is still committing: next pass
+        max_age = timedelta(hours=self.settings.trigger_max_age_hours)
+        manual = self.segments.manual()
+        for _ in range(FIRE_CHUNKS_PER_PASS):
+            with self.engine.begin() as conn:
+                counts = fire_changes(
+                    conn, live, upto, now, max_age,
+                    scenario_of=lambda version_id: self.cache.get(conn, version_id),
+                    manual=manual, compose=self.segments.compose_changes,
+                )  # fmt: skip
+            report.merge(counts)
+            if counts.get("segment_changes", 0) < FIRE_CHUNK:
+                self._fired_upto = upto  # all read (or another worker holds the cursor)
+                return
 
     def _schedules(
         self, live: list[tuple[int, Scenario]], now: datetime, report: PassReport
@@ -415,6 +461,10 @@ class Worker:
                 loaded = getattr(self._gate, "barometers", None)
                 record_sends(conn, weighed, now, policy, loaded)
         bulk.insert_journal(conn, journal)
+        feed = [(c, PROFILE) for c in touched] if self.segments.reads(PROFILE) else []
+        if sends and self.segments.reads(PRESSURE):
+            feed += [(tr.state.contact_id, PRESSURE) for _, tr in transitions if tr.sends]
+        mark_changed(conn, feed, now)
         for contact_id in touched:
             view = contacts[contact_id]
             conn.execute(

@@ -78,6 +78,8 @@ class Service:
             if customers is not None:
                 logger.info("computed attributes: %d customers scored", customers,
                             extra={"action": "attributes"})  # fmt: skip
+                # the segments reading them are rebuilt at the next pass
+                self.worker.segments.rebuild_metric_readers()
         except Exception:
             logger.exception("computed attributes failed; retrying in an hour",
                              extra={"action": "attributes"})  # fmt: skip

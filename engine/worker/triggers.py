@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
+from engine.audience.changes import PRESSURE, event_kind, mark_changed
 from engine.policy.model import Policy
 from engine.policy.pressure import record_signals
 from engine.runtime.state import ATTRIBUTABLE
@@ -63,11 +64,13 @@ def process_events(
     limit: int = 1000,
     scenario_of: Callable[[int], Scenario] | None = None,
     policy: Policy | None = None,
+    segments_read: Callable[[str], bool] | None = None,
 ) -> dict[str, int]:
     """Enroll contacts from new events and wake the enrollments that listen to them.
 
     An event older than `max_age` (an imported history, say) still wakes waiting enrollments and
     feeds conditions, but starts no journey: importing last year's orders must not send today.
+    An event of a kind `segments_read` says a segment reads goes to the segments' change feed.
     """
     ids = (
         conn.execute(
@@ -116,6 +119,9 @@ def process_events(
                     )
         if e.name in listeners:
             wake[e.contact_id] |= listeners[e.name]
+    if segments_read is not None:
+        kinds = [(e.contact_id, event_kind(e.name)) for e in events]
+        mark_changed(conn, [(c, k) for c, k in kinds if segments_read(k)], now)
     # Running enrollments on older versions listen too: wake every active one of those contacts.
     woken = 0
     if wake:
@@ -152,6 +158,8 @@ def process_events(
 
             lock_contacts(conn, [c for c, *_ in signals])
             record_signals(conn, signals, now, policy)
+            if segments_read is not None and segments_read(PRESSURE):
+                mark_changed(conn, [(c, PRESSURE) for c, *_ in signals], now)
     counts["events"] = len(done)
     counts["deferred_events"] = len(deferred)
     counts["woken"] = woken
