@@ -232,6 +232,7 @@ def create_app(
 
     from designer import auth, i18n
     from designer.api import api
+    from designer.api_segments import api_segments
     from designer.editor import editor
     from designer.hooks import hooks
     from designer.insights import insights
@@ -247,6 +248,7 @@ def create_app(
     i18n.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api)
+    app.register_blueprint(api_segments)
     app.register_blueprint(public)
     app.register_blueprint(public_links)
     app.register_blueprint(public_onsite)

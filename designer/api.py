@@ -31,6 +31,7 @@ from engine.audience.ingest import (
     record_events,
     upsert_contacts,
 )
+from engine.audience.membership import contact_segments
 from engine.delivery.channel_config import delivering_channels
 from engine.errors import ScenarioInvalid
 from engine.policy.consent import (
@@ -209,7 +210,7 @@ def put_contact(external_id: str) -> dict[str, Any]:
 
 @api.get("/contacts/<external_id>")
 def get_contact(external_id: str) -> dict[str, Any]:
-    """A contact's profile, its 100 latest enrollments and its 50 latest events."""
+    """A contact's profile, its segments, its 100 latest enrollments and its 50 latest events."""
     with _parcours().engine.connect() as conn:
         conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
         contact = _find_contact(conn, external_id)
@@ -229,8 +230,10 @@ def get_contact(external_id: str) -> dict[str, Any]:
             .order_by(Event.occurred_at.desc(), Event.id.desc())
             .limit(RECENT_EVENTS)
         ).all()
+        segments = contact_segments(conn, contact.id)
     return {
         "contact": contact_profile(contact),
+        "segments": [{"id": s, "since": _iso(since)} for s, since in segments],
         "enrollments": [
             {
                 "scenario": e.scenario_id,

@@ -42,6 +42,9 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
             )
         if problems:
             click.echo(format_problems(problems), err=True)
+    from engine.cli_segments import import_changed_lists
+
+    import_changed_lists(engine, settings)  # each manual list whose file changed, once
     from designer.auth import ensure_first_admin
     from engine.policy.loading import full_gate_factory
 

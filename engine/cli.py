@@ -856,10 +856,20 @@ def simulate(
         contacts = [row for _, row in _csv_rows(contacts_file)]
     else:
         contacts = generate_contacts(generate or 100, seed)
+    from engine.insights.segment_simulation import (
+        generate_memberships,
+        generate_segment_events,
+        simulation_segments,
+    )
+
+    first = paths[0] if paths[0].is_dir() else paths[0].parent
+    segments = simulation_segments(first)  # the worker keeps those of the scenarios' folder
     if events_file:
         events = [row for _, row in _jsonl_rows(events_file)]
     else:
         events = generate_events(scenarios, contacts, begin, days, seed)
+        events += generate_segment_events(scenarios, contacts, begin, days, segments, seed)
+    memberships = generate_memberships(scenarios, contacts, begin, days, segments, seed)
     try:
         step = parse_duration(resolution)
         if step.total_seconds() < 1:
@@ -868,7 +878,6 @@ def simulate(
         raise click.BadParameter(str(exc), param_hint="--resolution") from None
     from engine.policy.loader import load_policy_file
 
-    first = paths[0] if paths[0].is_dir() else paths[0].parent
     policy = None if no_policy else load_policy_file(policy_file or first / "policy.yaml")
     report = run(
         files,
@@ -876,9 +885,10 @@ def simulate(
         events,
         begin,
         days,
-        settings=_settings(ctx).evolve(database_url=""),
+        settings=_settings(ctx).evolve(database_url="", scenarios_dir=first),
         resolution=step,
         policy=policy,
+        memberships=memberships,
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 
@@ -892,6 +902,12 @@ def show_settings() -> None:
 
 def main() -> None:
     cli(prog_name="parcours")
+
+
+from engine.cli_segments import segment, segments  # noqa: E402
+
+cli.add_command(segments)
+cli.add_command(segment)
 
 
 @cli.command("channels")

@@ -2,6 +2,8 @@
 
 Contacts and events come from files or are generated; the clock jumps from one interesting instant
 to the next (an event, a due enrollment, a schedule firing), so months run in seconds.
+
+Segment triggers are simulated through the real membership (engine.insights.segment_simulation).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from engine.audience.ingest import (
     upsert_contacts,
 )
 from engine.config import Settings, load_settings
+from engine.insights.segment_simulation import apply_memberships, segment_entries
 from engine.policy.loading import full_gate_factory
 from engine.policy.model import Policy
 from engine.runtime.clock import VirtualClock
@@ -68,6 +71,8 @@ class SimulationReport:
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
     converted: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
+    # scenario → "segment_entered:ID" / "segment_exited:ID" → entries by that trigger
+    segment_entries: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +88,7 @@ class SimulationReport:
             "outcomes": self.outcomes,
             "converted": self.converted,
             "waiting": self.waiting,
+            "segment_entries": self.segment_entries,
         }
 
     def total_sends(self, channel: str | None = None) -> int:
@@ -187,8 +193,12 @@ def simulate(
     inspect: Callable[[Engine], None] | None = None,
     resolution: timedelta = RESOLUTION,
     policy: Policy | None = None,
+    memberships: Sequence[Mapping[str, Any]] = (),
 ) -> SimulationReport:
     """Run the scenarios in `paths` for the given contacts and events; return the report.
+
+    The worker keeps the segments of `settings.scenarios_dir`; `memberships` (see
+    `generate_memberships`) are joins and leaves of manual segments applied at their instants.
 
     Each item of `paths` is a scenario file or a stored bundle (a published version, as
     `engine.worker.versions` keeps it), so a journey can run as it is live rather than as edited.
@@ -206,8 +216,9 @@ def simulate(
         try:
             upgrade(engine)
             report = _run(
-                engine, paths, contacts, events, start, days, base, gate_factory, resolution, policy
-            )
+                engine, paths, contacts, events, start, days, base, gate_factory, resolution,
+                policy, memberships,
+            )  # fmt: skip
             if inspect is not None:
                 inspect(engine)
             return report
@@ -226,6 +237,7 @@ def _run(
     gate_factory: GateFactory | None,
     resolution: timedelta,
     policy: Policy | None,
+    memberships: Sequence[Mapping[str, Any]],
 ) -> SimulationReport:
     from sqlalchemy.orm import Session
 
@@ -250,8 +262,16 @@ def _run(
     if gate_factory is None and policy is not None:
         gate_factory = full_gate_factory(settings, policy)
     worker = Worker(engine, settings, clock, gate_factory=gate_factory, worker_id="simulation")
-    now, cursor = start, 0
+    planned = sorted(memberships, key=lambda m: m["at"])
+    now, cursor, joined = start, 0, 0
     while now <= end:
+        due = []
+        while joined < len(planned) and planned[joined]["at"] <= now:
+            due.append(planned[joined])
+            joined += 1
+        if due:
+            with engine.begin() as conn:
+                apply_memberships(conn, due, now)
         arrived = []
         while cursor < len(pending) and pending[cursor]["occurred_at"] <= now:
             arrived.append(pending[cursor])
@@ -263,6 +283,8 @@ def _run(
         nxt = [end + timedelta(seconds=1), now + timedelta(days=1)]
         if cursor < len(pending):
             nxt.append(pending[cursor]["occurred_at"])
+        if joined < len(planned):
+            nxt.append(planned[joined]["at"])
         with engine.connect() as conn:
             due = conn.execute(
                 select(func.min(Enrollment.due_at)).where(Enrollment.status == "active")
@@ -346,6 +368,7 @@ def _report(
         report.outcomes = {k: dict(v) for k, v in outcomes.items()}
         report.converted = {k: v.get("converted", 0) for k, v in outcomes.items()}
         report.waiting = {k: v.get("active", 0) for k, v in outcomes.items()}
+        report.segment_entries = segment_entries(conn)
     return report
 
 
@@ -359,6 +382,8 @@ def format_report(report: SimulationReport) -> str:
     for sc in report.scenarios:
         lines.append(f"scenario {sc}")
         lines.append(f"  entries        {report.entries.get(sc, 0):>8}")
+        for trigger, n in report.segment_entries.get(sc, {}).items():
+            lines.append(f"    on {trigger:<27}{n:>8}")
         for reason, n in sorted(report.refused.get(sc, {}).items()):
             lines.append(f"  not entered: {reason:<18}{n:>8}")
         for step, n in report.steps.get(sc, {}).items():
