@@ -317,9 +317,11 @@ def page_strings() -> dict[str, str]:
         "within_help": _("e.g. 90d; empty counts every event ever"),
         "all_channels": _("all channels"),
         "match": _("{n} contacts match now"),
-        "match_one": _("1 contact matches now"),
+        "match_one": _("{n} contact matches now"),
+        "members_count": _("{n} members"),
         "counting": _("Counting…"),
         "no_sample": _("Nobody matches now."),
+        "no_members": _("No member yet: import a list."),
         "saved_rebuild": _("Saved. The worker updates the membership within a minute."),
         "saved_draft": _("Saved as a draft with errors: the worker keeps the last membership."),
     }
@@ -332,6 +334,9 @@ def _bootstrap(segment_id: str, text: str, draft: Draft) -> dict[str, Any]:
     return {
         **choices,
         "id": segment_id,
+        "manual": isinstance(draft.data, Mapping)
+        and draft.data.get("condition") is None
+        and "manual" in draft.data,
         "yaml": text,
         "hash": text_hash(text) if text else "",
         "doc": draft.data if isinstance(draft.data, dict) else None,

@@ -58,14 +58,20 @@
   function showCount(r) {
     var count = $('[data-testid="live-count"]'), sample = $('[data-testid="live-sample"]');
     count.classList.remove("counting");
-    count.textContent = r.count == null ? "—" : r.count === 1 ? S.match_one
-      : window.Parcours.format(S, "match", { n: Number(r.count).toLocaleString(lang) });
+    count.textContent = "";
+    if (r.count == null) count.textContent = "—";
+    else {  // the number stands out: "<strong>2</strong> contacts match now"
+      var words = (data.manual ? S.members_count : r.count === 1 ? S.match_one : S.match).split("{n}");
+      count.appendChild(document.createTextNode(words[0]));
+      count.appendChild(el("strong", null, Number(r.count).toLocaleString(lang)));
+      count.appendChild(document.createTextNode(words.slice(1).join("{n}")));
+    }
     $('[data-testid="live-reason"]').textContent = r.reason || "";
     sample.textContent = "";
     (r.sample || []).forEach(function (c) {
       var li = el("li"), a = el("a", null, c.id); a.href = c.url; li.appendChild(a); sample.appendChild(li);
     });
-    if (r.count === 0) sample.appendChild(el("li", "muted small", S.no_sample));
+    if (r.count === 0) sample.appendChild(el("li", "muted small", data.manual ? S.no_members : S.no_sample));
   }
 
   // ------------------------------------------------------------------ live preview
