@@ -275,47 +275,44 @@ def _seen(conn: Connection, limit: int = 500) -> tuple[list[str], list[str]]:
     return list(events.scalars()), sorted(keys)[:limit]
 
 
-def condition_choices(conn: Connection, segment_id: str | None = None) -> dict[str, Any]:
-    """What the condition builder offers: operators, known events and attributes, computed
-    attributes and their values, segments (the edited one left out), channels, topics, states."""
-    events, attributes = _seen(conn)
-    channels = [{"name": n, "label": channel_info(n).label} for n in channel_names()]
+def condition_choices(segment_id: str | None = None) -> dict[str, Any]:
+    """What the condition builder offers beyond the editor's own choices: computed attributes and
+    their values, the workspace's segments (the edited one left out), consent topics and states,
+    pressure states. The scenario editor's bootstrap can take these as they are."""
     topics = parcours().policy().topics
     return {
-        "conditionScope": "segment",
-        "conditionForms": condition_forms(),
-        "operators": list(ALL_OPERATORS),
-        "events": events,
-        "attributes": sorted(set(PROFILE_FIELDS) | set(attributes)),
         "computed": COMPUTED,
         "computedValues": {
             "lifecycle": list(LIFECYCLE_STAGES),
             "rfm.class": [c[0] for c in RFM_CLASSES],
         },
-        "segmentId": segment_id,
         "segments": [s for s in segment_ids(folder()) if s != segment_id],
-        "channels": channels,
         "topics": [["*", _("every topic")], *([k, v] for k, v in topics.items())],
         "consentStates": list(CONSENT_STATES),
         "pressureStates": list(PRESSURE_STATES),
     }
 
 
+def _builder_boot(conn: Connection, segment_id: str) -> dict[str, Any]:
+    """Everything the builder reads on the segment page."""
+    events, attributes = _seen(conn)
+    return {
+        **condition_choices(segment_id),
+        "conditionScope": "segment",  # no "since the entry", no expressions offered
+        "segmentId": segment_id,
+        "conditionForms": condition_forms(),
+        "operators": list(ALL_OPERATORS),
+        "events": events,
+        "attributes": sorted(set(PROFILE_FIELDS) | set(attributes)),
+        "channels": [{"name": n, "label": channel_info(n).label} for n in channel_names()],
+    }
+
+
 def page_strings() -> dict[str, str]:
-    """The words of the builder and of the Segments page's script, in the current language."""
+    """The words of the Segments page's script (the builder's included), in the current language."""
     return {
         **strings(),
         "condition": _("Who is in"),
-        "member_of": _("Member of segment"),
-        "consent": _("Consent"),
-        "pressure": _("Pressure"),
-        "at_least_once": _("at least once"),
-        "times": _("number of times"),
-        "sum_of": _("sum of a property"),
-        "property": _("property"),
-        "within_ever": _("within (empty: ever)"),
-        "within_help": _("e.g. 90d; empty counts every event ever"),
-        "all_channels": _("all channels"),
         "match": _("{n} contacts match now"),
         "match_one": _("{n} contact matches now"),
         "members_count": _("{n} members"),
@@ -329,7 +326,7 @@ def page_strings() -> dict[str, str]:
 
 def _bootstrap(segment_id: str, text: str, draft: Draft) -> dict[str, Any]:
     with _reader() as conn:
-        choices = condition_choices(conn, segment_id)
+        choices = _builder_boot(conn, segment_id)
         members = stored(conn, segment_id)
     return {
         **choices,

@@ -130,3 +130,33 @@ def test_a_viewer_sees_the_segment_read_only(page_for: PageFor, site: Site) -> N
     page.goto(site.url + "/segments/vip-list")
     assert "parcours segment import vip-list" in page.inner_text('[data-testid="import-command"]')
     site.shot(page, "segment-manual")
+
+
+def test_the_inspector_edits_a_condition_with_the_shared_builder(
+    page_for: PageFor, site: Site
+) -> None:
+    path = site.workspace / "cart-abandonment.yaml"
+    before = path.read_text()
+    page = page_for("marketer")
+    page.goto(site.url + "/scenarios/cart-abandonment/edit")
+    page.click('[data-testid="node-still-no-order"] .pc-title')
+    rule = '[data-testid="rule-if-0'
+    assert page.input_value(rule + '-kind"]') == "event"
+    assert page.input_value(rule + '-measure"]') == "count"
+    assert page.input_value(rule + '-within"]') == ""  # counted since the entry
+    kinds = page.eval_on_selector_all(rule + '-kind"] option', "os => os.map(o => o.value)")
+    assert kinds == ["attribute", "tag", "event", "segment", "consent", "pressure"]
+    page.fill(rule + '-value"]', "1")
+    site.shot(page, "inspector-condition")
+    page.click('[data-testid="save"]')
+    page.wait_for_function(
+        "() => /^Saved/.test(document.querySelector('[data-testid=save-status]').textContent)"
+    )
+    diff = [
+        line
+        for line in difflib.unified_diff(
+            before.splitlines(), path.read_text().splitlines(), lineterm="", n=0
+        )
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert diff == ["-        value: 0", "+        value: 1"]
