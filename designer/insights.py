@@ -24,7 +24,7 @@ from designer.auth import requires
 from designer.i18n import current_language
 from designer.i18n import gettext as _
 from designer.pressure_board import board
-from designer.segments import segment_names
+from designer.segment_files import segment_names
 from engine.audience.attributes import contact_metrics, workspace_spec
 from engine.audience.ingest import contact_profile
 from engine.audience.membership import contact_segments

@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
@@ -34,7 +32,8 @@ from designer.editor import json_error, json_response
 from designer.editor_words import strings
 from designer.i18n import gettext as _
 from designer.jsonbody import request_json
-from designer.workspace import SCENARIO_ID, Conflict, text_hash, write_atomically
+from designer.segment_files import Draft, definition, files, folder, lint_draft, path_for, write
+from designer.workspace import SCENARIO_ID, Conflict, text_hash
 from engine.audience import membership
 from engine.audience.preview import preview as count_condition
 from engine.errors import NotFound, ScenarioInvalid
@@ -43,18 +42,8 @@ from engine.spec.jsonschema import condition_forms
 from engine.spec.metric_names import LIFECYCLE_STAGES, RFM_CLASSES, RFM_FIELDS
 from engine.spec.problems import Problem
 from engine.spec.roundtrip import dump, load
-from engine.spec.segments import (
-    SEGMENTS_FOLDER,
-    SUFFIXES,
-    Segment,
-    SegmentSchema,
-    lint_segment_folder,
-    lint_segment_text,
-    segment_ids,
-    segment_references,
-    unknown_segment_problems,
-)
-from engine.spec.yamlio import apply_text, place, read_source
+from engine.spec.segments import lint_segment_folder, lint_segment_text, segment_ids
+from engine.spec.yamlio import apply_text, read_source
 from engine.store.db import SQLITE_BEGIN
 from engine.store.models import Contact, Event
 
@@ -85,119 +74,8 @@ def _reader() -> Iterator[Connection]:
         yield conn
 
 
-# ------------------------------------------------------------------ files
-
-
-def folder() -> Path:
-    return Path(parcours().settings.scenarios_dir) / SEGMENTS_FOLDER
-
-
-def path_for(segment_id: str) -> Path:
-    """The file of a segment id; NotFound for an id that cannot be a file name here."""
-    if not SCENARIO_ID.match(segment_id):
-        raise NotFound(f"no segment '{segment_id}'")
-    for suffix in SUFFIXES:
-        candidate = folder() / f"{segment_id}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return folder() / f"{segment_id}.yaml"
-
-
-def write(segment_id: str, text: str, expected_hash: str | None) -> None:
-    """Replace the file atomically; Conflict unless its text is still `expected_hash` (None: the
-    file must not exist yet)."""
-    path = path_for(segment_id)
-    try:
-        current: str | None = read_source(path, "segment file")
-    except NotFound:
-        current = None
-    if (current is None) != (expected_hash is None) or (
-        current is not None and text_hash(current) != expected_hash
-    ):
-        raise Conflict(str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, text)
-
-
-def segment_names() -> dict[str, str]:
-    """Each segment file's name (its id when the file does not say or does not read)."""
-    names = {}
-    for file, data in _files():
-        name = data.get("name") if isinstance(data, Mapping) else None
-        names[file.stem] = name if isinstance(name, str) and name else file.stem
-    return names
-
-
-def _files() -> Iterator[tuple[Path, Any]]:
-    for segment_id in segment_ids(folder()):
-        path = path_for(segment_id)
-        try:
-            yield path, lint_segment_text(read_source(path, "segment file")).data
-        except (NotFound, ScenarioInvalid):
-            yield path, None
-
-
-# ------------------------------------------------------------------ a draft, linted
-
-
-@dataclass
-class Draft:
-    """A segment text as the page holds it, with every problem a lint of the folder finds."""
-
-    text: str
-    problems: list[Problem]
-    data: Any = None
-    segment: Segment | None = None
-    errors: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.errors = sum(1 for p in self.problems if p.severity == "error")
-
-
-def _cycle(segment_id: str, target: str, others: Mapping[str, Segment]) -> list[str] | None:
-    """The chain target → … → segment_id through the other segments' references, if any."""
-    graph = nx.DiGraph([(s.id, r) for s in others.values() for r in s.references])
-    if target == segment_id:
-        return [segment_id, segment_id]
-    if target not in graph or segment_id not in graph:
-        return None
-    try:
-        return [segment_id, *nx.shortest_path(graph, target, segment_id)]
-    except nx.NetworkXNoPath:
-        return None
-
-
-def lint_draft(segment_id: str, text: str) -> Draft:
-    """Lint `text` as the file of `segment_id`, against the folder's other segments."""
-    path = path_for(segment_id)
-    result = lint_segment_text(text, str(path), path.parent)
-    problems = list(result.problems)
-    if isinstance(result.data, Mapping):
-        on_disk = lint_segment_folder(path.parent).segments
-        others = {k: v for k, v in on_disk.items() if k != segment_id}
-        references = segment_references(result.data, SegmentSchema())
-        known = {*segment_ids(path.parent), segment_id}
-        found = unknown_segment_problems(references, known)
-        for target, at in references:
-            chain = _cycle(segment_id, target, others) if target in known else None
-            if chain:
-                message = f"Segments refer to each other in a cycle: {' → '.join(chain)}."
-                hint = "a segment cannot contain itself; remove one of the references"
-                found.append(Problem("segment.cycle", message, at, hint=hint))
-        problems += place(found, result.positions, str(path))
-    segment = result.segment if not any(p.severity == "error" for p in problems) else None
-    return Draft(text, problems, result.data, segment)
-
-
 def _problem_dicts(draft: Draft) -> list[dict[str, object]]:
     return [p.to_dict() for p in draft.problems]
-
-
-def _definition(data: Any) -> Any:
-    """What decides membership in a segment text: its condition or manual list."""
-    if not isinstance(data, Mapping):
-        return None
-    return {"condition": data.get("condition"), "manual": data.get("manual")}
 
 
 # ------------------------------------------------------------------ counts
@@ -216,14 +94,15 @@ def _sample(external_ids: list[str]) -> list[dict[str, str]]:
     return [{"id": x, "url": url_for("insights.contact", external_id=x)} for x in external_ids]
 
 
-def stored(conn: Connection, segment_id: str) -> dict[str, Any]:
-    """The stored membership: count now, a sample, the count by day and its change."""
+def stored(conn: Connection, segment_id: str, sample: int = SAMPLE) -> dict[str, Any]:
+    """The stored membership: count now, `sample` members, the count by day and its change."""
     today = parcours().clock.now().astimezone(UTC).date()
     trend = membership.count_trend(conn, segment_id, since=today - timedelta(days=TREND_DAYS))
     count = trend[-1][1] if trend else membership.count(conn, segment_id)
     before = [n for day, n in trend if day < today]
     delta = count - before[-1] if before else None
-    first = _external_ids(conn, membership.members(conn, segment_id, limit=SAMPLE))
+    ids = membership.members(conn, segment_id, limit=sample) if sample else []
+    first = _external_ids(conn, ids)
     days = [{"day": day.isoformat(), "count": n} for day, n in trend]
     return {"count": count, "delta": delta, "trend": days, "sample": _sample(first),
             "spark": sparkline(trend)}  # fmt: skip
@@ -360,7 +239,7 @@ def index() -> Any:
         by_file.setdefault(Path(problem.file or "").stem, []).append(problem)
     rows = []
     with _reader() as conn:
-        for path, data in _files():
+        for path, data in files():
             data = data if isinstance(data, Mapping) else {}
             name = data.get("name")
             rows.append({
@@ -369,7 +248,7 @@ def index() -> Any:
                 "description": data.get("description") or "",
                 "manual": "manual" in data and data.get("condition") is None,
                 "problems": by_file.get(path.stem, []),
-                "stored": stored(conn, path.stem),
+                "stored": stored(conn, path.stem, sample=0),
             })  # fmt: skip
     rows.sort(key=lambda r: str(r["name"]).lower())
     return render_template("segments.html", rows=rows)
@@ -513,7 +392,7 @@ def save(segment_id: str) -> Response:
     except Conflict:
         message = _("The file changed on disk since you opened it: reload to see the new version.")
         return json_error(409, "conflict", message, "hash")
-    changed = _definition(before) != _definition(draft.data)
+    changed = definition(before) != definition(draft.data)
     warnings = len(draft.problems) - draft.errors
     with Session(parcours().engine) as db, db.begin():
         audit(db, "save", "segment", segment_id, errors=draft.errors, warnings=warnings)
