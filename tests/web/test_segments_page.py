@@ -320,6 +320,12 @@ def test_unreadable_yaml_is_never_written_and_a_draft_with_errors_is_flagged(
     assert "draft with errors" in body["message"]
     assert [p["code"] for p in body["problems"]] == ["segment.unknown"]
     assert path.read_text() == draft
+    garbled = workspace / "segments" / "first-purchase.yaml"
+    garbled.write_bytes(b"format_version: 1\nname: \xff\xfe\n")
+    page = marketer.get("/segments/first-purchase")
+    assert page.status_code == 200 and "UTF-8" in page.get_data(as_text=True)
+    kept = post(marketer, "/segments/first-purchase/save", {"yaml": before, "hash": ""})
+    assert kept.status_code == 409 and garbled.read_bytes().endswith(b"\xff\xfe\n")
 
 
 # ---------------------------------------------------------------- other pages
