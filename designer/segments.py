@@ -51,6 +51,7 @@ segments = Blueprint("segments", __name__)
 
 SAMPLE = 10  # external ids shown beside a count
 TREND_DAYS = 30
+RECENT_EVENTS = 50_000  # the event names offered are those of the latest events
 COMPUTED = ["lifecycle", "customer_value", "lead_score", *(f"rfm.{f}" for f in RFM_FIELDS)]
 NEW_CONDITION = "condition:\n  attribute: email\n  op: exists\n"  # everyone with an address
 
@@ -147,8 +148,10 @@ def live(conn: Connection, segment_id: str, draft: Draft) -> dict[str, Any]:
 
 
 def _seen(conn: Connection, limit: int = 500) -> tuple[list[str], list[str]]:
-    """Event names and contact attribute keys seen in the database, for autocompletion."""
-    events = conn.execute(select(Event.name).distinct().order_by(Event.name).limit(limit))
+    """Event names and contact attribute keys seen lately, for autocompletion: the names of the
+    latest events only, so that the page reads a bounded slice of a table of millions."""
+    latest = select(Event.name).order_by(Event.id.desc()).limit(RECENT_EVENTS).subquery()
+    events = conn.execute(select(latest.c.name).distinct().order_by(latest.c.name).limit(limit))
     samples = conn.execute(select(Contact.attributes).limit(200)).scalars()
     keys = {str(k) for attributes in samples if isinstance(attributes, dict) for k in attributes}
     return list(events.scalars()), sorted(keys)[:limit]

@@ -192,6 +192,7 @@ def test_the_draft_is_counted_as_it_is_edited_with_a_linked_sample(
     assert data["segments"] == [s for s in data["segments"] if s != "repeat-buyers"]
     assert "newsletter-subscribers" in data["segments"] and "repeat-buyers" not in data["segments"]
     assert "rfm.class" in data["computed"] and "at_risk" in data["computedValues"]["lifecycle"]
+    assert data["events"] == ["order_placed"] and "email" in data["attributes"]
     first = post(viewer, data["urls"]["preview"], {"yaml": data["yaml"]}).get_json()
     assert first["count"] == 4 and first["yaml"] == data["yaml"]  # c1, c2, c3 (2 in all), c5
     doc = {**data["doc"], "condition": BOTH}
