@@ -243,6 +243,7 @@ def create_app(
     from designer.public_links import public_links
     from designer.push import public_push
     from designer.scenarios import scenarios
+    from designer.segments import segments
     from designer.simulation import simulation
 
     i18n.init_app(app)
@@ -260,6 +261,7 @@ def create_app(
     app.register_blueprint(insights)
     app.register_blueprint(simulation)
     app.register_blueprint(library)
+    app.register_blueprint(segments)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -24,8 +24,10 @@ from designer.auth import requires
 from designer.i18n import current_language
 from designer.i18n import gettext as _
 from designer.pressure_board import board
+from designer.segment_files import segment_names
 from engine.audience.attributes import contact_metrics, workspace_spec
 from engine.audience.ingest import contact_profile
+from engine.audience.membership import contact_segments
 from engine.policy import consent as ledger
 from engine.policy.base import ADDRESS_FIELDS
 from engine.policy.model import CapRule, Policy, PressureConfig
@@ -400,7 +402,7 @@ def gauge(row: dict[str, Any], cfg: PressureConfig) -> dict[str, float]:
 @insights.get("/contacts/<path:external_id>")
 @requires("viewer")
 def contact(external_id: str) -> Any:
-    """One contact: profile, consent and its evidence, barometer, journeys, timeline."""
+    """One contact: profile, consent and its evidence, barometer, journeys, segments, timeline."""
     state = parcours()
     now, policy = state.clock.now(), state.policy()
     with _reader() as conn:
@@ -426,6 +428,7 @@ def contact(external_id: str) -> Any:
             "suppressions": ledger.contact_suppressions(conn, row),
             "reach": reachability(conn, row, policy, now),
             "computed": contact_metrics(conn, row.id, _attributes_spec(state), now),
+            "segments": contact_segments(conn, row.id),
         }
     barometer_rows = [(OVERALL, pressure["overall"]), *pressure["channels"].items()]
     gauges = {channel: gauge(r, policy.pressure) for channel, r in barometer_rows}
@@ -433,7 +436,7 @@ def contact(external_id: str) -> Any:
         "contact.html", missing=None, contact=row, pressure=pressure, gauges=gauges,
         barometer_rows=barometer_rows, journeys=journeys, names=names, items=items, older=older,
         paged=cursor is not None, cfg_half_life=policy.pressure.half_life,
-        computed_words=computed_labels(), **details,
+        computed_words=computed_labels(), segment_names=segment_names(), **details,
     )  # fmt: skip
 
 

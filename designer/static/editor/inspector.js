@@ -5,7 +5,6 @@
   "use strict";
 
   var DURATION = "#/$defs/duration", CONDITION = "#/$defs/condition", FILTERS = "#/$defs/filters";
-  var UNARY = ["exists", "not_exists"], LISTS = ["in", "not_in"];
   var uid = 0;
 
   function el(tag, cls, text) {
@@ -281,132 +280,8 @@
 
   // ------------------------------------------------------------------ conditions
 
-  function isGroup(c) { return isObj(c) && (Array.isArray(c.all) || Array.isArray(c.any)) && Object.keys(c).length === 1; }
-  function ruleKind(c) {
-    if (!isObj(c)) return null;
-    if (isGroup(c)) return "group";
-    if ("attribute" in c) return "attribute";
-    if ("tag" in c && Object.keys(c).length === 1) return "tag";
-    if ("event" in c && !("sum" in c) && !("recency" in c)) return "event";
-    return null;
-  }
-
-  Builder.prototype.condition = function (parent, name, target, path, changed, testid) {
-    var self = this, s = this.s, wrap = el("div", "in-field in-cond");
-    wrap.setAttribute("data-testid", "field-" + testid);
-    var head = el("div", "in-cond-head");
-    head.appendChild(el("span", "in-label", self.info(path).label));
-    var exprMode = isObj(target[name]) && "expr" in target[name];
-    var toggle = el("div", "in-seg");
-    [["form", s.form], ["expr", s.expression]].forEach(function (m) {
-      toggle.appendChild(button(m[1], (exprMode === (m[0] === "expr")) ? "on" : "", function () {
-        if (m[0] === "expr" && !exprMode) target[name] = { expr: "" };
-        if (m[0] === "form" && exprMode) target[name] = { attribute: "", op: "eq", value: "" };
-        changed(path.join(".") + ".mode"); self.rebuild();
-      }, "mode-" + testid + "-" + m[0]));
-    });
-    head.appendChild(toggle);
-    wrap.appendChild(head);
-    function write() { changed(path.join(".")); }
-    if (exprMode) {
-      var t = input(target[name].expr, function (v) { target[name].expr = v; write(); }, { multiline: true, placeholder: "contact.score > 10" });
-      t.classList.add("code"); t.setAttribute("data-testid", "field-" + testid + "-expr");
-      wrap.appendChild(t);
-    } else {
-      var wasGroup = isGroup(target[name]);
-      // the root shows as a group; a single rule is written back as itself
-      var group = wasGroup ? target[name] : { all: target[name] == null ? [] : [target[name]] };
-      var commit = function () {
-        var list = group.all || group.any;
-        target[name] = (!wasGroup && list.length === 1) ? list[0] : group;
-        if (list.length > 1) wasGroup = true;
-        write();
-      };
-      wrap.appendChild(this.group(group, commit, 0, testid));
-    }
-    parent.appendChild(wrap);
-    return wrap;
-  };
-
-  Builder.prototype.group = function (group, commit, depth, testid) {
-    var self = this, s = this.s, box = el("div", "in-group");
-    var word = group.all ? "all" : "any";
-    var list = group[word];
-    var top = el("div", "in-group-head");
-    top.appendChild(select([["all", s.all], ["any", s.any]], word, function (v) {
-      if (v === word) return;
-      group[v] = group[word]; delete group[word]; word = v; commit();
-    }));
-    box.appendChild(top);
-    function draw() {
-      while (box.children.length > 1) box.removeChild(box.lastChild);
-      list.forEach(function (rule, i) {
-        var line = self.rule(rule, function (next) { list[i] = next; commit(); }, depth, testid + "-" + i, function () { draw(); });
-        line.appendChild(button("×", "in-x", function () { list.splice(i, 1); commit(); draw(); }));
-        box.appendChild(line);
-      });
-      var actions = el("div", "in-group-actions");
-      actions.appendChild(button("+ " + s.add_rule, "in-add", function () {
-        list.push({ attribute: "", op: "eq", value: "" }); commit(); draw();
-      }, "add-rule-" + testid));
-      if (depth < 2) actions.appendChild(button("+ " + s.add_group, "in-add", function () {
-        list.push({ any: [{ attribute: "", op: "eq", value: "" }] }); commit(); draw();
-      }));
-      box.appendChild(actions);
-    }
-    draw();
-    return box;
-  };
-
-  Builder.prototype.rule = function (rule, set, depth, testid, redraw) {
-    var self = this, s = this.s, kind = ruleKind(rule), line = el("div", "in-rule");
-    line.setAttribute("data-testid", "rule-" + testid);
-    if (kind === "group") {
-      line.classList.add("in-rule-group");
-      line.appendChild(this.group(rule, function () { set(rule); }, depth + 1, testid));
-      return line;
-    }
-    if (kind === null) {
-      var raw = el("code", "in-raw", JSON.stringify(rule));
-      raw.title = s.other_form;
-      line.appendChild(raw);
-      return line;
-    }
-    line.appendChild(select([["attribute", s.attribute], ["tag", s.tag], ["event", s.event]], kind, function (v) {
-      set(v === "tag" ? { tag: "" } : v === "event" ? { event: "", since: "entry" } : { attribute: "", op: "eq", value: "" });
-      redraw();
-    }));
-    var ops = this.ctx.boot.operators.map(function (o) { return [o, o]; });
-    if (kind === "attribute") {
-      line.appendChild(input(rule.attribute, function (v) { rule.attribute = v; set(rule); }, { list: datalist("dl-attributes", self.ctx.boot.attributes), placeholder: s.attribute }));
-      var value = input(LISTS.indexOf(rule.op) >= 0 && Array.isArray(rule.value) ? rule.value.join(", ") : showValue(rule.value), function (v) {
-        rule.value = LISTS.indexOf(rule.op) >= 0 ? v.split(",").map(function (x) { return parseValue(x.trim()); }) : parseValue(v);
-        set(rule);
-      }, { placeholder: s.value });
-      value.hidden = UNARY.indexOf(rule.op) >= 0;
-      line.appendChild(select(ops, rule.op || "eq", function (v) {
-        rule.op = v; value.hidden = UNARY.indexOf(v) >= 0;
-        if (value.hidden) delete rule.value;
-        set(rule);
-      }));
-      line.appendChild(value);
-    } else if (kind === "tag") {
-      line.appendChild(input(rule.tag, function (v) { rule.tag = v; set(rule); }, { placeholder: s.tag }));
-    } else {
-      line.appendChild(input(rule.event, function (v) { rule.event = v; set(rule); }, { list: datalist("dl-events", self.ctx.boot.events), placeholder: s.event }));
-      line.appendChild(input(rule.within || "", function (v) {
-        if (v) { rule.within = v; delete rule.since; } else { delete rule.within; rule.since = "entry"; }
-        set(rule);
-      }, { placeholder: "within: 30d" }));
-      var count = isObj(rule.count) ? rule.count : null;
-      line.appendChild(select([["", "≥ 1"]].concat(ops.slice(0, 6)), count ? count.op : "", function (v) {
-        if (v) rule.count = { op: v, value: count ? count.value : 0 }; else delete rule.count;
-        count = rule.count || null; set(rule); redraw();
-      }));
-      if (count) line.appendChild(input(count.value, function (v) { count.value = Number(v); set(rule); }, { type: "number" }));
-    }
-    return line;
-  };
+  // condition, group and rule: the builder shared with the Segments page (conditions.js)
+  window.ParcoursConditions.mixin(Builder.prototype);
 
   // ------------------------------------------------------------------ panels
 
