@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from channels.registry import channel_info, channel_names
 from designer import parcours
 from designer.auth import audit, can, requires
+from designer.condition_choices import condition_choices
 from designer.editor_entry import START_FORM, STARTS, AudienceError, count_audience, first_trigger
 from designer.editor_words import node_types as node_types  # re-exported for the live view
 from designer.editor_words import strings as strings
@@ -143,10 +144,17 @@ def _doc(result: LintResult) -> dict[str, Any] | None:
 # ------------------------------------------------------------------ page data
 
 
-def _seen(limit: int = 500) -> tuple[list[str], list[str]]:
+RECENT_EVENTS = 50_000  # the event names offered are those of the latest events
+
+
+def seen_names(limit: int = 500) -> tuple[list[str], list[str]]:
     """Event names and contact attribute keys seen in the database, for autocompletion."""
     with Session(parcours().engine) as db:
-        events = db.scalars(select(Event.name).distinct().order_by(Event.name).limit(limit)).all()
+        # the names of the latest events only: a bounded read of a table of millions
+        latest = select(Event.name).order_by(Event.id.desc()).limit(RECENT_EVENTS).subquery()
+        events = db.scalars(
+            select(latest.c.name).distinct().order_by(latest.c.name).limit(limit)
+        ).all()
         samples = db.scalars(select(Contact.attributes).limit(200)).all()
     keys = {str(k) for attributes in samples if isinstance(attributes, dict) for k in attributes}
     return list(events), sorted(keys)[:limit]
@@ -173,7 +181,7 @@ def _pressure() -> PressureConfig | None:
 
 
 def _bootstrap(scenario_id: str, text: str, result: LintResult, file_hash: str) -> dict[str, Any]:
-    events, attributes = _seen()
+    events, attributes = seen_names()
     channels = []
     for name in channel_names():
         info = channel_info(name)
@@ -181,6 +189,7 @@ def _bootstrap(scenario_id: str, text: str, result: LintResult, file_hash: str) 
     schema = scenario_json_schema()
     ws = workspace()
     return {
+        **condition_choices(),  # computed attributes, consent and pressure states for the builder
         "id": scenario_id,
         "yaml": text,
         "hash": file_hash,
@@ -253,7 +262,7 @@ def new() -> Any:
                 with Session(parcours().engine) as db, db.begin():
                     audit(db, "create", "scenario", form["id"], name=form["name"])
                 return redirect(url_for("editor.edit", scenario_id=form["id"]))
-    events, _attributes = _seen()
+    events, _attributes = seen_names()
     return render_template(
         "new_scenario.html",
         form=form,

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 from channels.registry import channel_info, channel_names
 from designer import parcours
 from designer.auth import audit, can, requires
-from designer.editor import json_error, json_response
+from designer.condition_choices import condition_choices
+from designer.editor import json_error, json_response, seen_names
 from designer.editor_words import strings
 from designer.i18n import gettext as _
 from designer.jsonbody import request_json
@@ -37,22 +38,19 @@ from designer.workspace import SCENARIO_ID, Conflict, text_hash
 from engine.audience import membership
 from engine.audience.preview import preview as count_condition
 from engine.errors import NotFound, ScenarioInvalid
-from engine.spec.conditions import ALL_OPERATORS, CONSENT_STATES, PRESSURE_STATES, PROFILE_FIELDS
+from engine.spec.conditions import ALL_OPERATORS, PROFILE_FIELDS
 from engine.spec.jsonschema import condition_forms
-from engine.spec.metric_names import LIFECYCLE_STAGES, RFM_CLASSES, RFM_FIELDS
 from engine.spec.problems import Problem
 from engine.spec.roundtrip import dump, load
-from engine.spec.segments import lint_segment_folder, lint_segment_text, segment_ids
+from engine.spec.segments import lint_segment_folder, lint_segment_text
 from engine.spec.yamlio import apply_text, read_source
 from engine.store.db import SQLITE_BEGIN
-from engine.store.models import Contact, Event
+from engine.store.models import Contact
 
 segments = Blueprint("segments", __name__)
 
 SAMPLE = 10  # external ids shown beside a count
 TREND_DAYS = 30
-RECENT_EVENTS = 50_000  # the event names offered are those of the latest events
-COMPUTED = ["lifecycle", "customer_value", "lead_score", *(f"rfm.{f}" for f in RFM_FIELDS)]
 NEW_CONDITION = "condition:\n  attribute: email\n  op: exists\n"  # everyone with an address
 
 
@@ -147,37 +145,9 @@ def live(conn: Connection, segment_id: str, draft: Draft) -> dict[str, Any]:
 # ------------------------------------------------------------------ page data
 
 
-def _seen(conn: Connection, limit: int = 500) -> tuple[list[str], list[str]]:
-    """Event names and contact attribute keys seen lately, for autocompletion: the names of the
-    latest events only, so that the page reads a bounded slice of a table of millions."""
-    latest = select(Event.name).order_by(Event.id.desc()).limit(RECENT_EVENTS).subquery()
-    events = conn.execute(select(latest.c.name).distinct().order_by(latest.c.name).limit(limit))
-    samples = conn.execute(select(Contact.attributes).limit(200)).scalars()
-    keys = {str(k) for attributes in samples if isinstance(attributes, dict) for k in attributes}
-    return list(events.scalars()), sorted(keys)[:limit]
-
-
-def condition_choices(segment_id: str | None = None) -> dict[str, Any]:
-    """What the condition builder offers beyond the editor's own choices: computed attributes and
-    their values, the workspace's segments (the edited one left out), consent topics and states,
-    pressure states. The scenario editor's bootstrap can take these as they are."""
-    topics = parcours().policy().topics
-    return {
-        "computed": COMPUTED,
-        "computedValues": {
-            "lifecycle": list(LIFECYCLE_STAGES),
-            "rfm.class": [c[0] for c in RFM_CLASSES],
-        },
-        "segments": [s for s in segment_ids(folder()) if s != segment_id],
-        "topics": [["*", _("every topic")], *([k, v] for k, v in topics.items())],
-        "consentStates": list(CONSENT_STATES),
-        "pressureStates": list(PRESSURE_STATES),
-    }
-
-
 def _builder_boot(conn: Connection, segment_id: str) -> dict[str, Any]:
     """Everything the builder reads on the segment page."""
-    events, attributes = _seen(conn)
+    events, attributes = seen_names()
     return {
         **condition_choices(segment_id),
         "conditionScope": "segment",  # no "since the entry", no expressions offered

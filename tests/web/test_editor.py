@@ -67,6 +67,10 @@ def test_edit_page_carries_the_document_registry_and_seen_names(
     assert "trial_started" in data["events"] and "plan" in data["attributes"]
     assert data["hash"] == text_hash(data["yaml"])
     assert data["urls"]["save"] == "/scenarios/welcome-series/save"
+    # the shared condition builder offers computed attributes, segments and consent topics here too
+    assert "rfm.class" in data["computed"] and "champions" in data["computedValues"]["rfm.class"]
+    assert "premium" in data["segments"] and data["conditionTopics"][0][0] == "*"
+    assert isinstance(data["topics"], dict)  # the Sending panel's topics, id → label
 
 
 def test_viewer_gets_a_read_only_canvas_and_french_labels(login: Login) -> None:

@@ -96,7 +96,7 @@
     if (kind === "segment") return { segment: (this.segmentChoices()[0] || [""])[0] };
     if (kind === "consent") {
       var channel = (boot.channels || []).some(function (c) { return c.name === "email"; }) ? "email" : ((boot.channels || [])[0] || {}).name || "email";
-      return { consent: { channel: channel, topic: (boot.topics || [["*"]])[0][0] || "*", state: "opted_in" } };
+      return { consent: { channel: channel, topic: (boot.conditionTopics || [["*"]])[0][0] || "*", state: "opted_in" } };
     }
     if (kind === "pressure") return { pressure: { state: "over" } };
     return { attribute: "", op: "eq", value: "" };
@@ -284,7 +284,7 @@
   methods.consentRule = function (line, rule, set, redraw, id) {
     var s = this.s, boot = this.ctx.boot, body = rule.consent;
     line.appendChild(select(channelChoices(boot), body.channel, function (v) { body.channel = v; set(rule); }, id + "-channel"));
-    var topics = boot.topics ? pairs(boot.topics) : [];
+    var topics = boot.conditionTopics ? pairs(boot.conditionTopics) : [];
     if (topics.length) {
       line.appendChild(select(topics, body.topic, function (v) { body.topic = v; set(rule); }, id + "-topic"));
     } else {
