@@ -48,17 +48,22 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         )
         self._lock = threading.Lock()
+        self._woken = threading.Event()  # set by wake(), cleared when a pass starts
         self.last_report: PassReport | None = None
         self.totals: dict[str, int] = {"steps": 0, "sends": 0, "passes": 0}
 
-    def _every(self, job: Callable[[], object], job_id: str, **interval: float) -> None:
-        """Run `job` now, then at every interval."""
+    def _every(
+        self, job: Callable[[], object], job_id: str, instances: int = 1, **interval: float
+    ) -> None:
+        """Run `job` now, then at every interval (`instances`: how many may run at once)."""
         self.scheduler.add_job(
-            job, "interval", id=job_id, next_run_time=datetime.now(UTC), **interval
-        )
+            job, "interval", id=job_id, next_run_time=datetime.now(UTC),
+            max_instances=instances, **interval,
+        )  # fmt: skip
 
     def start(self) -> None:
-        self._every(self.tick, "tick", seconds=self.settings.tick_seconds)
+        # A second instance may start while a pass runs, so that a wake is never skipped.
+        self._every(self.tick, "tick", instances=2, seconds=self.settings.tick_seconds)
         if self.dispatcher is not None:
             self._every(self.deliver, "deliver", seconds=self.settings.tick_seconds)
         self._every(self.sync_schedules, "sync-schedules", seconds=60)
@@ -107,14 +112,26 @@ class Service:
 
     def wake(self) -> None:
         """Run the tick now (an event arrived, or a cron fire time came)."""
+        self._woken.set()  # before the job moves: a pass running now sees it when it ends
         job = self.scheduler.get_job("tick")
         if job is not None:
             job.modify(next_run_time=datetime.now(UTC))
 
     def tick(self) -> None:
-        """One worker pass; errors are logged, never kill the scheduler."""
-        if not self._lock.acquire(blocking=False):
-            return
+        """Worker passes until no wake came during the last one; errors are logged, never kill
+        the scheduler. A wake while a pass runs is not lost: that pass is followed by another."""
+        while True:
+            if not self._lock.acquire(blocking=False):
+                return  # the pass running now looks at the wake when it ends
+            try:
+                self._woken.clear()
+                self._pass()
+            finally:
+                self._lock.release()
+            if not self._woken.is_set():
+                return
+
+    def _pass(self) -> None:
         try:
             report = self.worker.run_once()
             self.last_report = report
@@ -134,8 +151,6 @@ class Service:
             logger.exception(
                 "worker pass failed; retrying at the next tick", extra={"action": "tick"}
             )
-        finally:
-            self._lock.release()
 
     def sync_schedules(self) -> None:
         """Keep one cron job per live scheduled scenario, each waking the tick at its fire times."""
