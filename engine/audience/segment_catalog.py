@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -154,6 +154,9 @@ class CatalogWatcher:
 
     def __init__(self, scenarios_dir: Path) -> None:
         self.folder = Path(scenarios_dir) / SEGMENTS_FOLDER
+        # None: every segment of the folder; a set: only these and those they compose (a
+        # simulation keeps the segments its journeys read, not the whole workspace's)
+        self.only: frozenset[str] | None = None
         self.catalog = Catalog()
         self._signature: Signature | None = None
         self._logged: set[str] = set()
@@ -186,8 +189,11 @@ class CatalogWatcher:
             if line not in self._logged:
                 self._logged.add(line)
                 logger.error("segment skipped: %s", line, extra={"action": "segments"})
-        self.catalog = build_catalog(linted.segments)
-        for skipped in sorted(set(linted.segments) - set(self.catalog.definitions)):
+        kept = linted.segments
+        if self.only is not None:
+            kept = _with_references(kept, self.only)
+        self.catalog = build_catalog(kept)
+        for skipped in sorted(set(kept) - set(self.catalog.definitions)):
             logger.error(
                 "segment %s skipped: it composes a segment that cannot be built",
                 skipped,
@@ -195,3 +201,15 @@ class CatalogWatcher:
             )
         self.version += 1
         return self.catalog
+
+
+def _with_references(segments: dict[str, Segment], wanted: Collection[str]) -> dict[str, Segment]:
+    """The `wanted` segments and every segment they compose, directly or not."""
+    kept: dict[str, Segment] = {}
+    todo = [w for w in wanted if w in segments]
+    while todo:
+        sid = todo.pop()
+        if sid not in kept:
+            kept[sid] = segments[sid]
+            todo.extend(r for r in segments[sid].references if r in segments)
+    return kept

@@ -262,6 +262,8 @@ def _run(
     if gate_factory is None and policy is not None:
         gate_factory = full_gate_factory(settings, policy)
     worker = Worker(engine, settings, clock, gate_factory=gate_factory, worker_id="simulation")
+    # only the segments the simulated journeys read are kept live (and those they compose)
+    worker.segments.watcher.only = frozenset().union(*(sc.segments() for sc in scenarios))
     planned = sorted(memberships, key=lambda m: m["at"])
     now, cursor, joined = start, 0, 0
     while now <= end:
