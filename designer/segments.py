@@ -29,10 +29,9 @@ from channels.registry import channel_info, channel_names
 from designer import parcours
 from designer.auth import audit, can, requires
 from designer.condition_choices import condition_choices
-from designer.editor import json_error, json_response, seen_names
+from designer.editor import _body, _Stop, _text_field, json_error, json_response, seen_names
 from designer.editor_words import strings
 from designer.i18n import gettext as _
-from designer.jsonbody import request_json
 from designer.segment_files import Draft, definition, files, folder, lint_draft, path_for, write
 from designer.workspace import SCENARIO_ID, Conflict, text_hash
 from engine.audience import membership
@@ -52,13 +51,6 @@ segments = Blueprint("segments", __name__)
 SAMPLE = 10  # external ids shown beside a count
 TREND_DAYS = 30
 NEW_CONDITION = "condition:\n  attribute: email\n  op: exists\n"  # everyone with an address
-
-
-class _Stop(Exception):
-    """Ends a JSON view early with a prepared response."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
 
 @segments.errorhandler(_Stop)
@@ -300,20 +292,6 @@ def _existing(segment_id: str) -> Path:
     if path is None or not path.is_file():
         raise _Stop(json_error(404, "not_found", _("No segment with this id."), "id"))
     return path
-
-
-def _body() -> dict[str, Any]:
-    body = request_json()
-    if not isinstance(body, dict):
-        raise _Stop(json_error(400, "bad_request", _("Send a JSON object.")))
-    return body
-
-
-def _text_field(body: Mapping[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise _Stop(json_error(400, "bad_request", _("'%(name)s' must be text.", name=name), name))
-    return value
 
 
 @segments.post("/segments/<segment_id>/preview")
