@@ -86,6 +86,7 @@ class Contact(Base):
     """A person known to the system; personal data lives here, not in logs."""
 
     __tablename__ = "contacts"
+    __table_args__ = (Index("ix_contacts_email", "email"), Index("ix_contacts_phone", "phone"))
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     external_id: Mapped[str] = mapped_column(String(255), unique=True)
@@ -99,6 +100,52 @@ class Contact(Base):
     opted_out: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+    # A merged contact is a tombstone pointing at the contact that absorbed it.
+    merged_into: Mapped[int | None] = mapped_column(BigIntId)
+    # Created by an event for an unknown anonymous id; a merge absorbs it later.
+    anonymous: Mapped[bool] = mapped_column(default=False, server_default=false())
+    erased_at: Mapped[datetime | None]
+
+
+class ContactIdentifier(Base):
+    """One way to recognise a contact beyond its external id; unique per kind."""
+
+    __tablename__ = "contact_identifiers"
+    __table_args__ = (
+        UniqueConstraint("kind", "value", name="uq_contact_identifiers_kind"),
+        Index(None, "contact_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("contacts.id"))
+    kind: Mapped[str] = mapped_column(String(32))  # email, phone, anonymous_id, loyalty_card...
+    value: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(32))  # api, import, identify, merge, cli...
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContactMerge(Base):
+    """Who merged which contact into which, when, and what moved."""
+
+    __tablename__ = "contact_merges"
+    __table_args__ = (Index(None, "survivor_id"), Index(None, "absorbed_id"))
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    survivor_id: Mapped[int] = mapped_column(BigIntId)
+    absorbed_id: Mapped[int] = mapped_column(BigIntId)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32))  # identify, cli, api, designer
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+
+class InstallationSecret(Base):
+    """A secret shared by every process on this database (the erased addresses' salt)."""
+
+    __tablename__ = "installation_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
 
 
 class Event(Base):
