@@ -136,10 +136,14 @@ def seed_person(conn: Any) -> tuple[int, int]:
         )
     )  # fmt: skip
     conn.execute(
-        insert(JournalEntry).values(
-            at=T0, kind="sent", enrollment_id=enrollment, contact_id=main,
-            scenario_id="welcome", data={"to": EMAIL, "name": NAME},
-        )
+        insert(JournalEntry),
+        [
+            {"at": T0, "kind": "sent", "enrollment_id": enrollment, "contact_id": main,
+             "scenario_id": "welcome", "data": {"to": EMAIL, "name": NAME}},
+            # an entry naming only the enrollment
+            {"at": T0, "kind": "step", "enrollment_id": enrollment, "contact_id": None,
+             "scenario_id": "welcome", "data": {"greeting": NAME}},
+        ],
     )  # fmt: skip
     record = conn.execute(
         insert(ConsentRecord)
@@ -230,6 +234,7 @@ def test_export_holds_every_table_row_of_the_person(engine: Engine) -> None:
             assert ids <= got, f"{table.name}: rows missing from the export"
     assert {r["id"] for r in exported["contacts"]} == {main, old}
     assert exported["event_inbox"]
+    assert len(exported["journal"]) == 2  # the one naming only the enrollment too
     assert all(e["contact_id"] in (main, old) for e in exported["events"])
     assert {s["address"] for s in exported["suppressions"]} == {PHONE, f"contact:{old}"}
     assert exported["consent_records"][0]["evidence"] == {"form_email": EMAIL, "name": NAME}

@@ -230,6 +230,13 @@ def export_contact(conn: Connection, contact_id: int, actor: str = "system") -> 
         suppressions,
         or_(suppressions.c.address.in_(wanted), _ids(suppressions.c.contact_id, ids, dialect)),
     )
+    journal = Base.metadata.tables["journal"]
+    theirs = select(Enrollment.id).where(_ids(Enrollment.contact_id, ids, dialect))
+    tables["journal"] = _rows(
+        conn,
+        journal,
+        _ids(journal.c.contact_id, ids, dialect) | journal.c.enrollment_id.in_(theirs),
+    )
     events = select(Event.id).where(_ids(Event.contact_id, ids, dialect))
     inbox = Base.metadata.tables["event_inbox"]
     tables["event_inbox"] = _rows(conn, inbox, inbox.c.event_id.in_(events.scalar_subquery()))
