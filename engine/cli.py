@@ -909,6 +909,12 @@ from engine.cli_segments import segment, segments  # noqa: E402
 cli.add_command(segments)
 cli.add_command(segment)
 
+from engine.cli_privacy import contact_erase, contact_export, purge  # noqa: E402
+
+contact.add_command(contact_export)
+contact.add_command(contact_erase)
+cli.add_command(purge)
+
 
 @cli.command("channels")
 @click.pass_context

@@ -70,6 +70,26 @@ SETTINGS: tuple[Setting, ...] = (
         "refresh (a changed definition is rebuilt at once).",
         int,
     ),
+    Setting(
+        "RETENTION_EVENTS_DAYS",
+        "0",
+        "Events older than this many days are deleted by the purge job (`parcours purge`, and "
+        "the worker); 0: kept for ever. Events a running journey started from, or not yet "
+        "read by the trigger pass, stay.",
+        int,
+    ),
+    Setting(
+        "RETENTION_JOURNAL_DAYS",
+        "0",
+        "Journal entries older than this many days are deleted by the purge job; 0: kept for ever.",
+        int,
+    ),
+    Setting(
+        "RETENTION_CHECK_HOURS",
+        "24",
+        "Hours between two runs of the purge job in the worker (only when a retention is set).",
+        int,
+    ),
     Setting("HOST", "127.0.0.1", "Address the HTTP server listens on."),
     Setting("PORT", "8080", "Port of the HTTP server.", int),
     Setting(
@@ -123,6 +143,9 @@ class Settings:
     api_key: str
     secret_key: str
     log_level: str
+    retention_events_days: int = 0
+    retention_journal_days: int = 0
+    retention_check_hours: int = 24
 
     @property
     def db_url(self) -> str:
@@ -159,6 +182,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     values["data_dir"] = Path(values["data_dir"])
     values["scenarios_dir"] = Path(values["scenarios_dir"])
     values.update(overrides)
+    for name in ("RETENTION_EVENTS_DAYS", "RETENTION_JOURNAL_DAYS", "RETENTION_CHECK_HOURS"):
+        if values[name.lower()] < 0:
+            raise ConfigError(f"PARCOURS_{name}={values[name.lower()]} must be 0 or more")
+    if values["retention_check_hours"] == 0:
+        raise ConfigError("PARCOURS_RETENTION_CHECK_HOURS must be 1 or more")
     from engine.runtime.timing import is_valid_zone
 
     if not is_valid_zone(values["timezone"]):

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from channels import channel_names
 from engine.audience.changes import CONSENT, mark_changed
 from engine.audience.contacts import EMAIL, MAX_EMAIL_LENGTH, PHONE, RowInvalid, check_json
+from engine.audience.privacy import address_hashes
 from engine.delivery.links import InvalidLink, sign, verify
 from engine.errors import IngestError, NotFound
 from engine.policy.locks import lock_contacts
@@ -672,18 +673,25 @@ def suppressed_addresses(
 ) -> Suppressed:
     """Every suppression touching these contacts (a list, or a map id → contact), as
     (channel, address) → reason, in one query; with `channels`, only those that can block them
-    (which lets the (channel, address) index find them)."""
+    (which lets the (channel, address) index find them). An erased address is on the list as
+    its salted hash: the candidates are hashed here once, and a hash found is reported under
+    the plain address it matched, so `is_suppressed` blocks a later contact holding it."""
     found = contacts.values() if isinstance(contacts, Mapping) else contacts
     wanted = {a for contact in found for a in _addresses(contact)}
     if not wanted:
         return {}
+    hashed = {h: a for a, h in address_hashes(conn, wanted, create=False).items()}
     query = select(Suppression.channel, Suppression.address, Suppression.reason).where(
-        Suppression.address.in_(sorted(wanted))
+        Suppression.address.in_(sorted(wanted | set(hashed)))
     )
     if channels is not None:
         query = query.where(Suppression.channel.in_(sorted({*channels, ALL})))
-    rows = conn.execute(query)
-    return {(channel, address): reason for channel, address, reason in rows}
+    out: dict[tuple[str, str], str] = {}
+    for channel, address, reason in conn.execute(query):
+        plain = hashed.get(address, address)
+        # a plain entry and a hashed one for the same address: either reason blocks
+        out.setdefault((channel, plain), reason)
+    return out
 
 
 def is_suppressed(
@@ -758,18 +766,22 @@ def consent_history(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
 
 
 def contact_suppressions(conn: Connection, contact: Addressed) -> list[dict[str, Any]]:
-    """Suppressions of the contact's addresses (and of the contact itself), oldest first."""
+    """Suppressions of the contact's addresses (and of the contact itself), oldest first; an
+    erased address's salted hash that one of them matches shows as that address."""
+    addresses = _addresses(contact)
+    hashed = {h: a for a, h in address_hashes(conn, addresses, create=False).items()}
     rows = conn.execute(
         select(Suppression)
         .where(
-            Suppression.address.in_(_addresses(contact)) | (Suppression.contact_id == contact.id)
+            Suppression.address.in_([*addresses, *sorted(hashed)])
+            | (Suppression.contact_id == contact.id)
         )
         .order_by(Suppression.at, Suppression.id)
     ).all()
     return [
         {
             "channel": s.channel,
-            "address": s.address,
+            "address": hashed.get(s.address, s.address),
             "reason": s.reason,
             "source": s.source,
             "at": _iso(s.at),

@@ -69,7 +69,23 @@ class Service:
         self._every(self.sync_schedules, "sync-schedules", seconds=60)
         # Hourly, so a restart neither skips nor repeats the recompute: it runs when due.
         self._every(self.recompute_attributes, "attributes", hours=1)
+        if self.settings.retention_events_days or self.settings.retention_journal_days:
+            self._every(self.purge, "purge", hours=self.settings.retention_check_hours)
         self.scheduler.start()
+
+    def purge(self) -> None:
+        """The retention purge of old events and journal entries (PARCOURS_RETENTION_*)."""
+        from engine.audience.retention import purge
+
+        try:
+            s = self.settings
+            report = purge(self.worker.engine, self.worker.clock.now(), s.retention_events_days,
+                           s.retention_journal_days)  # fmt: skip
+            logger.info("retention: %d events, %d journal entries purged", report.events,
+                        report.journal, extra={"action": "purge"})  # fmt: skip
+        except Exception:
+            logger.exception("retention purge failed; retrying at the next check",
+                             extra={"action": "purge"})  # fmt: skip
 
     def recompute_attributes(self) -> None:
         """The full recompute of the computed attributes, once ATTRIBUTES_EVERY_HOURS passed."""
