@@ -103,6 +103,8 @@ def _make_sqlite_engine(url: URL, timeout: float) -> Engine:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Freed pages are overwritten with zeros: an erased person's data leaves the file.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         finally:
             cursor.close()
@@ -123,6 +125,16 @@ def _make_sqlite_engine(url: URL, timeout: float) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def checkpoint(engine: Engine) -> None:
+    """SQLite: copy the WAL into the database file and truncate it, so that the WAL no longer
+    holds pages an erasure changed (run after the commit, outside any transaction). PostgreSQL
+    keeps old row versions until (auto)vacuum reclaims them: nothing to do here."""
+    if engine.dialect.name != "sqlite" or _is_memory(engine.url):
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
