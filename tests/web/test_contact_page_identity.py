@@ -4,15 +4,17 @@ list, the erased page, and the admin's export and erasure (roles, CSRF, confirma
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
 from designer import create_app
@@ -20,7 +22,7 @@ from designer.auth import create_user
 from engine.audience.ingest import clean_contact, contact_ids, upsert_contacts
 from engine.config import load_settings
 from engine.runtime.clock import VirtualClock
-from engine.store.models import Contact, ContactIdentifier, ContactMerge, JournalEntry
+from engine.store.models import AuditEntry, Contact, ContactIdentifier, ContactMerge, JournalEntry
 from tests.web.conftest import PASSWORD, ROLES, csrf_of
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
@@ -178,3 +180,129 @@ def test_the_list_leaves_tombstones_out_and_marks_anonymous_contacts(
     anonymous = [r for r in rows if 'data-testid="anonymous"' in r]
     assert len(anonymous) == 1 and "crm-2" in anonymous[0]
     assert "web-9" not in text(viewer, "/contacts?q=web")  # not found by search either
+
+
+# ---------------------------------------------------------------- admin: export and erase
+
+
+def privacy_paths(contact_id: int) -> dict[str, str]:
+    return {"export": f"/privacy/contacts/{contact_id}/export",
+            "erase": f"/privacy/contacts/{contact_id}/erase"}  # fmt: skip
+
+
+def audits(engine: Engine, action: str) -> list[Any]:
+    with engine.connect() as conn:
+        query = select(AuditEntry).where(AuditEntry.action == action)
+        return list(conn.execute(query.order_by(AuditEntry.id)))
+
+
+def email_of(engine: Engine, contact_id: int) -> str | None:
+    with engine.connect() as conn:
+        found = conn.execute(select(Contact.email).where(Contact.id == contact_id)).scalar_one()
+        return found  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("role", ["viewer", "marketer"])
+def test_only_admins_see_and_reach_the_privacy_actions(
+    as_role: Callable[[str], FlaskClient], engine: Engine, role: str
+) -> None:
+    ids = seed_merge(engine)
+    client = as_role(role)
+    page = text(client, "/contacts/crm-1")
+    assert "Export data" not in page and "Erase contact" not in page
+    paths = privacy_paths(ids["crm-1"])
+    token = {"csrf_token": client.csrf}  # type: ignore[attr-defined]
+    assert client.post(paths["export"], data=token).status_code == 403
+    assert client.get(paths["erase"]).status_code == 403
+    form = {**token, "confirm": "crm-1"}
+    assert client.post(paths["erase"], data=form).status_code == 403
+    assert email_of(engine, ids["crm-1"]) == "marie@example.com"
+    assert "Export data" in text(as_role("admin"), "/contacts/crm-1")
+
+
+def test_privacy_actions_refuse_a_missing_csrf_token(
+    as_role: Callable[[str], FlaskClient], engine: Engine
+) -> None:
+    ids = seed_merge(engine)
+    admin = as_role("admin")
+    paths = privacy_paths(ids["crm-1"])
+    assert admin.post(paths["export"]).status_code == 400
+    response = admin.post(paths["erase"], data={"confirm": "crm-1", "csrf_token": "forged"})
+    assert response.status_code == 400
+    assert email_of(engine, ids["crm-1"]) == "marie@example.com"
+    assert audits(engine, "export") == [] and audits(engine, "erase") == []
+
+
+def test_a_wrong_confirmation_erases_nothing(
+    as_role: Callable[[str], FlaskClient], engine: Engine
+) -> None:
+    ids = seed_merge(engine)
+    admin = as_role("admin")
+    path = privacy_paths(ids["crm-1"])["erase"]
+    form = text(admin, path)
+    assert "What is kept" in form and "salted hash" in form
+    for typed in ("crm-2", "CRM-1", ""):
+        response = admin.post(
+            path, data={"confirm": typed, "reason": "asked by phone", "csrf_token": admin.csrf}
+        )  # type: ignore[attr-defined]
+        assert response.status_code == 400, typed
+        page = response.get_data(as_text=True)
+        assert "Type the external id exactly as shown to confirm." in page
+        assert 'value="asked by phone"' in page  # the reason is kept for the next try
+    assert email_of(engine, ids["crm-1"]) == "marie@example.com"
+    assert audits(engine, "erase") == []
+
+
+def test_merged_or_unknown_contacts_have_no_privacy_actions(
+    as_role: Callable[[str], FlaskClient], engine: Engine
+) -> None:
+    ids = seed_merge(engine)
+    admin = as_role("admin")
+    for contact_id in (ids["web-9"], 999_999):
+        paths = privacy_paths(contact_id)
+        assert admin.get(paths["erase"]).status_code == 404
+        token = {"csrf_token": admin.csrf}  # type: ignore[attr-defined]
+        assert admin.post(paths["export"], data=token).status_code == 404
+
+
+def test_an_admin_exports_the_contact_as_a_json_file(
+    as_role: Callable[[str], FlaskClient], engine: Engine
+) -> None:
+    ids = seed_merge(engine)
+    admin = as_role("admin")
+    response = admin.post(privacy_paths(ids["crm-1"])["export"], data={"csrf_token": admin.csrf})  # type: ignore[attr-defined]
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="crm-1.json"'
+    data = json.loads(response.get_data(as_text=True))
+    flat = json.dumps(data)
+    assert "marie@example.com" in flat and "LC-4417" in flat
+    entries = audits(engine, "export")
+    assert len(entries) == 1  # one entry, whoever writes it
+    assert (entries[0].username, entries[0].target_kind, entries[0].target_id) == (
+        "admin", "contact", str(ids["crm-1"]))  # fmt: skip
+
+
+def test_an_admin_erases_a_contact_after_typing_its_id(
+    as_role: Callable[[str], FlaskClient], engine: Engine
+) -> None:
+    ids = seed_merge(engine)
+    admin = as_role("admin")
+    response = admin.post(privacy_paths(ids["crm-1"])["erase"], data={
+        "confirm": "crm-1", "reason": "asked by email", "csrf_token": admin.csrf,  # type: ignore[attr-defined]
+    })  # fmt: skip
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/contacts"
+    page = text(admin, "/contacts")
+    assert "Contact erased." in page
+    assert "crm-1" not in re.findall(r'href="/contacts/([^"]+)"', page)
+    with engine.connect() as conn:
+        row = conn.execute(select(Contact).where(Contact.id == ids["crm-1"])).one()
+    assert row.email is None and row.phone is None and row.erased_at is not None
+    entries = audits(engine, "erase")
+    assert len(entries) == 1
+    assert (entries[0].username, entries[0].target_id) == ("admin", str(ids["crm-1"]))
+    assert "This contact was erased on" in text(admin, f"/contacts/erased:{ids['crm-1']}", 410)
+    text(admin, "/contacts/crm-1", 404)  # its external id names no one any more
+    # already erased: no second erasure
+    assert admin.get(privacy_paths(ids["crm-1"])["erase"]).status_code == 404
