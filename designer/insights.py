@@ -105,6 +105,8 @@ def reason_label(reason: str | None) -> str:
         text = _("Over-pressure")
     elif reason in ENTRY_REFUSALS:
         return entry_refusal_label(reason)
+    elif reason in ("merged", "erased"):  # a journey ended by a merge or an erasure
+        return _("Contact merged into another") if reason == "merged" else _("Contact erased")
     else:
         return reason
     return _("%(reason)s, waited too long", reason=text) if expired else text

@@ -128,9 +128,15 @@ def test_contact_page_lists_identifiers_and_merges(
 def test_the_timeline_shows_the_merge(
     as_role: Callable[[str], FlaskClient], engine: Engine
 ) -> None:
-    seed_merge(engine)
+    ids = seed_merge(engine)
+    with engine.begin() as conn:  # the absorbed contact's journey, ended by the merge
+        conn.execute(insert(JournalEntry).values(
+            at=MERGED_AT, kind="exited", contact_id=ids["crm-1"], scenario_id="welcome",
+            reason="merged", data={},
+        ))  # fmt: skip
     page = text(as_role("viewer"), "/contacts/crm-1")
     feed = section(page, "timeline")
+    assert "Left the journey welcome Contact merged into another" in feed
     assert "Merge" in feed
     assert "Merged contact web-9 into this one (identified by an event)" in feed
     french = text(as_role("viewer"), "/contacts/crm-1?lang=fr")
