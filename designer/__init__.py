@@ -234,6 +234,7 @@ def create_app(
     from designer.api import api
     from designer.api_privacy import api_privacy
     from designer.api_segments import api_segments
+    from designer.contact_privacy import contact_privacy
     from designer.editor import editor
     from designer.hooks import hooks
     from designer.insights import insights
@@ -264,6 +265,7 @@ def create_app(
     app.register_blueprint(simulation)
     app.register_blueprint(library)
     app.register_blueprint(segments)
+    app.register_blueprint(contact_privacy)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -26,7 +26,8 @@ def dynamic_messages() -> list[str]:
     from engine.store.models import SCENARIO_STATUSES, USER_ROLES
 
     actions = ("login", "save", "create", "publish", "pause", "resume", "password", "role")
-    kinds = ("scenario", "user", "session", "policy", "template", "disable", "enable")
+    actions += ("export", "erase")  # a contact's data (designer/contact_privacy.py)
+    kinds = ("scenario", "user", "session", "policy", "template", "disable", "enable", "contact")
     # the node-type registry's help (step types and their fields), shown by the editor
     return [*SCENARIO_STATUSES, *USER_ROLES, *OBJECTIVES, *actions, *kinds, *registry_help()]
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.engine import Connection
 
@@ -26,6 +26,7 @@ from designer.i18n import gettext as _
 from designer.pressure_board import board
 from designer.segment_files import segment_names
 from engine.audience.attributes import contact_metrics, workspace_spec
+from engine.audience.identity import find_contact, identifiers_of, merges_of
 from engine.audience.ingest import contact_profile
 from engine.audience.membership import contact_segments
 from engine.policy import consent as ledger
@@ -104,6 +105,8 @@ def reason_label(reason: str | None) -> str:
         text = _("Over-pressure")
     elif reason in ENTRY_REFUSALS:
         return entry_refusal_label(reason)
+    elif reason in ("merged", "erased"):  # a journey ended by a merge or an erasure
+        return _("Contact merged into another") if reason == "merged" else _("Contact erased")
     else:
         return reason
     return _("%(reason)s, waited too long", reason=text) if expired else text
@@ -127,7 +130,22 @@ def journal_label(kind: str) -> str:
               "error": _("Error"), "completed": _("Journey finished"),
               "converted": _("Goal reached"), "exited": _("Left the journey"),
               "failed": _("Journey failed"), "send": _("Send"),
-              "cancelled": _("Send cancelled")}  # fmt: skip
+              "cancelled": _("Send cancelled"), "merged": _("Merge")}  # fmt: skip
+    return labels.get(kind, kind)
+
+
+def merge_source_label(source: str | None) -> str:
+    """Where a merge came from (`contact_merges.source`), in words."""
+    labels = {"identify": _("identified by an event"), "cli": _("command line"),
+              "api": _("API"), "designer": _("designer")}  # fmt: skip
+    return labels.get(source or "", source or "—")
+
+
+def identifier_label(kind: str) -> str:
+    """An identifier kind in words; a declared kind shows its name."""
+    labels = {"external_id": _("External id"), "email": _("Email"), "phone": _("Phone"),
+              "anonymous_id": _("Anonymous web id"),
+              "loyalty_card": _("Loyalty card")}  # fmt: skip
     return labels.get(kind, kind)
 
 
@@ -207,7 +225,8 @@ def _helpers() -> dict[str, Any]:
     return {"state_label": state_label, "channel_label": channel_label, "when": when, "ago": ago,
             "consent_label": consent_label, "reason_label": reason_label, "number": number,
             "journal_label": journal_label, "status_label": status_label, "span": span,
-            "percent": percent}  # fmt: skip
+            "percent": percent, "merge_source_label": merge_source_label,
+            "identifier_label": identifier_label}  # fmt: skip
 
 
 # ---------------------------------------------------------------- contacts
@@ -245,7 +264,9 @@ def contacts() -> Any:
     page = max(1, request.args.get("page", 1, type=int) or 1)
     state = parcours()
     now = state.clock.now()
-    where = matching(q) if q else true()
+    # merged tombstones and erased contacts are not people any more: never listed
+    live = Contact.merged_into.is_(None) & Contact.erased_at.is_(None)
+    where = (matching(q) if q else true()) & live
     with _reader() as conn:
         total = conn.execute(select(func.count()).select_from(Contact).where(where)).scalar_one()
         rows = conn.execute(
@@ -407,8 +428,15 @@ def contact(external_id: str) -> Any:
     now, policy = state.clock.now(), state.policy()
     with _reader() as conn:
         row = conn.execute(select(Contact).where(Contact.external_id == external_id)).first()
-        if row is None:
-            return render_template("contact.html", missing=external_id), 404
+        if row is not None and row.erased_at is not None:
+            return render_template("contact.html", missing=None, erased=row.erased_at), 410
+        if row is None or row.merged_into is not None:
+            survivor = find_contact(conn, external_id)
+            if survivor is None:
+                return render_template("contact.html", missing=external_id), 404
+            flash(_("%(absorbed)s was merged into %(survivor)s.", absorbed=external_id,
+                    survivor=survivor.external_id), "ok")  # fmt: skip
+            return redirect(url_for("insights.contact", external_id=survivor.external_id))
         barometer = load_barometers(conn, [row.id], now, policy.pressure)[row.id]
         pressure = explain(barometer, policy)
         journeys = conn.execute(
@@ -429,6 +457,8 @@ def contact(external_id: str) -> Any:
             "reach": reachability(conn, row, policy, now),
             "computed": contact_metrics(conn, row.id, _attributes_spec(state), now),
             "segments": contact_segments(conn, row.id),
+            "identifiers": identifiers_of(conn, row.id),
+            "merges": merge_rows(conn, row.id),
         }
     barometer_rows = [(OVERALL, pressure["overall"]), *pressure["channels"].items()]
     gauges = {channel: gauge(r, policy.pressure) for channel, r in barometer_rows}
@@ -438,6 +468,24 @@ def contact(external_id: str) -> Any:
         paged=cursor is not None, cfg_half_life=policy.pressure.half_life,
         computed_words=computed_labels(), segment_names=segment_names(), **details,
     )  # fmt: skip
+
+
+def merge_rows(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
+    """The contact's merges, each with the other side's external id and which side it was."""
+    merges = merges_of(conn, contact_id)
+    others = {m["absorbed_id"] if m["survivor_id"] == contact_id else m["survivor_id"]
+              for m in merges}  # fmt: skip
+    names: dict[int, str] = {}
+    if others:
+        query = select(Contact.id, Contact.external_id).where(_in(Contact.id, sorted(others), conn))
+        names = {cid: ext for cid, ext in conn.execute(query)}
+    rows = []
+    for m in merges:
+        absorbed = m["absorbed_id"] == contact_id
+        other = m["survivor_id"] if absorbed else m["absorbed_id"]
+        rows.append({**m, "absorbed": absorbed, "other_id": other,
+                     "other_external_id": names.get(other)})  # fmt: skip
+    return rows
 
 
 def _attributes_spec(state: Any) -> AttributesSpec:
