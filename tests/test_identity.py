@@ -408,3 +408,84 @@ def test_newest_attributes_rule_takes_the_contact_updated_last() -> None:
     old, new = Row({"a": 1, "b": 1}, T0), Row({"a": 2}, T0 + timedelta(days=1))
     assert merged_attributes(old, new, IdentitySettings(attributes="newest")) == {"a": 2, "b": 1}  # type: ignore[arg-type]
     assert merged_attributes(old, new, IdentitySettings()) == {"a": 1, "b": 1}  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- ingest
+
+
+@pytest.fixture
+def workspace(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A workspace declaring the loyalty_card kind."""
+    (tmp_path / "identity.yaml").write_text(
+        "format_version: 1\nkinds:\n  loyalty_card: {label: Loyalty card}\n", encoding="utf-8"
+    )
+    monkeypatch.setenv("PARCOURS_SCENARIOS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_events_name_their_contact_once_with_located_errors(workspace: Any) -> None:
+    from engine.audience.contacts import RowInvalid
+    from engine.audience.ingest import clean_event
+
+    by_anon = clean_event({"anonymous_id": " w1 ", "name": "page_viewed"}, T0)
+    assert (by_anon["contact"], by_anon["identifier"]) == (None, ("anonymous_id", "w1"))
+    card = {"identifier": {"kind": "loyalty_card", "value": "L-1"}, "name": "store_purchase"}
+    assert clean_event(card, T0)["identifier"] == ("loyalty_card", "L-1")
+    for raw, field in (
+        ({"contact": "a", "anonymous_id": "w1", "name": "x"}, "anonymous_id"),
+        ({"name": "x"}, "contact"),
+        ({"identifier": {"kind": "loyalty", "value": "L"}, "name": "x"}, "identifier.kind"),
+        ({"identifier": {"kind": "email", "value": "no"}, "name": "x"}, "identifier.value"),
+        ({"identifier": "L-1", "name": "x"}, "identifier"),
+    ):
+        with pytest.raises(RowInvalid) as caught:
+            clean_event(raw, T0)
+        assert caught.value.field == field, raw
+
+
+def test_offline_purchases_by_loyalty_card_and_absorbed_ids_reach_the_survivor(
+    engine: Engine, workspace: Any
+) -> None:
+    from engine.audience.ingest import clean_contact, clean_event, record_events
+
+    with engine.begin() as conn:
+        # an unlinked card at the till: an anonymous contact holds it
+        record_events(conn, [clean_event({"identifier": {"kind": "loyalty_card", "value": "L-1"},
+                                          "name": "store_purchase"}, T0)], T0)  # fmt: skip
+        # the CRM export links the card to ann: identify merges the till's contact into ann
+        upsert_contacts(conn, [clean_contact({"external_id": "ann", "email": "ann@x.io"})], T0)
+        done = identify(conn, [("loyalty_card", "L-1")], T0, "import", "import",
+                        external_id="ann", settings=LOYALTY)  # fmt: skip
+        # a row with the card only updates ann; later purchases with the card are ann's
+        upsert_contacts(
+            conn, [clean_contact({"identifier:loyalty_card": "L-1", "tier": "gold"})], T0
+        )
+        record_events(conn, [clean_event({"identifier": {"kind": "loyalty_card", "value": "L-1"},
+                                          "name": "store_purchase"}, T0),
+                             clean_event({"contact": "anonymous:loyalty_card:L-1",
+                                          "name": "call_outcome"}, T0)], T0)  # fmt: skip
+        ann = conn.execute(select(Contact).where(Contact.external_id == "ann")).one()
+        names = conn.execute(select(Event.name).where(Event.contact_id == ann.id)).scalars().all()
+        anonymous = count(conn, Contact, Contact.anonymous.is_(True), Contact.merged_into.is_(None))
+    assert done.contact_id == ann.id and len(done.merges) == 1
+    assert ann.attributes == {"tier": "gold"}
+    assert sorted(names) == ["call_outcome", "store_purchase", "store_purchase"]
+    assert anonymous == 0  # the till's contact was absorbed, none was created again
+
+
+def test_contacts_file_registers_identifier_columns(engine: Engine, workspace: Any) -> None:
+    from engine.audience.contacts import RowInvalid
+    from engine.audience.ingest import clean_contact
+
+    row = clean_contact({"external_id": "bob", "identifier:loyalty_card": "L-9",
+                         "identifier:email": "Bob@X.io"})  # fmt: skip
+    assert row["identifiers"] == [("loyalty_card", "L-9"), ("email", "bob@x.io")]
+    with pytest.raises(RowInvalid) as caught:
+        clean_contact({"external_id": "bob", "identifier:loyalty": "L-9"})
+    assert caught.value.field == "identifier:loyalty" and "loyalty_card" in caught.value.message
+    with engine.begin() as conn:
+        upsert_contacts(conn, [row], T0)
+        bob = find_contact(conn, "bob")
+        assert bob is not None
+        assert {(i["kind"], i["value"]) for i in identifiers_of(conn, bob.id)} == {
+            ("loyalty_card", "L-9"), ("email", "bob@x.io")}  # fmt: skip

@@ -108,11 +108,16 @@ class IdentifierTaken(IngestError):
 
 
 def clean_identifier(
-    kind: Any, value: Any, settings: IdentitySettings | None = None, field: str | None = None
+    kind: Any,
+    value: Any,
+    settings: IdentitySettings | None = None,
+    field: str | None = None,
+    value_field: str | None = None,
 ) -> tuple[str, str]:
     """(kind, value) checked and normalised: email trimmed and lower-cased, phone without its
     spaces, dots and dashes, any other kind trimmed; 1..255 characters. An unknown kind, or the
-    reserved `external_id`, is refused naming `field` (default: `identifiers.<kind>`)."""
+    reserved `external_id`, is refused naming `field` (default: `identifiers.<kind>`), a bad
+    value naming `value_field` (default: `field`)."""
     settings = settings or IdentitySettings()
     where = field or f"identifiers.{kind}"
     if not isinstance(kind, str) or not kind:
@@ -131,6 +136,7 @@ def clean_identifier(
             f"identity.yaml); known: {', '.join(known)}" + (f"; {hint}" if hint else ""),
             where,
         )
+    where = value_field or where
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise IdentifierInvalid("an identifier's value is text", where)
     text = str(value).strip()
@@ -242,7 +248,7 @@ def anonymous_external_id(kind: str, value: str) -> str:
     return f"anonymous:{kind}:sha256:{hashlib.sha256(value.encode()).hexdigest()}"
 
 
-def _insert_ignoring(conn: Connection, table: Any, columns: list[str]) -> Any:
+def insert_ignoring(conn: Connection, table: Any, columns: list[str]) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=columns)
 
@@ -258,7 +264,7 @@ def register(
     ]
     if not rows:
         return 0
-    stmt = _insert_ignoring(conn, ContactIdentifier, ["kind", "value"])
+    stmt = insert_ignoring(conn, ContactIdentifier, ["kind", "value"])
     return len(conn.execute(stmt.returning(ContactIdentifier.id), rows).all())
 
 
@@ -281,7 +287,7 @@ def ensure_contacts(
         }
         for name in names
     ]  # fmt: skip
-    conn.execute(_insert_ignoring(conn, Contact, ["external_id"]), rows)
+    conn.execute(insert_ignoring(conn, Contact, ["external_id"]), rows)
     ids = conn.execute(
         select(Contact.external_id, Contact.id).where(Contact.external_id.in_(list(names)))
     ).all()
@@ -291,7 +297,7 @@ def ensure_contacts(
         for e, i in ids
     ]  # fmt: skip
     if identifiers:
-        conn.execute(_insert_ignoring(conn, ContactIdentifier, ["kind", "value"]), identifiers)
+        conn.execute(insert_ignoring(conn, ContactIdentifier, ["kind", "value"]), identifiers)
     found.update(resolve(conn, missing))
     return found
 
@@ -395,7 +401,7 @@ def _create(
         "external_id": external_id, "attributes": {}, "tags": [], "score": 0, "opted_out": False,
         "created_at": now, "updated_at": now,
     }  # fmt: skip
-    conn.execute(_insert_ignoring(conn, Contact, ["external_id"]), [row])
+    conn.execute(insert_ignoring(conn, Contact, ["external_id"]), [row])
     contact_id = conn.execute(
         select(Contact.id).where(Contact.external_id == external_id)
     ).scalar_one()

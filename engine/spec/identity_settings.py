@@ -115,3 +115,27 @@ def load_identity_file(path: Path) -> IdentitySettings:
 def workspace_identity(scenarios_dir: Path) -> IdentitySettings:
     """The workspace's `identity.yaml` beside the scenarios (defaults without one)."""
     return load_identity_file(scenarios_dir / IDENTITY_FILE)
+
+
+_cached: dict[Path, tuple[float, IdentitySettings]] = {}
+
+
+def current_identity(scenarios_dir: Path | None = None) -> IdentitySettings:
+    """The workspace's declaration, read again when the file changes. A broken file (lint says
+    why) reads as the defaults: ingestion goes on with the built-in kinds only."""
+    if scenarios_dir is None:
+        from engine.config import load_settings
+
+        scenarios_dir = load_settings().scenarios_dir
+    path = scenarios_dir / IDENTITY_FILE
+    try:
+        stamp = path.stat().st_mtime
+    except OSError:
+        stamp = -1.0
+    cached = _cached.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    found, _ = lint_identity_file(path)
+    settings = found or IdentitySettings()
+    _cached[path] = (stamp, settings)
+    return settings
