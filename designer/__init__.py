@@ -232,6 +232,7 @@ def create_app(
 
     from designer import auth, i18n
     from designer.api import api
+    from designer.api_identity import api_identity
     from designer.api_segments import api_segments
     from designer.editor import editor
     from designer.hooks import hooks
@@ -250,6 +251,7 @@ def create_app(
     auth.init_app(app)
     app.register_blueprint(api)
     app.register_blueprint(api_segments)
+    app.register_blueprint(api_identity)
     app.register_blueprint(public)
     app.register_blueprint(public_links)
     app.register_blueprint(public_onsite)

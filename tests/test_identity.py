@@ -489,3 +489,44 @@ def test_contacts_file_registers_identifier_columns(engine: Engine, workspace: A
         assert bob is not None
         assert {(i["kind"], i["value"]) for i in identifiers_of(conn, bob.id)} == {
             ("loyalty_card", "L-9"), ("email", "bob@x.io")}  # fmt: skip
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_contact_merge_and_show_on_the_command_line(
+    engine: Engine, engine_url: str, workspace: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    monkeypatch.setenv("PARCOURS_DATABASE_URL", engine_url)
+    monkeypatch.setenv("PARCOURS_DATA_DIR", str(workspace / "data"))
+    with engine.begin() as conn:
+        ids = people(conn, {"external_id": "ann", "email": "ann@x.io"}, {"external_id": "web"})
+        identify(conn, [("loyalty_card", "L-1")], T0, "t", "api", external_id="web",
+                 settings=LOYALTY)  # fmt: skip
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["contact", "merge", "ann", "web"], input="n\n")
+    assert refused.exit_code == 1 and "Aborted" in refused.output
+    with engine.connect() as conn:
+        assert count(conn, ContactMerge) == 0
+    done = runner.invoke(cli, ["contact", "merge", "ann", "web", "--json"])
+    assert done.exit_code == 0, done.output
+    merged = json.loads(done.output)
+    assert (merged["survivor"]["id"], merged["absorbed"]["external_id"]) == (ids["ann"], "web")
+    again = runner.invoke(cli, ["contact", "merge", "ann", "web", "--yes"])
+    assert again.exit_code == 1 and "itself" in again.output  # web names ann now
+    missing = runner.invoke(cli, ["contact", "merge", "ann", "nobody", "--yes"])
+    assert missing.exit_code == 1 and "no contact with external id 'nobody'" in missing.output
+    shown = runner.invoke(cli, ["contact", "show", "web"])  # the absorbed id shows the survivor
+    assert shown.exit_code == 0, shown.output
+    assert "contact ann" in shown.output and "loyalty_card" in shown.output
+    assert f"absorbed contact {ids['web']}" in shown.output
+    as_json = json.loads(runner.invoke(cli, ["contact", "show", "ann", "--json"]).output)
+    kinds = {i["kind"] for i in as_json["identifiers"]}
+    assert kinds == {"loyalty_card", "external_id"}
+    assert [m["absorbed_id"] for m in as_json["merges"]] == [ids["web"]]

@@ -407,3 +407,16 @@ def _create(
     ).scalar_one()
     mark_changed(conn, [(int(contact_id), PROFILE)], now)
     return int(contact_id)
+
+
+def contact_answer(conn: Connection, contact: Any) -> dict[str, Any]:
+    """A contact as the API answers it: its profile and its identifiers (JSON-ready)."""
+    from engine.audience.ingest import contact_profile
+
+    return {
+        "contact": contact_profile(contact),
+        "identifiers": [
+            {**i, "created_at": i["created_at"].isoformat() if i["created_at"] else None}
+            for i in identifiers_of(conn, contact.id)
+        ],
+    }

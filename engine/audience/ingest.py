@@ -409,9 +409,7 @@ def _register_identifiers(conn: Connection, rows: list[dict[str, Any]], now: dat
                  "created_at": now}
         for r in wanted for k, v in r["identifiers"]
     }  # fmt: skip
-    conn.execute(
-        insert_ignoring(conn, ContactIdentifier, ["kind", "value"]), list(values.values())
-    )
+    conn.execute(insert_ignoring(conn, ContactIdentifier, ["kind", "value"]), list(values.values()))
 
 
 def contact_ids(conn: Connection, external_ids: Iterable[str], now: datetime) -> dict[str, int]:
