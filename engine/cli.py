@@ -881,7 +881,9 @@ def simulate(
     scenarios = [load_scenario_file(f) for f in files]
     begin = parse_instant(start, "--start") if start else datetime.now(UTC).replace(microsecond=0)
     if contacts_file:
-        contacts = [row for _, row in _csv_rows(contacts_file)]
+        from engine.insights.simulate import file_contacts
+
+        contacts = file_contacts(row for _, row in _csv_rows(contacts_file))
     else:
         contacts = generate_contacts(generate or 100, seed)
     from engine.insights.segment_simulation import (

@@ -530,3 +530,11 @@ def test_contact_merge_and_show_on_the_command_line(
     kinds = {i["kind"] for i in as_json["identifiers"]}
     assert kinds == {"loyalty_card", "external_id"}
     assert [m["absorbed_id"] for m in as_json["merges"]] == [ids["web"]]
+
+
+def test_simulation_contacts_named_by_identifier_only_get_their_anonymous_external_id() -> None:
+    from engine.insights.simulate import file_contacts
+
+    rows = file_contacts([{"external_id": "", "identifier:loyalty_card": " L-7 "},
+                          {"external_id": "ann", "identifier:loyalty_card": "L-1"}])  # fmt: skip
+    assert [r["external_id"] for r in rows] == ["anonymous:loyalty_card:L-7", "ann"]

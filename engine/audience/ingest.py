@@ -524,6 +524,7 @@ def record_imported_consents(
     wanted = [row for row in rows if row.get("consents")]
     if not wanted:
         return 0
+    wanted = _named_contacts(conn, wanted, now)  # a row may name its contact by identifiers
     ids = contact_ids(conn, (row["external_id"] for row in wanted), now)
     count = 0
     # In contact id order, like the gate's locks, so an import never deadlocks with a batch.
