@@ -25,14 +25,15 @@ from designer.jsonbody import request_json
 from engine.audience.identity import (
     IdentifierInvalid,
     clean_identifiers,
-    contact_answer,
     find_contact,
+    identifiers_of,
     resolve,
 )
 from engine.audience.ingest import (
     RowInvalid,
     clean_contact,
     clean_event,
+    contact_profile,
     parse_instant,
     record_events,
     upsert_contacts,
@@ -191,6 +192,16 @@ def post_events() -> tuple[dict[str, int], int]:
 
 def _find_contact(conn: Connection, external_id: str) -> Any:
     return conn.execute(select(Contact).where(Contact.external_id == external_id)).first()
+
+
+def contact_answer(conn: Connection, contact: Any) -> dict[str, Any]:
+    """A contact as the API answers it: its profile and its identifiers (JSON-ready)."""
+    return {
+        "contact": contact_profile(contact),
+        "identifiers": [
+            {**i, "created_at": _iso(i["created_at"])} for i in identifiers_of(conn, contact.id)
+        ],
+    }
 
 
 @api.put("/contacts/<external_id>")

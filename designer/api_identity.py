@@ -3,7 +3,7 @@ merge two contacts.
 
 - ``POST /api/identify`` ``{"external_id": "ann", "anonymous_id": "w-1", "email": ...,
   "identifiers": {"loyalty_card": "L-1"}}``: every contact these name becomes one (see
-  `engine.audience.identity.identify`); answers the contact, its identifiers and the merges done.
+  `engine.audience.merge.identify`); answers the contact, its identifiers and the merges done.
 - ``POST /api/contacts/merge`` ``{"survivor": "ann", "absorbed": "web-1"}``: merges the second
   into the first (external ids).
 
@@ -17,16 +17,14 @@ from typing import Any, NoReturn
 from flask import Blueprint
 
 from designer import ApiError, Parcours, parcours
-from designer.api import _workspace_policy, authenticate, json_body
+from designer.api import _workspace_policy, authenticate, contact_answer, json_body
 from engine.audience.identity import (
     IdentifierInvalid,
     clean_identifier,
     clean_identifiers,
-    contact_answer,
     find_contact,
-    identify,
 )
-from engine.audience.merge import MergeRefused, merge_contacts
+from engine.audience.merge import MergeRefused, identify, merge_contacts
 from engine.spec.identity_settings import IdentitySettings, current_identity
 from engine.spec.problems import did_you_mean
 from engine.store.models import Contact

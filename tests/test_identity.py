@@ -23,11 +23,10 @@ from engine.audience.identity import (
     ensure_contacts,
     find_contact,
     identifiers_of,
-    identify,
     resolve,
 )
 from engine.audience.ingest import contact_ids, upsert_contacts
-from engine.audience.merge import MergeRefused, merge_contacts, merged_attributes
+from engine.audience.merge import MergeRefused, identify, merge_contacts, merged_attributes
 from engine.policy.base import SendRequest
 from engine.policy.consent import consent_snapshot, record_consent
 from engine.policy.loader import lint_policy_text

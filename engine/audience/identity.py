@@ -11,15 +11,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from engine.audience.changes import PROFILE, mark_changed
 from engine.audience.contacts import EMAIL, MAX_EMAIL_LENGTH, PHONE, shown
 from engine.errors import IngestError
 from engine.spec.identity_settings import EXTERNAL_ID, IdentitySettings
@@ -300,123 +298,3 @@ def ensure_contacts(
         conn.execute(insert_ignoring(conn, ContactIdentifier, ["kind", "value"]), identifiers)
     found.update(resolve(conn, missing))
     return found
-
-
-# ---------------------------------------------------------------- identify
-
-
-@dataclass(frozen=True)
-class Identified:
-    """What `identify` did: the live contact, whether it was created or promoted (an anonymous
-    contact that took the given external id), the merges done, the identifiers added."""
-
-    contact_id: int
-    external_id: str
-    created: bool = False
-    promoted: bool = False
-    merges: tuple[int, ...] = ()
-    added: int = 0
-
-
-def identify(
-    conn: Connection,
-    identifiers: Iterable[tuple[str, str]],
-    now: datetime,
-    actor: str,
-    source: str,
-    *,
-    external_id: str | None = None,
-    policy: Any = None,
-    settings: IdentitySettings | None = None,
-) -> Identified:
-    """Recognise one person by every identifier given (cleaned pairs) and, if given, its external
-    id; merge every contact they name into one and give it every identifier.
-
-    The survivor is the contact the external id names, else the oldest non-anonymous contact
-    found, else the oldest anonymous one (which takes the external id and stops being
-    anonymous). Every other contact found is merged into it, even a known contact holding one
-    of the identifiers: that is what identifying means. Nothing found: the contact is created
-    (anonymous when no external id is given). Calling it again changes nothing.
-    """
-    from engine.audience.merge import merge_contacts
-
-    pairs = list(dict.fromkeys(identifiers))
-    wanted = [*pairs, *([(EXTERNAL_ID, external_id)] if external_id else [])]
-    if not wanted:
-        raise IdentifierInvalid("give an external id or at least one identifier", "identifiers")
-    found = resolve(conn, wanted)
-    named = found.get((EXTERNAL_ID, external_id)) if external_id else None
-    others = sorted({cid for pair, cid in found.items() if pair[0] != EXTERNAL_ID} - {named})
-    rows = _contacts(conn, [*others, *([named] if named else [])])
-    created = promoted = False
-    if named is not None:
-        survivor = named
-    elif others:
-        survivor = min(others, key=lambda c: (rows[c].anonymous, rows[c].created_at, c))
-        if external_id and rows[survivor].anonymous:
-            _promote(conn, survivor, external_id, now)
-            promoted = True
-    else:
-        survivor, created = _create(conn, external_id, pairs, now, source), True
-    merges = []
-    for absorbed in others:
-        if absorbed != survivor:
-            report = merge_contacts(
-                conn, survivor, absorbed, now, actor, source, policy=policy, settings=settings
-            )
-            merges.append(report.merge_id)
-    added = register(conn, survivor, pairs, source, now)
-    ext = conn.execute(select(Contact.external_id).where(Contact.id == survivor)).scalar_one()
-    return Identified(survivor, str(ext), created, promoted, tuple(merges), added)
-
-
-def _contacts(conn: Connection, ids: list[int]) -> dict[int, Any]:
-    if not ids:
-        return {}
-    query = select(Contact.id, Contact.anonymous, Contact.created_at).where(Contact.id.in_(ids))
-    return {r.id: r for r in conn.execute(query)}
-
-
-def _promote(conn: Connection, contact_id: int, external_id: str, now: datetime) -> None:
-    """An anonymous contact takes the external id the person was identified by."""
-    conn.execute(
-        update(Contact)
-        .where(Contact.id == contact_id)
-        .values(external_id=external_id, anonymous=False, updated_at=now)
-    )
-    mark_changed(conn, [(contact_id, PROFILE)], now)
-
-
-def _create(
-    conn: Connection,
-    external_id: str | None,
-    pairs: list[tuple[str, str]],
-    now: datetime,
-    source: str,
-) -> int:
-    if external_id is None:
-        kind, value = pairs[0]
-        return ensure_contacts(conn, [(kind, value)], now, source)[(kind, value)]
-    row = {
-        "external_id": external_id, "attributes": {}, "tags": [], "score": 0, "opted_out": False,
-        "created_at": now, "updated_at": now,
-    }  # fmt: skip
-    conn.execute(insert_ignoring(conn, Contact, ["external_id"]), [row])
-    contact_id = conn.execute(
-        select(Contact.id).where(Contact.external_id == external_id)
-    ).scalar_one()
-    mark_changed(conn, [(int(contact_id), PROFILE)], now)
-    return int(contact_id)
-
-
-def contact_answer(conn: Connection, contact: Any) -> dict[str, Any]:
-    """A contact as the API answers it: its profile and its identifiers (JSON-ready)."""
-    from engine.audience.ingest import contact_profile
-
-    return {
-        "contact": contact_profile(contact),
-        "identifiers": [
-            {**i, "created_at": i["created_at"].isoformat() if i["created_at"] else None}
-            for i in identifiers_of(conn, contact.id)
-        ],
-    }
