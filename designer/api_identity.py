@@ -95,8 +95,11 @@ def post_identify() -> dict[str, Any]:
         _invalid("Give an external_id or at least one identifier.", "identifiers")
     policy = _workspace_policy(state)
     with state.engine.begin() as conn:
-        done = identify(conn, pairs, state.clock.now(), ACTOR, "api", external_id=external_id,
-                        policy=policy, settings=settings)  # fmt: skip
+        try:
+            done = identify(conn, pairs, state.clock.now(), ACTOR, "api",
+                            external_id=external_id, policy=policy, settings=settings)  # fmt: skip
+        except MergeRefused as exc:
+            raise ApiError(409, "merge_refused", str(exc), exc.field) from None
         contact = conn.execute(_contact_row(done.contact_id)).one()
         answer = contact_answer(conn, contact)
     return {**answer, "created": done.created, "promoted": done.promoted,

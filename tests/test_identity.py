@@ -537,3 +537,28 @@ def test_simulation_contacts_named_by_identifier_only_get_their_anonymous_extern
     rows = file_contacts([{"external_id": "", "identifier:loyalty_card": " L-7 "},
                           {"external_id": "ann", "identifier:loyalty_card": "L-1"}])  # fmt: skip
     assert [r["external_id"] for r in rows] == ["anonymous:loyalty_card:L-7", "ann"]
+
+
+def test_identify_by_identifiers_gives_a_new_external_id_to_the_contact_found(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        bob = people(conn, {"external_id": "bob", "email": "bob@x.io"})["bob"]
+        done = identify(conn, [("email", "bob@x.io")], T0, "api", "api", external_id="crm-9")
+        found = find_contact(conn, "crm-9")
+        again = identify(conn, [("email", "bob@x.io")], T0, "api", "api", external_id="crm-9")
+    assert (done.contact_id, done.created, found is not None and found.id) == (bob, False, bob)
+    assert (again.contact_id, again.added, again.merges) == (bob, 0, ())
+
+
+def test_a_merge_after_a_concurrent_one_merges_what_the_contacts_became(engine: Engine) -> None:
+    from engine.audience.merge import _merge_live
+
+    with engine.begin() as conn:
+        ids = people(conn, {"external_id": "s"}, {"external_id": "a"}, {"external_id": "c"})
+        merge_contacts(conn, ids["c"], ids["a"], T0, "other", "api")  # committed meanwhile
+        merge_id = _merge_live(conn, ids["s"], ids["a"], T0, "op", "api", None, None)
+        assert _merge_live(conn, ids["s"], ids["c"], T0, "op", "api", None, None) is None
+        pointers = dict(conn.execute(select(Contact.external_id, Contact.merged_into)).all())
+    assert merge_id is not None
+    assert pointers == {"s": None, "a": ids["s"], "c": ids["s"]}

@@ -43,6 +43,7 @@ from engine.audience.identity import (
     IdentifierInvalid,
     ensure_contacts,
     insert_ignoring,
+    live_ids,
     register,
     resolve,
 )
@@ -550,14 +551,46 @@ def identify(
         survivor, created = _create(conn, external_id, pairs, now, source), True
     merges = []
     for absorbed in others:
-        if absorbed != survivor:
-            report = merge_contacts(
-                conn, survivor, absorbed, now, actor, source, policy=policy, settings=settings
-            )
-            merges.append(report.merge_id)
+        merge_id = _merge_live(conn, survivor, absorbed, now, actor, source, policy, settings)
+        if merge_id is not None:
+            merges.append(merge_id)
+        survivor = _live(conn, survivor)
+    if external_id and named is None and not promoted and not created:
+        # a known contact found by its identifiers: the new external id names it from now on
+        pairs = [*pairs, (EXTERNAL_ID, external_id)]
     added = register(conn, survivor, pairs, source, now)
     ext = conn.execute(select(Contact.external_id).where(Contact.id == survivor)).scalar_one()
     return Identified(survivor, str(ext), created, promoted, tuple(merges), added)
+
+
+def _live(conn: Connection, contact_id: int) -> int:
+    live = live_ids(conn, [contact_id])[contact_id]
+    if live is None:
+        raise MergeRefused(f"contact {contact_id} was erased meanwhile", "identifiers")
+    return live
+
+
+def _merge_live(
+    conn: Connection, survivor: int, absorbed: int, now: datetime, actor: str, source: str,
+    policy: Any, settings: IdentitySettings | None,
+) -> int | None:  # fmt: skip
+    """Merge what the two contacts are now: a concurrent identify may have merged one of them
+    since they were resolved (the merge refuses a tombstone before writing anything, and the
+    rows it then locks are read again). None: they are one contact already."""
+    for _ in range(3):
+        survivor, absorbed = _live(conn, survivor), _live(conn, absorbed)
+        if survivor == absorbed:
+            return None
+        try:
+            report = merge_contacts(
+                conn, survivor, absorbed, now, actor, source, policy=policy, settings=settings
+            )
+        except MergeRefused as exc:
+            if "already merged" not in str(exc):
+                raise
+            continue
+        return report.merge_id
+    raise MergeRefused("the contacts kept being merged concurrently; try again", "identifiers")
 
 
 def _contacts(conn: Connection, ids: list[int]) -> dict[int, Any]:
