@@ -15,11 +15,13 @@ import sys
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from engine.audience.merge import merge_contacts
 from engine.config import load_settings
 from engine.policy.loader import lint_policy_text
 from engine.policy.loading import full_gate_factory
+from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
 from engine.store.db import make_engine
 from engine.store.models import Send
@@ -76,22 +78,39 @@ def _worker(url: str, worker_id: str) -> None:
         print(json.dumps(answer), flush=True)
 
 
+def _merge(conn: Connection, pair: str, now: datetime, policy: Policy) -> int:
+    """Merge the pair, then count its sends of the round (the locks are still held)."""
+    survivor, absorbed = map(int, pair.split(":"))
+    merge_contacts(conn, survivor, absorbed, now, "race", "cli", policy=policy)
+    query = select(func.count()).select_from(Send)
+    query = query.where(Send.contact_id.in_([survivor, absorbed]), Send.created_at >= now)
+    return int(conn.execute(query).scalar_one())
+
+
 def _merger(url: str) -> None:
+    """`<instant> <pairs>`: merge each pair in its own transaction, racing the workers.
+    `hold <instant> <pairs>` (PostgreSQL): take every pair's lock first and answer; on the next
+    line merge them all and commit, so that the workers' batches, claimed meanwhile and waiting
+    for these locks, find their enrollments fenced."""
     engine = make_engine(url)
     policy = race_policy()
     for line in sys.stdin:
-        instant, pairs = line.split()
+        words = line.split()
+        hold = words[0] == "hold"
+        instant, pairs = words[1:] if hold else words
         now = datetime.fromisoformat(instant)
-        seen: dict[str, int] = {}
-        for pair in pairs.split(","):
-            survivor, absorbed = map(int, pair.split(":"))
+        if hold:
             with engine.begin() as conn:
-                merge_contacts(conn, survivor, absorbed, now, "race", "cli", policy=policy)
-                seen[pair] = conn.execute(
-                    select(func.count())
-                    .select_from(Send)
-                    .where(Send.contact_id.in_([survivor, absorbed]), Send.created_at >= now)
-                ).scalar_one()
+                ids = [int(i) for pair in pairs.split(",") for i in pair.split(":")]
+                lock_contacts(conn, ids)
+                print(json.dumps({"held": len(ids)}), flush=True)
+                sys.stdin.readline()
+                seen = {pair: _merge(conn, pair, now, policy) for pair in pairs.split(",")}
+        else:
+            seen = {}
+            for pair in pairs.split(","):
+                with engine.begin() as conn:
+                    seen[pair] = _merge(conn, pair, now, policy)
         print(json.dumps(seen), flush=True)
 
 
