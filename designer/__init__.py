@@ -232,6 +232,7 @@ def create_app(
 
     from designer import auth, i18n
     from designer.api import api
+    from designer.api_identity import api_identity
     from designer.api_privacy import api_privacy
     from designer.api_segments import api_segments
     from designer.contact_privacy import contact_privacy
@@ -253,6 +254,7 @@ def create_app(
     app.register_blueprint(api)
     app.register_blueprint(api_segments)
     app.register_blueprint(api_privacy)
+    app.register_blueprint(api_identity)
     app.register_blueprint(public)
     app.register_blueprint(public_links)
     app.register_blueprint(public_onsite)

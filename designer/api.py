@@ -22,6 +22,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from designer import ApiError, Parcours
 from designer.jsonbody import request_json
+from engine.audience.identity import (
+    IdentifierInvalid,
+    clean_identifiers,
+    find_contact,
+    identifiers_of,
+    resolve,
+)
 from engine.audience.ingest import (
     RowInvalid,
     clean_contact,
@@ -47,8 +54,16 @@ from engine.policy.consent import (
     suppress,
 )
 from engine.policy.model import Policy
+from engine.spec.identity_settings import current_identity
 from engine.store.db import SQLITE_BEGIN
-from engine.store.models import ConsentRecord, Contact, Enrollment, Event, Suppression
+from engine.store.models import (
+    ConsentRecord,
+    Contact,
+    ContactIdentifier,
+    Enrollment,
+    Event,
+    Suppression,
+)
 from engine.worker.enroll import Candidate, enroll
 
 logger = logging.getLogger(__name__)
@@ -179,12 +194,22 @@ def _find_contact(conn: Connection, external_id: str) -> Any:
     return conn.execute(select(Contact).where(Contact.external_id == external_id)).first()
 
 
+def contact_answer(conn: Connection, contact: Any) -> dict[str, Any]:
+    """A contact as the API answers it: its profile and its identifiers (JSON-ready)."""
+    return {
+        "contact": contact_profile(contact),
+        "identifiers": [
+            {**i, "created_at": _iso(i["created_at"])} for i in identifiers_of(conn, contact.id)
+        ],
+    }
+
+
 @api.put("/contacts/<external_id>")
 def put_contact(external_id: str) -> dict[str, Any]:
     """Create or update a contact: given profile fields replace, attributes merge key by key.
 
     Fields left out (or null) keep their value. `external_id` in the body, if any, must match
-    the URL.
+    the URL. `identifiers` ({"loyalty_card": "L-1"}) are added; one another contact holds: 409.
     """
     parcours = _parcours()
     body = json_body()
@@ -195,27 +220,60 @@ def put_contact(external_id: str) -> dict[str, Any]:
     for name in ("external_id", "id"):
         if body.get(name) not in (None, "") and str(body[name]) != external_id:
             _invalid(f"'{name}' in the body differs from the URL's '{external_id}'.", name)
+    body = dict(body)
+    settings = current_identity(parcours.settings.scenarios_dir)
     try:
+        identifiers = clean_identifiers(body.pop("identifiers", None), settings)
         row = clean_contact({**body, "external_id": external_id})
+    except IdentifierInvalid as exc:
+        _invalid(exc.message, exc.field)
     except RowInvalid as exc:
         _invalid(exc.message, exc.field)
     if row["external_id"] != external_id:
         _invalid("An external id cannot start or end with spaces.", "external_id")
     now = parcours.clock.now()
     with parcours.engine.begin() as conn:
-        created, _ = upsert_contacts(conn, [row], now)
-        contact = _find_contact(conn, external_id)
-    return {"contact": contact_profile(contact), "created": created == 1}
+        _check_identifiers_free(conn, external_id, identifiers)
+        created, _ = upsert_contacts(conn, [{**row, "identifiers": identifiers}], now)
+        contact = find_contact(conn, external_id)  # an absorbed id names the survivor
+        answer = contact_answer(conn, contact)
+    return {**answer, "created": created == 1}
+
+
+def _check_identifiers_free(
+    conn: Connection, external_id: str, identifiers: list[tuple[str, str]]
+) -> None:
+    """409 naming the field when another contact holds one of the identifiers."""
+    if not identifiers:
+        return
+    mine = find_contact(conn, external_id)
+    for (kind, value), holder in resolve(conn, identifiers).items():
+        # email and phone also name a contact by its profile's address: only registered
+        # identifiers are taken
+        registered = conn.execute(
+            select(ContactIdentifier.id).where(
+                ContactIdentifier.kind == kind, ContactIdentifier.value == value
+            )
+        ).first()
+        if registered is not None and (mine is None or holder != mine.id):
+            raise ApiError(
+                409,
+                "identifier_taken",
+                f"This {kind} already identifies another contact (POST /api/identify merges them).",
+                f"identifiers.{kind}",
+            )
 
 
 @api.get("/contacts/<external_id>")
 def get_contact(external_id: str) -> dict[str, Any]:
-    """A contact's profile, its segments, its 100 latest enrollments and its 50 latest events."""
+    """A contact's profile and identifiers, its segments, its 100 latest enrollments and its 50
+    latest events. An external id a merge absorbed answers the contact that absorbed it."""
     with _parcours().engine.connect() as conn:
         conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
-        contact = _find_contact(conn, external_id)
+        contact = find_contact(conn, external_id)  # an absorbed id names the survivor
         if contact is None:
             raise ApiError(404, "not_found", f"No contact with external id '{external_id}'.")
+        identity = contact_answer(conn, contact)
         enrollments = conn.execute(
             select(
                 Enrollment.scenario_id, Enrollment.status, Enrollment.step_id, Enrollment.entered_at
@@ -232,7 +290,7 @@ def get_contact(external_id: str) -> dict[str, Any]:
         ).all()
         segments = contact_segments(conn, contact.id)
     return {
-        "contact": contact_profile(contact),
+        **identity,  # contact and identifiers
         "segments": [{"id": s, "since": _iso(since)} for s, since in segments],
         "enrollments": [
             {

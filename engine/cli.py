@@ -447,10 +447,11 @@ def _workspace_policy(settings: Settings) -> Any:
 
 
 def _find_contact(conn: Any, external_id: str) -> Any:
+    """The live contact the external id names (an id a merge absorbed names the survivor)."""
+    from engine.audience.identity import find_contact
     from engine.errors import NotFound
-    from engine.store.models import Contact
 
-    row = conn.execute(select(Contact).where(Contact.external_id == external_id)).first()
+    row = find_contact(conn, external_id)
     if row is None:
         raise NotFound(f"no contact with external id '{external_id}'")
     return row
@@ -590,6 +591,7 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
     """A contact's profile, consents with their history, suppressions, pressure barometer and
     computed attributes (RFM, lifecycle stage, customer value) with the purchases behind them."""
     from engine.audience.attributes import contact_metrics, workspace_spec
+    from engine.audience.identity import identifiers_of, merges_of
     from engine.audience.ingest import contact_profile
     from engine.policy.consent import consent_history, consent_states, contact_suppressions
     from engine.policy.loader import load_policy_file
@@ -612,6 +614,8 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
             "suppressions": contact_suppressions(conn, row),
             "pressure": explain(barometer, policy),
             "computed": contact_metrics(conn, row.id, spec, now),
+            "identifiers": identifiers_of(conn, row.id),
+            "merges": merges_of(conn, row.id),
         }
     if as_json:
         click.echo(json.dumps(details, indent=2, ensure_ascii=False, default=str))
@@ -627,6 +631,7 @@ def _echo_contact(details: dict[str, Any]) -> None:
         click.echo(f"  {name:<10} {', '.join(value) if isinstance(value, list) else value}")
     if c["attributes"]:
         click.echo(f"  {'attributes':<10} {json.dumps(c['attributes'], ensure_ascii=False)}")
+    _echo_identity(details)
     click.echo("consents")
     if not details["consents"]:
         click.echo("  none (unknown everywhere: the policy's default per channel applies)")
@@ -662,6 +667,29 @@ def _echo_contact(details: dict[str, Any]) -> None:
         for signal in p["signals"][:10]:
             click.echo(f"      {json.dumps(signal, ensure_ascii=False, default=str)}")
     _echo_computed(details["computed"])
+
+
+def _echo_identity(details: dict[str, Any]) -> None:
+    click.echo("identifiers")
+    if not details["identifiers"]:
+        click.echo("  none beyond the external id")
+    for i in details["identifiers"]:
+        click.echo(f"  {i['kind']:<14} {i['value']:<32} {i['source']:<9} {_when(_iso(i))}")
+    click.echo("merges")
+    if not details["merges"]:
+        click.echo("  none")
+    for m in details["merges"]:
+        role = "absorbed" if m["survivor_id"] == details["contact"]["id"] else "merged into"
+        other = m["absorbed_id"] if role == "absorbed" else m["survivor_id"]
+        click.echo(
+            f"  {_when(m['at'].isoformat())}  {role} contact {other}  by {m['actor']} "
+            f"({m['source']}, merge {m['id']})"
+        )
+
+
+def _iso(item: dict[str, Any]) -> str | None:
+    at = item.get("created_at")
+    return at.isoformat() if at is not None else None
 
 
 def _echo_computed(computed: dict[str, Any]) -> None:
@@ -853,7 +881,9 @@ def simulate(
     scenarios = [load_scenario_file(f) for f in files]
     begin = parse_instant(start, "--start") if start else datetime.now(UTC).replace(microsecond=0)
     if contacts_file:
-        contacts = [row for _, row in _csv_rows(contacts_file)]
+        from engine.insights.simulate import file_contacts
+
+        contacts = file_contacts(row for _, row in _csv_rows(contacts_file))
     else:
         contacts = generate_contacts(generate or 100, seed)
     from engine.insights.segment_simulation import (
@@ -914,6 +944,9 @@ from engine.cli_privacy import contact_erase, contact_export, purge  # noqa: E40
 contact.add_command(contact_export)
 contact.add_command(contact_erase)
 cli.add_command(purge)
+from engine.cli_identity import merge as contact_merge  # noqa: E402
+
+contact.add_command(contact_merge)
 
 
 @cli.command("channels")

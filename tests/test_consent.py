@@ -881,6 +881,8 @@ def test_cli_consent_suppress_and_contact_show(run: Any, engine: Engine) -> None
         "suppressions",
         "pressure",
         "computed",
+        "identifiers",
+        "merges",
     }
     assert details["contact"]["external_id"] == "c1"
     overall = details["pressure"]["overall"]

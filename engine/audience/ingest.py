@@ -132,18 +132,29 @@ def _consent_column(key: str, value: Any) -> tuple[str, str, str]:
 
 
 def clean_contact(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate one contact row (CSV cells or JSON); raise RowInvalid naming the field."""
+    """Validate one contact row (CSV cells or JSON); raise RowInvalid naming the field.
+
+    `identifier:<kind>` columns give identifiers (engine.audience.identity); a row without an
+    external id but with identifiers updates the contact they name.
+    """
     external_id = _key(raw, ("external_id", "id"), "external_id")
-    if not external_id:
-        raise RowInvalid("external_id", "required (the id your systems use for this contact)")
-    out: dict[str, Any] = {"external_id": external_id}
+    identifiers = _identifier_columns(raw)
+    if not external_id and not identifiers:
+        raise RowInvalid(
+            "external_id",
+            "required (the id your systems use for this contact), or an identifier:<kind> column",
+        )
+    out: dict[str, Any] = {"external_id": external_id or None}
+    if identifiers:
+        out["identifiers"] = identifiers
     attributes: dict[str, Any] = {}
     consents: list[tuple[str, str, str]] = []
     for key, value in raw.items():
         if key in ("external_id", "id") or value is None or value == "":
             continue
-        if isinstance(key, str) and key.startswith("consent:"):
-            consents.append(_consent_column(key, value))
+        if isinstance(key, str) and key.startswith(("consent:", IDENTIFIER_COLUMN)):
+            if key.startswith("consent:"):
+                consents.append(_consent_column(key, value))
             continue
         if key == "email":
             email = str(value).strip()
@@ -185,6 +196,50 @@ def clean_contact(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+IDENTIFIER_COLUMN = "identifier:"  # identifier:<kind> columns of a contacts file
+
+
+def _identifier_columns(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The checked (kind, value) of the row's `identifier:<kind>` columns (empty cells skipped)."""
+    from engine.audience.identity import IdentifierInvalid, clean_identifier
+    from engine.spec.identity_settings import current_identity
+
+    wanted = [
+        (key, value)
+        for key, value in raw.items()
+        if isinstance(key, str) and key.startswith(IDENTIFIER_COLUMN) and value not in (None, "")
+    ]
+    if not wanted:
+        return []
+    settings = current_identity()
+    try:
+        return [clean_identifier(k[len(IDENTIFIER_COLUMN) :], v, settings, k) for k, v in wanted]
+    except IdentifierInvalid as exc:
+        raise RowInvalid(exc.field, exc.message) from None
+
+
+def _event_identifier(raw: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The identifier an event names its contact by: `anonymous_id`, or `identifier`
+    ({"kind", "value"}); None when it names it by external id."""
+    from engine.audience.identity import IdentifierInvalid, clean_identifier
+    from engine.spec.identity_settings import current_identity
+
+    try:
+        if raw.get("anonymous_id") not in (None, ""):
+            return clean_identifier("anonymous_id", raw["anonymous_id"], None, "anonymous_id")
+        given = raw.get("identifier")
+        if given in (None, ""):
+            return None
+        if not isinstance(given, Mapping) or set(given) != {"kind", "value"}:
+            raise RowInvalid("identifier", 'an object {"kind": ..., "value": ...}')
+        kind, value = given["kind"], given["value"]
+        return clean_identifier(
+            kind, value, current_identity(), "identifier.kind", "identifier.value"
+        )
+    except IdentifierInvalid as exc:
+        raise RowInvalid(exc.field, exc.message) from None
+
+
 def parse_instant(value: Any, field_name: str = "occurred_at") -> datetime:
     """ISO 8601 text or an aware datetime → aware UTC datetime; naive text is taken as UTC."""
     if isinstance(value, datetime):
@@ -205,10 +260,21 @@ def parse_instant(value: Any, field_name: str = "occurred_at") -> datetime:
 
 
 def clean_event(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """Validate one event: contact (external id), name, properties, occurred_at, event_key."""
+    """Validate one event: its contact (`contact`, the external id; or `anonymous_id`; or
+    `identifier`: {"kind", "value"}: exactly one), name, properties, occurred_at, event_key."""
     contact = _key(raw, ("contact", "external_id"), "contact")
-    if not contact:
-        raise RowInvalid("contact", "required: the contact's external id")
+    identifier = _event_identifier(raw)
+    given = [n for n in ("anonymous_id", "identifier") if raw.get(n) not in (None, "")]
+    if contact:
+        given.insert(0, "contact")
+    if len(given) > 1:
+        raise RowInvalid(given[1], f"name the contact once: {' or '.join(given)}, not both")
+    if not contact and identifier is None:
+        raise RowInvalid(
+            "contact",
+            'required: the contact\'s external id (or "anonymous_id", or "identifier": '
+            '{"kind", "value"})',
+        )
     name = str(raw.get("name") or "")
     if not EVENT_NAME.fullmatch(name):
         raise RowInvalid("name", f"'{shown(name)}' is not an event name (letters, digits, _ . : -)")
@@ -221,13 +287,16 @@ def clean_event(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     occurred = parse_instant(raw["occurred_at"]) if raw.get("occurred_at") else now
     # Refused rather than cut: two long keys sharing a prefix must not collide as duplicates.
     key = _key(raw, ("event_key",), "event_key") or None
-    return {
-        "contact": contact,
+    cleaned: dict[str, Any] = {
+        "contact": contact or None,
         "name": name,
         "properties": dict(properties),
         "occurred_at": occurred,
         "event_key": key,
     }
+    if identifier is not None and not contact:
+        cleaned["identifier"] = identifier
+    return cleaned
 
 
 def _insert_ignoring(conn: Connection, table: type[Contact] | type[Event], column: str) -> Any:
@@ -252,9 +321,11 @@ def upsert_contacts(conn: Connection, rows: list[dict[str, Any]], now: datetime)
     """Insert or update cleaned contacts by external id, merging attributes: (created, updated)."""
     if not rows:
         return 0, 0
+    rows = _named_contacts(conn, rows, now)
     merged: dict[str, dict[str, Any]] = {}
     for row in rows:  # later rows for the same contact win, attributes merge
-        row = {k: v for k, v in row.items() if k != "consents"}  # see record_imported_consents
+        # consents: see record_imported_consents; identifiers: registered below
+        row = {k: v for k, v in row.items() if k not in ("consents", "identifiers")}
         prev = merged.get(row["external_id"])
         if prev:
             row = {**prev, **row, "attributes": {**prev["attributes"], **row["attributes"]}}
@@ -285,14 +356,71 @@ def upsert_contacts(conn: Connection, rows: list[dict[str, Any]], now: datetime)
     # the segments reading profiles refresh these contacts (engine.audience.changes)
     touched = select(Contact.id).where(Contact.external_id.in_(list(merged)))
     mark_selected(conn, touched, PROFILE, now)
+    _register_identifiers(conn, rows, now)
     return created, len(merged) - created
 
 
+def _named_contacts(
+    conn: Connection, rows: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """The rows, each with the external id of the live contact it names: an external id a merge
+    absorbed names the survivor; a row with identifiers only names the contact holding the
+    first one that names someone (an anonymous contact is created when none does)."""
+    from engine.audience.identity import ensure_contacts, resolve
+    from engine.spec.identity_settings import EXTERNAL_ID
+
+    externals = [(EXTERNAL_ID, r["external_id"]) for r in rows if r.get("external_id")]
+    bare = [r for r in rows if not r.get("external_id")]
+    pairs = [p for r in bare for p in r["identifiers"]]
+    found = resolve(conn, externals) if externals else {}
+    if bare:
+        found.update(resolve(conn, pairs))
+        unnamed = [
+            r["identifiers"][0] for r in bare if not any(p in found for p in r["identifiers"])
+        ]
+        if unnamed:
+            found.update(ensure_contacts(conn, unnamed, now, "import"))
+    ids = set(found.values())
+    names = dict(conn.execute(select(Contact.id, Contact.external_id).where(
+        Contact.id.in_(list(ids)))).all()) if ids else {}  # fmt: skip
+    out = []
+    for r in rows:
+        if r.get("external_id"):
+            cid = found.get((EXTERNAL_ID, r["external_id"]))
+        else:
+            cid = next(found[p] for p in r["identifiers"] if p in found)
+        out.append({**r, "external_id": names[cid]} if cid is not None else r)
+    return out
+
+
+def _register_identifiers(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Register the rows' identifiers on their contacts (one already held stays where it is:
+    identify merges the contacts it names)."""
+    wanted = [r for r in rows if r.get("identifiers")]
+    if not wanted:
+        return
+    from engine.audience.identity import insert_ignoring
+    from engine.store.models import ContactIdentifier
+
+    ids = dict(conn.execute(select(Contact.external_id, Contact.id).where(
+        Contact.external_id.in_([r["external_id"] for r in wanted]))).all())  # fmt: skip
+    values = {
+        (k, v): {"contact_id": ids[r["external_id"]], "kind": k, "value": v, "source": "import",
+                 "created_at": now}
+        for r in wanted for k, v in r["identifiers"]
+    }  # fmt: skip
+    conn.execute(insert_ignoring(conn, ContactIdentifier, ["kind", "value"]), list(values.values()))
+
+
 def contact_ids(conn: Connection, external_ids: Iterable[str], now: datetime) -> dict[str, int]:
-    """Map external ids to contact ids, creating bare contacts for the unknown ones."""
+    """Map external ids to live contact ids, creating bare contacts for the unknown ones. An
+    external id a merge absorbed maps to the contact that absorbed it."""
+    from engine.audience.identity import resolve
+    from engine.spec.identity_settings import EXTERNAL_ID
+
     wanted = set(external_ids)
-    found = dict(conn.execute(select(Contact.external_id, Contact.id).where(
-        Contact.external_id.in_(list(wanted)))).all())  # fmt: skip
+    live = resolve(conn, [(EXTERNAL_ID, e) for e in wanted])
+    found = {e: live[(EXTERNAL_ID, e)] for e in wanted if (EXTERNAL_ID, e) in live}
     missing = wanted - set(found)
     if missing:
         upsert_contacts(conn, [{"external_id": e, "attributes": {}} for e in sorted(missing)], now)
@@ -320,10 +448,15 @@ def record_events(conn: Connection, events: list[dict[str, Any]], now: datetime)
         fresh.append(e)
     if not fresh:
         return 0, len(events)
-    ids = contact_ids(conn, (e["contact"] for e in fresh), now)
+    ids = contact_ids(conn, (e["contact"] for e in fresh if e.get("contact")), now)
+    named = [e["identifier"] for e in fresh if not e.get("contact")]
+    if named:  # an unknown identifier (anonymous id, loyalty card) makes an anonymous contact
+        from engine.audience.identity import ensure_contacts
+
+        by_identifier = ensure_contacts(conn, named, now, "event")
     rows = [
         {
-            "contact_id": ids[e["contact"]],
+            "contact_id": ids[e["contact"]] if e.get("contact") else by_identifier[e["identifier"]],
             "name": e["name"],
             "properties": e["properties"],
             "occurred_at": e["occurred_at"],
@@ -391,6 +524,7 @@ def record_imported_consents(
     wanted = [row for row in rows if row.get("consents")]
     if not wanted:
         return 0
+    wanted = _named_contacts(conn, wanted, now)  # a row may name its contact by identifiers
     ids = contact_ids(conn, (row["external_id"] for row in wanted), now)
     count = 0
     # In contact id order, like the gate's locks, so an import never deadlocks with a batch.

@@ -81,7 +81,9 @@ def compile_condition(
     without, their stored state.
     """
     compiler = _Compiler(now, dialect, segment_members, pressure)
-    return select(contacts.c.id).where(compiler.predicate(cond))
+    # A tombstone (merged or erased) is in no segment, whatever its row still says.
+    live = (contacts.c.merged_into.is_(None), contacts.c.erased_at.is_(None))
+    return select(contacts.c.id).where(*live, compiler.predicate(cond))
 
 
 class _Compiler:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -125,6 +125,27 @@ def generate_contacts(count: int, seed: int = 7) -> list[dict[str, Any]]:
                 "suppressed": "email:hard_bounce" if rng.random() < 0.01 else "",
             }
         )
+    return out
+
+
+def file_contacts(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Contacts read from a file, each with an external id: a row naming its contact only by
+    `identifier:<kind>` columns gets the one its anonymous contact will have, so that the events
+    and memberships generated for it reach that contact."""
+    from engine.audience.identity import anonymous_external_id
+    from engine.audience.ingest import IDENTIFIER_COLUMN
+
+    out = []
+    for row in rows:
+        given = {k: v for k, v in row.items() if v not in (None, "")}
+        if not (given.get("external_id") or given.get("id")):
+            found = [(k[len(IDENTIFIER_COLUMN) :], str(v).strip()) for k, v in given.items()
+                     if isinstance(k, str) and k.startswith(IDENTIFIER_COLUMN)]  # fmt: skip
+            if found:
+                kind, value = found[0]
+                value = value.lower() if kind == "email" else value
+                row = {**row, "external_id": anonymous_external_id(kind, value)}
+        out.append(dict(row))
     return out
 
 

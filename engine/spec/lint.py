@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engine.errors import NotFound, ScenarioInvalid
 from engine.spec.attributes import ATTRIBUTES_FILE  # nor is the computed attributes' declaration
+from engine.spec.identity_settings import IDENTITY_FILE  # nor the identifier kinds
 from engine.spec.loader import LintResult, lint_document, read_scenario_text
 from engine.spec.model import StartScenarioStep
 from engine.spec.problems import Problem, did_you_mean
@@ -24,7 +25,7 @@ _RESET = "\x1b[0m"
 
 POLICY_FILE = "policy.yaml"  # the workspace policy sits beside the scenarios; it is not one
 CHANNELS_FILE = "channels.yaml"  # nor is the channel configuration
-NOT_SCENARIOS = (POLICY_FILE, CHANNELS_FILE, ATTRIBUTES_FILE)
+NOT_SCENARIOS = (POLICY_FILE, CHANNELS_FILE, ATTRIBUTES_FILE, IDENTITY_FILE)
 
 
 def _is_segments(path: Path) -> bool:
@@ -119,6 +120,10 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
         from engine.spec.attributes import lint_attributes_file
 
         problems += lint_attributes_file(attributes)[1]
+    for identity in _named(paths, IDENTITY_FILE):
+        from engine.spec.identity_settings import lint_identity_file
+
+        problems += lint_identity_file(identity)[1]
     reported = {str(f) for f in linted_files(paths)}
     for folder in segment_folders(paths):
         problems += [p for p in lint_segment_folder(folder).problems if p.file in reported]

@@ -65,8 +65,8 @@ class _AudienceCtx:
 
 
 def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView]:
-    """Load contacts as views with their segments, one query (read at driver level: it runs for
-    every batch)."""
+    """Load live contacts as views with their segments, one query (read at driver level: it runs
+    for every batch). A merged or erased contact gets no view."""
     wanted = list(set(ids))
     if not wanted:
         return {}
@@ -79,7 +79,9 @@ def contact_views(conn: Connection, ids: Iterable[int]) -> dict[int, ContactView
         "SELECT c.id, c.external_id, c.email, c.phone, c.timezone, c.locale, c.score, c.tags, "
         f"c.attributes, c.opted_out, (SELECT {joined} FROM segment_members s "
         f"WHERE s.contact_id = c.id) AS segments, {VIEW_SELECT} FROM contacts c {VIEW_JOINS} "
-        f"WHERE c.id IN ({', '.join([mark] * len(wanted))})"
+        f"WHERE c.id IN ({', '.join([mark] * len(wanted))}) "
+        # a tombstone (merged or erased) has no view: nothing is ever decided or sent for it
+        "AND c.merged_into IS NULL AND c.erased_at IS NULL"
     )
     out = {}
     for r in conn.exec_driver_sql(sql, tuple(wanted)).all():

@@ -44,6 +44,8 @@ from engine.worker.enroll import Candidate, contact_views, enroll
 
 logger = logging.getLogger(__name__)
 FANOUT_CHUNK = 1000
+# A tombstone (merged or erased) is never enrolled: the fan-outs skip it.
+LIVE = (Contact.merged_into.is_(None), Contact.erased_at.is_(None))
 Live = list[tuple[int, Scenario]]
 
 
@@ -280,7 +282,7 @@ def fan_out(conn: Connection, live: Live, now: datetime) -> dict[str, int]:
     ids = (
         conn.execute(
             select(Contact.id)
-            .where(Contact.id > firing.cursor)
+            .where(Contact.id > firing.cursor, *LIVE)
             .order_by(Contact.id)
             .limit(FANOUT_CHUNK)
         )
@@ -348,7 +350,7 @@ def plan_anniversaries(
             ids = (
                 conn.execute(
                     select(Contact.id)
-                    .where(Contact.id > after)
+                    .where(Contact.id > after, *LIVE)
                     .order_by(Contact.id)
                     .limit(FANOUT_CHUNK)
                 )
