@@ -458,7 +458,7 @@ def contact(external_id: str) -> Any:
             "computed": contact_metrics(conn, row.id, _attributes_spec(state), now),
             "segments": contact_segments(conn, row.id),
             "identifiers": identifiers_of(conn, row.id),
-            "merges": merge_rows(conn, row.id),
+            "merges": merges_of(conn, row.id),
         }
     barometer_rows = [(OVERALL, pressure["overall"]), *pressure["channels"].items()]
     gauges = {channel: gauge(r, policy.pressure) for channel, r in barometer_rows}
@@ -468,24 +468,6 @@ def contact(external_id: str) -> Any:
         paged=cursor is not None, cfg_half_life=policy.pressure.half_life,
         computed_words=computed_labels(), segment_names=segment_names(), **details,
     )  # fmt: skip
-
-
-def merge_rows(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
-    """The contact's merges, each with the other side's external id and which side it was."""
-    merges = merges_of(conn, contact_id)
-    others = {m["absorbed_id"] if m["survivor_id"] == contact_id else m["survivor_id"]
-              for m in merges}  # fmt: skip
-    names: dict[int, str] = {}
-    if others:
-        query = select(Contact.id, Contact.external_id).where(_in(Contact.id, sorted(others), conn))
-        names = {cid: ext for cid, ext in conn.execute(query)}
-    rows = []
-    for m in merges:
-        absorbed = m["absorbed_id"] == contact_id
-        other = m["survivor_id"] if absorbed else m["absorbed_id"]
-        rows.append({**m, "absorbed": absorbed, "other_id": other,
-                     "other_external_id": names.get(other)})  # fmt: skip
-    return rows
 
 
 def _attributes_spec(state: Any) -> AttributesSpec:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import csv
-import getpass
 import json
 import logging
 import sys
@@ -33,6 +32,7 @@ from engine.audience.ingest import (
 )
 from engine.config import SETTINGS, Settings, load_settings
 from engine.errors import ParcoursError, ScenarioInvalid
+from engine.operator import os_user
 from engine.policy.consent import SOURCES, STATES, SUPPRESSION_REASONS
 from engine.store.db import make_engine, upgrade, utcnow
 
@@ -466,14 +466,6 @@ def _database(settings: Settings) -> Iterator[Any]:
         engine.dispose()  # a one-shot command leaves no pooled connection open
 
 
-def _os_user() -> str:
-    """Who ran the command, as evidence of an operator's change."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no USER variable and no passwd entry (some containers)
-        return "unknown"
-
-
 def _when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else "-"
 
@@ -523,7 +515,7 @@ def consent_set(
         record_id = record_consent(
             conn, row.id, channel, topic, state, source, utcnow(),
             wording=wording, wording_version=wording_version, expires_at=expires_at,
-            evidence={"cli_user": _os_user()}, policy=policy,
+            evidence={"cli_user": os_user()}, policy=policy,
         )  # fmt: skip
     click.echo(f"{contact}: {channel}/{topic} {state} (record {record_id}, source {source})")
 
@@ -679,10 +671,10 @@ def _echo_identity(details: dict[str, Any]) -> None:
     if not details["merges"]:
         click.echo("  none")
     for m in details["merges"]:
-        role = "absorbed" if m["survivor_id"] == details["contact"]["id"] else "merged into"
-        other = m["absorbed_id"] if role == "absorbed" else m["survivor_id"]
+        role = "merged into" if m["absorbed"] else "absorbed"
+        other = m["other_external_id"] or f"id {m['other_id']}"
         click.echo(
-            f"  {_when(m['at'].isoformat())}  {role} contact {other}  by {m['actor']} "
+            f"  {_when(m['at'].isoformat())}  {role} {other}  by {m['actor']} "
             f"({m['source']}, merge {m['id']})"
         )
 

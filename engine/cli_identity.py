@@ -6,7 +6,6 @@ Asks before merging unless `--yes`; prints what moved, or the merge as JSON with
 
 from __future__ import annotations
 
-import getpass
 import json
 from typing import Any
 
@@ -14,15 +13,8 @@ import click
 
 from engine.config import Settings
 from engine.errors import NotFound
+from engine.operator import os_user
 from engine.store.db import make_engine, upgrade, utcnow
-
-
-def _actor() -> str:
-    """Who ran the command, for the merge's journal and the audit log."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no USER variable and no passwd entry (some containers)
-        return "unknown"
 
 
 @click.command(name="merge")
@@ -58,7 +50,7 @@ def merge(ctx: click.Context, survivor: str, absorbed: str, yes: bool, as_json: 
                     raise NotFound(f"no contact with external id '{ext}'")
             assert rows[0] is not None and rows[1] is not None
             report = merge_contacts(
-                conn, rows[0].id, rows[1].id, utcnow(), _actor(), "cli",
+                conn, rows[0].id, rows[1].id, utcnow(), os_user(), "cli",
                 policy=policy, settings=identity,
             )  # fmt: skip
     finally:

@@ -7,7 +7,6 @@ Nothing here prints personal data but the export itself: erase and purge print c
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from engine.audience.privacy import MAX_REASON, erase_contact, export_contact
 from engine.audience.retention import purge as purge_old
 from engine.config import Settings
 from engine.errors import NotFound
+from engine.operator import os_user
 from engine.store.db import checkpoint, make_engine, upgrade, utcnow
 
 # The tables an erasure changes: VACUUM reclaims their dead row versions on PostgreSQL.
@@ -48,14 +48,6 @@ def _database(settings: Settings) -> Iterator[Engine]:
         engine.dispose()
 
 
-def _actor() -> str:
-    """Who ran the command (the operating system user), for the audit log."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return "cli"
-
-
 def _person(conn: Any, external_id: str) -> Any:
     row = find_contact(conn, external_id)
     if row is None:
@@ -73,7 +65,7 @@ def contact_export(ctx: click.Context, external_id: str, output: Path | None) ->
     document: profile, identifiers, events, consents with evidence, segments, enrollments,
     messages, journal... (GDPR art. 15 and 20). Audited."""
     with _database(_settings(ctx)) as engine, engine.begin() as conn:
-        document = export_contact(conn, _person(conn, external_id).id, actor=_actor())
+        document = export_contact(conn, _person(conn, external_id).id, actor=os_user())
     text = json.dumps(document, indent=2, ensure_ascii=False)
     if output is None:
         click.echo(text)
@@ -108,7 +100,7 @@ def contact_erase(
             click.confirm(f"Erase contact {external_id} (id {contact_id}) for good?", abort=True)
         with engine.begin() as conn:
             contact = _person(conn, external_id)
-            report = erase_contact(conn, contact.id, utcnow(), _actor(), reason)
+            report = erase_contact(conn, contact.id, utcnow(), os_user(), reason)
         checkpoint(engine)
         if vacuum and engine.dialect.name == "postgresql":
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -134,7 +126,7 @@ def purge(ctx: click.Context, dry_run: bool) -> None:
                    "PARCOURS_RETENTION_JOURNAL_DAYS): nothing to purge")  # fmt: skip
         return
     with _database(settings) as engine:
-        report = purge_old(engine, utcnow(), events, journal, dry_run=dry_run, actor=_actor())
+        report = purge_old(engine, utcnow(), events, journal, dry_run=dry_run, actor=os_user())
     verb = "would be purged" if dry_run else "purged"
     for kind, count, days in (("events", report.events, events),
                               ("journal entries", report.journal, journal)):  # fmt: skip

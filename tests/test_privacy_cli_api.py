@@ -19,6 +19,7 @@ from sqlalchemy import Engine, insert, select
 from designer import Parcours, create_app
 from designer.cli import cli
 from engine.config import load_settings
+from engine.operator import os_user
 from engine.runtime.clock import VirtualClock
 from engine.store.db import make_engine
 from engine.store.models import AuditEntry, Contact, Event, JournalEntry
@@ -98,7 +99,7 @@ def test_erase_with_yes_prints_counts_never_the_data(run: Run, engine: Engine) -
     for secret in (EMAIL, PHONE, NAME):
         assert secret not in done.output
     (entry,) = _audit(engine, "erase")
-    assert entry.details["reason"] == "ticket 981" and entry.username.startswith("cli")
+    assert entry.details["reason"] == "ticket 981" and entry.username == os_user()
     again = run("contact", "erase", "crm-42", "--yes")
     assert again.exit_code == 1 and "no contact with external id 'crm-42'" in again.output
 

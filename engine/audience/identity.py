@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.orm import aliased
 
 from engine.audience.contacts import EMAIL, MAX_EMAIL_LENGTH, PHONE, shown
 from engine.errors import IngestError
@@ -64,14 +65,21 @@ def identifiers_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
 
 
 def merges_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
-    """The merges the contact took part in (as survivor or absorbed), newest first."""
+    """The merges the contact took part in (as survivor or absorbed), newest first, each with
+    which side the contact was (`absorbed`) and the other side's id and external id."""
+    other = aliased(Contact)
+    side = case((ContactMerge.survivor_id == contact_id, ContactMerge.absorbed_id),
+                else_=ContactMerge.survivor_id)  # fmt: skip
     query = (
-        select(ContactMerge)
+        select(ContactMerge, other.external_id.label("other_external_id"))
+        .join(other, other.id == side, isouter=True)
         .where(or_(ContactMerge.survivor_id == contact_id, ContactMerge.absorbed_id == contact_id))
         .order_by(ContactMerge.at.desc(), ContactMerge.id.desc())
     )
-    return [
-        {
+    rows = []
+    for r in conn.execute(query):
+        absorbed = r.absorbed_id == contact_id
+        rows.append({
             "id": r.id,
             "at": r.at,
             "survivor_id": r.survivor_id,
@@ -79,9 +87,11 @@ def merges_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
             "actor": r.actor,
             "source": r.source,
             "details": dict(r.details or {}),
-        }
-        for r in conn.execute(query)
-    ]
+            "absorbed": absorbed,
+            "other_id": r.survivor_id if absorbed else r.absorbed_id,
+            "other_external_id": r.other_external_id,
+        })  # fmt: skip
+    return rows
 
 
 # ---------------------------------------------------------------- identifiers in
