@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from designer.cli import cli
+from engine.spec.lint import NOT_SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,8 +120,7 @@ def test_lint_covers_the_segments_folder(run, tmp_path: Path) -> None:  # type: 
     clean = run("lint", str(folder))
     assert clean.exit_code == 0, clean.output
     # counted only when they have problems
-    settings = {"policy.yaml", "attributes.yaml", "identity.yaml"}
-    scenarios = len([p for p in folder.glob("*.yaml") if p.name not in settings])
+    scenarios = len([p for p in folder.glob("*.yaml") if p.name not in NOT_SCENARIOS])
     segments = len(list((folder / "segments").glob("*.yaml")))
     assert clean.output.splitlines()[-1] == (
         f"0 errors, 0 warnings in {scenarios + segments} files"

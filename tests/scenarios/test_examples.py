@@ -23,14 +23,13 @@ from sqlalchemy import Engine, select
 from engine.config import load_settings
 from engine.insights.simulate import SimulationReport, generate_contacts, generate_events, simulate
 from engine.runtime.arms import split_arm
+from engine.spec.lint import NOT_SCENARIOS
 from engine.spec.loader import load_scenario_file
 from engine.store.models import Contact, Enrollment, JournalEntry, ScheduleFiring, Send
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
-EXAMPLES = sorted(
-    p for p in SCENARIOS.glob("*.yaml") if p.name not in ("policy.yaml", "attributes.yaml")
-)
+EXAMPLES = sorted(p for p in SCENARIOS.glob("*.yaml") if p.name not in NOT_SCENARIOS)
 WORKSPACE_ZONE = ZoneInfo(load_settings(env={}).timezone)
 PARIS = ZoneInfo("Europe/Paris")
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
