@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from designer import Parcours
+from engine.spec.lint import NOT_SCENARIOS
 from engine.store.models import AuditEntry, JournalEntry, ScenarioRecord, ScenarioVersion
 
 Login = Callable[[str], FlaskClient]
@@ -42,7 +43,7 @@ def test_list_shows_every_example_as_draft_until_published(login: Login, workspa
     marketer = login("marketer")
     page = marketer.get("/scenarios").get_data(as_text=True)
     for path in workspace.glob("*.yaml"):
-        if path.name not in ("policy.yaml", "attributes.yaml"):
+        if path.name not in NOT_SCENARIOS:
             assert f'data-testid="row-{path.stem}"' in page
     assert page.count('class="badge draft"') == 7
     _publish(marketer, "welcome-series")
@@ -188,6 +189,7 @@ def test_every_designer_page_needs_a_sign_in(designer_app: Flask) -> None:
         ):
             continue
         url = rule.rule.replace("<scenario_id>", "welcome-series").replace("<int:user_id>", "1")
+        url = url.replace("<int:contact_id>", "1")
         url = url.replace("<external_id>", "c1").replace("<path:filename>", "x")
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             r = client.open(url, method=method, headers={"Accept": "text/html"})
@@ -203,6 +205,7 @@ def _urls(app: Flask) -> list[tuple[str, str, str]]:
         if role is None:
             continue
         url = rule.rule.replace("<scenario_id>", "welcome-series").replace("<int:user_id>", "1")
+        url = url.replace("<int:contact_id>", "1")
         url = url.replace("<external_id>", "c1")
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             out.append((method, url, role))

@@ -13,6 +13,7 @@ import pytest
 
 from engine.spec import conditions
 from engine.spec.jsonschema import condition_forms, scenario_json_schema
+from engine.spec.lint import NOT_SCENARIOS
 from engine.spec.nodes import NODE_TYPES
 from engine.spec.yamlio import parse_yaml
 
@@ -21,11 +22,7 @@ jsonschema = pytest.importorskip("jsonschema")
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = [
     "cart",
-    *sorted(
-        str(p)
-        for p in (ROOT / "scenarios").glob("*.y*ml")
-        if p.name not in ("policy.yaml", "attributes.yaml")
-    ),
+    *sorted(str(p) for p in (ROOT / "scenarios").glob("*.y*ml") if p.name not in NOT_SCENARIOS),
 ]
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from engine.errors import NotFound, ScenarioInvalid
 from engine.spec import model
+from engine.spec.lint import NOT_SCENARIOS
 from engine.spec.loader import (
     content_hash,
     lint_text,
@@ -23,11 +24,7 @@ from engine.spec.loader import (
 )
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted(
-    p
-    for p in (ROOT / "scenarios").glob("*.y*ml")
-    if p.name not in ("policy.yaml", "attributes.yaml")
-)
+EXAMPLES = sorted(p for p in (ROOT / "scenarios").glob("*.y*ml") if p.name not in NOT_SCENARIOS)
 LineOf = Callable[[str, str], int]
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ScenarioInvalid
+from engine.spec.lint import NOT_SCENARIOS
 from engine.spec.yamlio import (
     MAX_DEPTH,
     decode_source,
@@ -181,11 +182,7 @@ steps:
 EXAMPLES = [
     "cart",
     "hand-written",
-    *sorted(
-        str(p)
-        for p in (ROOT / "scenarios").glob("*.y*ml")
-        if p.name not in ("policy.yaml", "attributes.yaml")
-    ),
+    *sorted(str(p) for p in (ROOT / "scenarios").glob("*.y*ml") if p.name not in NOT_SCENARIOS),
 ]
 
 
