@@ -130,7 +130,8 @@ def report(
     if by == "channel":
         grouping.append(KpiDaily.channel != "")
     column = _group_column(by)
-    grouped = _summed(select(column.label(by)), by == "step").where(*grouping).group_by(column).order_by(column)
+    summed = _summed(select(column.label(by)), steps=by == "step")
+    grouped = summed.where(*grouping).group_by(column).order_by(column)
     fixed = dict(fixed_costs or {})
     rows = []
     for r in conn.execute(grouped).mappings():
