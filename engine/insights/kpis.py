@@ -192,3 +192,28 @@ def target_met(kpi: str, value: float | None, target: float) -> bool | None:
     if value is None:
         return None
     return value <= target if kpi in LOWER_IS_BETTER else value >= target
+
+
+def sends_by_channel(
+    conn: Connection,
+    *,
+    scenarios: Sequence[str] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> dict[str, dict[date, int]]:
+    """Messages sent per channel per day (for charts): channel → day → sends."""
+    query = (
+        select(KpiDaily.channel, KpiDaily.day, func.sum(KpiDaily.sends))
+        .where(KpiDaily.channel != "")
+        .group_by(KpiDaily.channel, KpiDaily.day)
+    )
+    if scenarios is not None:
+        query = query.where(KpiDaily.scenario_id.in_(list(scenarios)))
+    if start is not None:
+        query = query.where(KpiDaily.day >= start)
+    if end is not None:
+        query = query.where(KpiDaily.day <= end)
+    found: dict[str, dict[date, int]] = {}
+    for channel, day, sends in conn.execute(query).all():
+        found.setdefault(channel, {})[_number("day", day)] = int(sends or 0)
+    return found
