@@ -122,8 +122,9 @@ def test_lint_covers_the_segments_folder(run, tmp_path: Path) -> None:  # type: 
     settings = {"policy.yaml", "attributes.yaml", "identity.yaml"}
     scenarios = len([p for p in folder.glob("*.yaml") if p.name not in settings])
     segments = len(list((folder / "segments").glob("*.yaml")))
+    programs = len(list((folder / "programs").glob("*.yaml")))
     assert clean.output.splitlines()[-1] == (
-        f"0 errors, 0 warnings in {scenarios + segments} files"
+        f"0 errors, 0 warnings in {scenarios + segments + programs} files"
     )
     premium = folder / "segments" / "premium.yaml"
     premium.write_text(
