@@ -234,6 +234,7 @@ def create_app(
     from designer.api import api
     from designer.api_identity import api_identity
     from designer.api_privacy import api_privacy
+    from designer.api_reports import api_reports
     from designer.api_segments import api_segments
     from designer.contact_privacy import contact_privacy
     from designer.editor import editor
@@ -242,6 +243,7 @@ def create_app(
     from designer.library import library
     from designer.offline import api_delivery
     from designer.onsite import public_onsite
+    from designer.programs import programs
     from designer.public import public
     from designer.public_links import public_links
     from designer.push import public_push
@@ -253,6 +255,7 @@ def create_app(
     auth.init_app(app)
     app.register_blueprint(api)
     app.register_blueprint(api_segments)
+    app.register_blueprint(api_reports)
     app.register_blueprint(api_privacy)
     app.register_blueprint(api_identity)
     app.register_blueprint(public)
@@ -267,6 +270,7 @@ def create_app(
     app.register_blueprint(simulation)
     app.register_blueprint(library)
     app.register_blueprint(segments)
+    app.register_blueprint(programs)
     app.register_blueprint(contact_privacy)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)

@@ -926,9 +926,12 @@ def main() -> None:
     cli(prog_name="parcours")
 
 
+from engine.cli_report import programs_command, report_command  # noqa: E402
 from engine.cli_segments import segment, segments  # noqa: E402
 
 cli.add_command(segments)
+cli.add_command(report_command)
+cli.add_command(programs_command)
 cli.add_command(segment)
 
 from engine.cli_privacy import contact_erase, contact_export, purge  # noqa: E402

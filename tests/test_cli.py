@@ -122,8 +122,9 @@ def test_lint_covers_the_segments_folder(run, tmp_path: Path) -> None:  # type: 
     # counted only when they have problems
     scenarios = len([p for p in folder.glob("*.yaml") if p.name not in NOT_SCENARIOS])
     segments = len(list((folder / "segments").glob("*.yaml")))
+    programs = len(list((folder / "programs").glob("*.yaml")))
     assert clean.output.splitlines()[-1] == (
-        f"0 errors, 0 warnings in {scenarios + segments} files"
+        f"0 errors, 0 warnings in {scenarios + segments + programs} files"
     )
     premium = folder / "segments" / "premium.yaml"
     premium.write_text(

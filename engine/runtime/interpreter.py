@@ -32,6 +32,7 @@ from engine.runtime.timing import date_instant, local_to_utc, next_local_time, z
 from engine.spec import model
 from engine.spec.conditions import Condition, matches_all
 from engine.spec.expressions import CompiledTemplate, RenderError
+from engine.spec.model import is_amount
 from engine.spec.templates import fill_payload
 
 MAX_STEPS_PER_ADVANCE = 200
@@ -186,7 +187,9 @@ class Interpreter:
             if goal.within is not None and event.occurred_at > tr.state.entered_at + goal.within:
                 continue
             if matches_all(goal.where, event.properties, ctx.now):
-                data = {"event_id": event.id}
+                data: dict[str, Any] = {"event_id": event.id}
+                if goal.value is not None and is_amount(event.properties.get(goal.value)):
+                    data["value"] = event.properties[goal.value]  # the revenue, for the KPIs
                 variant = tr.state.vars.get("variant")
                 if variant:
                     data["variant"] = variant

@@ -1,7 +1,8 @@
 """Lint many scenario files at once: each file's problems plus the checks across files.
 
-A linted folder's ``segments/`` folder is linted with it (engine.spec.segments); a folder named
-``segments``, or a file inside one, is read as segments, not scenarios.
+A linted folder's ``segments/`` folder is linted with it (engine.spec.segments), and so is its
+``programs/`` folder (engine.spec.programs), against the folder's scenarios and segments; a folder
+named ``segments`` or ``programs``, or a file inside one, is read as such, not as scenarios.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from engine.spec.identity_settings import IDENTITY_FILE  # nor the identifier ki
 from engine.spec.loader import LintResult, lint_document, read_scenario_text
 from engine.spec.model import StartScenarioStep
 from engine.spec.problems import Problem, did_you_mean
-from engine.spec.segments import SEGMENTS_FOLDER, lint_segment_folder, segment_files
+from engine.spec.programs import PROGRAMS_FOLDER, lint_program_folder, program_files
+from engine.spec.segments import SEGMENTS_FOLDER, lint_segment_folder, segment_files, segment_ids
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 _COLORS = {"error": "\x1b[31m", "warning": "\x1b[33m"}
@@ -30,6 +32,21 @@ NOT_SCENARIOS = (POLICY_FILE, CHANNELS_FILE, ATTRIBUTES_FILE, IDENTITY_FILE)
 
 def _is_segments(path: Path) -> bool:
     return (path if path.is_dir() else path.parent).name == SEGMENTS_FOLDER
+
+
+def _is_programs(path: Path) -> bool:
+    return (path if path.is_dir() else path.parent).name == PROGRAMS_FOLDER
+
+
+def program_folders(paths: Iterable[Path]) -> list[Path]:
+    """The programs folders to lint: named, holding a named file, or inside a named folder."""
+    found = []
+    for path in paths:
+        if _is_programs(path):
+            found.append(path if path.is_dir() else path.parent)
+        elif path.is_dir() and (path / PROGRAMS_FOLDER).is_dir():
+            found.append(path / PROGRAMS_FOLDER)
+    return list(dict.fromkeys(found))
 
 
 def segment_folders(paths: Iterable[Path]) -> list[Path]:
@@ -50,14 +67,16 @@ def linted_files(paths: Iterable[Path]) -> list[Path]:
     whole = segment_folders([p for p in paths if p.is_dir()])
     named = [p for p in paths if p.is_file() and _is_segments(p)]
     segments = [f for folder in whole for f in segment_files(folder)] + named
-    return scenario_files(paths) + list(dict.fromkeys(segments))
+    programs = [f for folder in program_folders(paths) for f in program_files(folder)]
+    programs = [f for f in programs if f in paths or f.parent in paths or f.parent.parent in paths]
+    return scenario_files(paths) + list(dict.fromkeys(segments)) + list(dict.fromkeys(programs))
 
 
 def scenario_files(paths: Iterable[Path]) -> list[Path]:
     """Scenario files: a directory means its *.yaml/*.yml files (not templates/, not the policy)."""
     files: list[Path] = []
     for path in paths:
-        if _is_segments(path):
+        if _is_segments(path) or _is_programs(path):
             continue
         if path.is_dir():
             files += sorted(
@@ -146,9 +165,23 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
             owners[scenario_id] = file
     if any(path.is_dir() for path in paths):
         problems += _unknown_scenarios(results, list(owners))
+    problems += _program_problems(paths, list(owners), reported)
     return sorted(
         problems, key=lambda p: (p.file or "", p.line is None, p.line or 0, p.column or 0)
     )
+
+
+def _program_problems(paths: list[Path], scenarios: list[str], reported: set[str]) -> list[Problem]:
+    """The programs' problems, their scenarios checked against the linted folder's (when a
+    folder of scenarios is linted) and their panels against its segments."""
+    problems: list[Problem] = []
+    for folder in program_folders(paths):
+        workspace = folder.parent
+        known = scenarios if workspace in paths else None
+        segments = segment_ids(workspace / SEGMENTS_FOLDER)
+        found = lint_program_folder(folder, known, segments).problems
+        problems += [p for p in found if p.file in reported]
+    return problems
 
 
 def _unknown_scenarios(results: list[tuple[Path, LintResult]], known: list[str]) -> list[Problem]:

@@ -259,6 +259,7 @@ class Goal:
     event: str
     where: tuple[PropertyFilter, ...] = ()
     within: timedelta | None = None
+    value: str | None = None  # the goal event's property holding the conversion's revenue
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,7 @@ class Scenario:
     # Who this scenario's emails come from: from_address, from_name, reply_to (each optional;
     # the email channel's settings fill the rest).
     sender: Mapping[str, str] = field(default_factory=dict)
+    fixed_cost: float = 0.0  # `cost: {fixed: 250}`: what the journey costs beyond its messages
     templates: Mapping[str, CompiledTemplate] = field(default_factory=dict)
     content_hash: str = ""
 
@@ -349,3 +351,11 @@ class Scenario:
         for cond in self.conditions():
             names.update(event_names(cond))
         return frozenset(names)
+
+
+def is_amount(value: Any) -> bool:
+    """Whether a goal event's value property holds an amount (a finite number, not a boolean)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and value == value
+        and abs(value) != float("inf")
+    )  # fmt: skip

@@ -77,10 +77,24 @@ class GoalSchema(_Strict):
     event = fields.String(required=True)
     where = Filters(load_default=())
     within = Duration(load_default=None)
+    value = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=128),
+        metadata={"help": "The goal event's property holding the revenue (e.g. total)."},
+    )
 
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> model.Goal:
         return model.Goal(**data)
+
+
+class CostSchema(_Strict):
+    fixed = fields.Float(
+        required=True,
+        allow_nan=False,
+        validate=validate.Range(min=0),
+        metadata={"help": "What the journey costs beyond its messages, in the workspace currency."},
+    )
 
 
 class ExitRuleSchema(_Strict):
@@ -275,6 +289,7 @@ class ScenarioSchema(_Strict):
     exit_on = fields.List(ExitRuleField(), load_default=list)
     data = PlainMapping(load_default=dict)
     sender = fields.Nested(SenderSchema, load_default=dict)
+    cost = fields.Nested(CostSchema, load_default=None)
     start = Identifier(load_default=None)
     steps = StepsField(required=True)
     layout = fields.Raw(
@@ -291,6 +306,8 @@ class ScenarioSchema(_Strict):
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data.pop("layout", None)
+        cost = data.pop("cost")
+        data["fixed_cost"] = float(cost["fixed"]) if cost else 0.0
         data["triggers"] = tuple(data["triggers"])
         rules = data["exit_on"]
         data["exit_on"] = tuple(r for r in rules if isinstance(r, model.ExitRule))

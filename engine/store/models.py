@@ -596,3 +596,29 @@ class ContactChange(Base):
     contact_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(160), primary_key=True)
     changed_at: Mapped[datetime]
+
+
+class KpiDaily(Base):
+    """A day's KPI counters of a scenario (step '' and channel '': the scenario level; arm '':
+    no split), added to by the worker from the journal and the events (engine.insights.rollups).
+    """
+
+    __tablename__ = "kpi_daily"
+    __table_args__ = (Index(None, "day"),)
+
+    scenario_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    arm: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entries: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    sends: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    opens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    clicks: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    bounces: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    unsubscribes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    complaints: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    conversions: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    revenue: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from engine.audience.changes import PRESSURE, PROFILE, mark_changed
 from engine.audience.segment_upkeep import SegmentUpkeep
 from engine.config import Settings
+from engine.insights.rollups import update_rollups
 from engine.policy.base import Gate, OptOutGate
 from engine.policy.model import Policy
 from engine.policy.pressure import load_policy_views, record_sends
@@ -187,7 +188,16 @@ class Worker:
             claimed = self.process_batch(now, report)
             if claimed < self.settings.batch_size:
                 break
+        self._rollups(now, report)
         return report
+
+    def _rollups(self, now: datetime, report: PassReport) -> None:
+        """Add the pass's journal and events to the daily KPI rollups (cheap when idle)."""
+        try:
+            report.merge({"kpi_rows": update_rollups(self.engine, self.settings.timezone, now)})
+        except Exception:  # the cursors did not move: the rows are read again next pass
+            logger.exception("KPI rollups failed; retrying at the next pass",
+                             extra={"action": "rollups"})  # fmt: skip
 
     def _segments(
         self, live: list[tuple[int, Scenario]], now: datetime, report: PassReport

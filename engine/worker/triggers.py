@@ -30,6 +30,7 @@ from engine.spec.model import (
     EventTrigger,
     Scenario,
     ScheduleTrigger,
+    is_amount,
 )
 from engine.store.models import (
     Contact,
@@ -198,6 +199,8 @@ def attribute_goals(
                 conn.execute(update(Enrollment).where(Enrollment.id == r.id).values(
                     status="converted", end_reason=f"goal:{goal.event}", vars=vars_))  # fmt: skip
                 data: dict[str, Any] = {"event_id": e.id, "after_end": True}
+                if goal.value is not None and is_amount((e.properties or {}).get(goal.value)):
+                    data["value"] = e.properties[goal.value]  # the revenue, for the KPIs
                 if vars_.get("variant"):
                     data["variant"] = vars_["variant"]
                 conn.execute(insert(JournalEntry).values(

@@ -1,0 +1,97 @@
+"""The KPI part of the JSON API: reports read from the daily rollups, and the programs with their
+panel and targets. Same key (``X-Api-Key``) and error shape as the rest of /api.
+
+    GET /api/reports?program=ID|scenario=ID&from=YYYY-MM-DD&to=YYYY-MM-DD
+                    &by=day|scenario|step|channel (&format=csv for the rows as CSV)
+    GET /api/programs
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from designer import ApiError, parcours
+from designer.api import authenticate
+from engine.insights.kpis import GROUPINGS, Report, report
+from engine.insights.programs import fixed_costs, overview
+from engine.spec.problems import did_you_mean
+from engine.spec.programs import ProgramFolder, workspace_programs
+from engine.store.db import SQLITE_BEGIN
+
+api_reports = Blueprint("api_reports", __name__, url_prefix="/api")
+api_reports.before_request(authenticate)
+
+
+def _day(name: str) -> date | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(422, "invalid", f"'{raw}' is not a date (YYYY-MM-DD).", name) from None
+
+
+def programs_folder() -> ProgramFolder:
+    """The workspace's programs; 409 when a program file has errors."""
+    folder = workspace_programs(parcours().settings.scenarios_dir)
+    errors = [p for p in folder.problems if p.severity == "error"]
+    if errors:
+        raise ApiError(409, "program_invalid", f"A program file has errors: {errors[0].format()}")
+    return folder
+
+
+def scenarios_asked(program_id: str | None, scenario_id: str | None) -> list[str] | None:
+    """The scenarios a report covers: a program's, one, or every one (None)."""
+    scenarios: list[str] | None = None
+    if program_id:
+        folder = programs_folder()
+        program = folder.programs.get(program_id)
+        if program is None:
+            hint = did_you_mean(program_id, folder.programs)
+            message = f"No program '{program_id}'." + (f" ({hint})" if hint else "")
+            raise ApiError(404, "not_found", message, "program")
+        scenarios = list(program.scenarios)
+    if scenario_id:
+        scenarios = [s for s in (scenarios or [scenario_id]) if s == scenario_id]
+    return scenarios
+
+
+def asked_report() -> Report:
+    """The report the query string asks for (program, scenario, from, to, by)."""
+    by = request.args.get("by", "day")
+    if by not in GROUPINGS:
+        raise ApiError(422, "invalid", f"by is one of {', '.join(GROUPINGS)}.", "by")
+    start, end = _day("from"), _day("to")
+    if start and end and start > end:
+        raise ApiError(422, "invalid", "'from' is after 'to'.", "from")
+    scenarios = scenarios_asked(request.args.get("program"), request.args.get("scenario"))
+    state = parcours()
+    with state.engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
+        costs = fixed_costs(conn, scenarios)
+        return report(conn, scenarios=scenarios, start=start, end=end, by=by, fixed_costs=costs)
+
+
+@api_reports.get("/reports")
+def get_report() -> Any:
+    """KPIs by day, scenario, step or channel; days in the workspace zone (`timezone`)."""
+    found = asked_report()
+    if request.args.get("format") == "csv":
+        disposition = {"Content-Disposition": "attachment; filename=report.csv"}
+        return Response(found.to_csv(), mimetype="text/csv", headers=disposition)
+    return {**found.to_json(), "timezone": parcours().settings.timezone}
+
+
+@api_reports.get("/programs")
+def list_programs() -> dict[str, Any]:
+    """Every program with its panel size, pressure states and KPIs against targets."""
+    folder = programs_folder()
+    state = parcours()
+    with state.engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+        found = overview(conn, folder.programs.values(), state.clock.now(), state.settings.timezone)
+    return {"programs": found, "timezone": state.settings.timezone}
