@@ -119,7 +119,7 @@ def test_rates_equal_a_hand_count(engine: Engine) -> None:
     assert [(c, r.name, r.crossed) for c, r in result.raised()] == [
         ("email", "open_rate", "fall"), ("email", "unsubscribe_rate", "max"),
     ]  # fmt: skip
-    # the series: one value per day, the recent day's rate where it happened
+    # the series: per day, the rate over the 7 days ending that day
     day = result.days.index(RECENT.date())
     assert email.series["open_rate"][day] == 10 / 50
     assert email.series["open_rate"][result.days.index(BASE.date())] == 40 / 100

@@ -46,7 +46,7 @@ def trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any
             )
             + "\n"
             for who in ("ann", "bob")
-        )  # fmt: skip
+        )
     )
     out = tmp_path / "trace.jsonl"
     result = CliRunner().invoke(

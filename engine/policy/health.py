@@ -109,7 +109,9 @@ class ChannelHealth:
     recent: dict[str, int] = field(default_factory=dict)  # sends, opens, clicks...
     baseline: dict[str, int] = field(default_factory=dict)
     signals: dict[str, SignalReading] = field(default_factory=dict)
-    series: dict[str, list[float | None]] = field(default_factory=dict)  # signal → per day
+    series: dict[str, list[float | None]] = field(
+        default_factory=dict
+    )  # signal → per day, trailing
     tightened: bool = False
 
     @property
@@ -426,7 +428,7 @@ def _channel(
         threshold = cfg.signals.get(name)
         crossed = judge(value, base, threshold, enough, enough_base)
         out.signals[name] = SignalReading(name, value, base, threshold, crossed)
-        out.series[name] = [_rate(per_day.get(d, {}), counted) for d in days]
+        out.series[name] = _trailing(per_day, days, counted, cfg.recent.days)
     contacts, over = share or (0, 0)
     value = over / contacts if contacts else None
     split_day = split.astimezone(zone).date()
@@ -438,6 +440,19 @@ def _channel(
     out.signals[OVER_PRESSURED] = SignalReading(OVER_PRESSURED, value, base, threshold, crossed)
     out.series[OVER_PRESSURED] = [history.get(d) for d in days[:-1]] + [value]
     out.recent["contacts"], out.recent["over_pressured"] = contacts, over
+    return out
+
+
+def _trailing(
+    per_day: Mapping[date, Mapping[str, int]], days: list[date], counted: str, span: int
+) -> list[float | None]:
+    """Each day's rate over the `span` days ending that day, like the recent span's value: an
+    open counts the day it happened, its send the day it left, so one day alone says little."""
+    out: list[float | None] = []
+    for i in range(len(days)):
+        window = [per_day.get(d, {}) for d in days[max(0, i - span + 1) : i + 1]]
+        sends = sum(c.get("sends", 0) for c in window)
+        out.append(sum(c.get(counted, 0) for c in window) / sends if sends else None)
     return out
 
 
