@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, bindparam, case, extract, func, literal, s
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
 
 from channels.registry import channel_names
 from engine.policy.model import (
@@ -43,6 +44,7 @@ from engine.store.models import Event, Pressure, PressureHealthDay, Send, UTCDat
 # What each recorded event counts as (engine.policy.engagement, engine.delivery.tracking/onsite).
 COUNTED = {"email_opened": "opens", "onsite_shown": "opens", "email_clicked": "clicks",
            "onsite_clicked": "clicks", "unsubscribed": "unsubscribes"}  # fmt: skip
+UNSUBSCRIBED = "unsubscribed"
 SUFFIXES = {"_complained": "complaints", "_bounced": "bounces"}  # `<channel>_complained`...
 RATE_OF = {"open_rate": "opens", "click_rate": "clicks", "unsubscribe_rate": "unsubscribes",
            "complaint_rate": "complaints", "bounce_rate": "bounces"}  # fmt: skip
@@ -57,7 +59,7 @@ ADVICE = {
 }
 REFRESH = timedelta(minutes=5)  # how often the gate reads the raised signals again
 SNAPSHOT = timedelta(hours=1)  # how often the worker records the day's over-pressured share
-_HOUR = {"sqlite": "%Y-%m-%d %H", "postgresql": "YYYY-MM-DD HH24"}
+_HOUR = {"postgresql": "YYYY-MM-DD HH24"}
 
 
 # ---------------------------------------------------------------- results
@@ -199,7 +201,8 @@ def hour_bucket(conn: Connection, column: Any) -> Any:
     """The UTC hour of a timestamp as text `YYYY-MM-DD HH`, in the connection's dialect."""
     if conn.dialect.name == "postgresql":
         return func.to_char(func.timezone("UTC", column), _HOUR["postgresql"])
-    return func.strftime(_HOUR["sqlite"], column)
+    # SQLite keeps UTC instants as text, `YYYY-MM-DD HH:MM:SS.ffffff`: the hour is its start.
+    return func.substr(column, 1, 13)
 
 
 def age_seconds(conn: Connection, now: datetime) -> Any:
@@ -232,13 +235,15 @@ def _local_day(bucket: str, zone: tzinfo) -> date:
     return datetime.strptime(bucket, "%Y-%m-%d %H").replace(tzinfo=UTC).astimezone(zone).date()
 
 
-def _channel_of(name: str, prop: str | None, known: Collection[str]) -> tuple[str, str] | None:
-    """(counted name, channel) of an event row, or None when it names no known channel."""
+def _channel_of(name: str, channel: str | None, known: Collection[str]) -> tuple[str, str] | None:
+    """(counted name, channel) of an event row, or None when it names no known channel. Every
+    counted name but `unsubscribed` starts with its channel (`email_opened`, `sms_bounced`)."""
     counted = COUNTED.get(name)
-    channel = prop
     for suffix, what in SUFFIXES.items():
         if name.endswith(suffix):
-            counted, channel = what, prop or name[: -len(suffix)]
+            counted = what
+    if channel is None and name != UNSUBSCRIBED:
+        channel = name.partition("_")[0]
     if counted is None or channel is None or channel not in known:
         return None
     return counted, channel
@@ -274,51 +279,85 @@ class _Counter:
 
 def _count_sends(
     conn: Connection, counter: _Counter, start: datetime, split: datetime, now: datetime,
-    scenarios: Collection[str] | None,
+    scenarios: Collection[str] | None, known: Collection[str],
 ) -> None:  # fmt: skip
+    """Sends by hour, span and channel, less the cancelled ones (which never left). Unfiltered,
+    the (channel, created_at) index answers alone; the cancelled are few, found by status."""
     hour = hour_bucket(conn, Send.created_at)
     recent = case((Send.created_at >= split, literal(1)), else_=literal(0))
-    stmt = select(hour, recent, Send.channel, func.count()).where(
-        Send.created_at >= start, Send.created_at < now, Send.status != "cancelled"
-    )
+    window = (Send.created_at >= start, Send.created_at < now, Send.channel.in_(list(known)))
     if scenarios is not None:
-        stmt = stmt.where(Send.scenario_id.in_(list(scenarios)))
-    for bucket, is_recent, channel, n in conn.execute(stmt.group_by(hour, recent, Send.channel)):
-        counter.add(bucket, is_recent, channel, "sends", int(n))
+        sent = select(hour, recent, Send.channel, func.count()).where(
+            *window, Send.status != "cancelled", Send.scenario_id.in_(list(scenarios))
+        )
+        queries = [(sent, 1)]
+    else:
+        every = select(hour, recent, Send.channel, func.count()).where(*window)
+        # Through the status index: SQLite's statistics cannot tell that "cancelled" is rare.
+        gone = aliased(Send)
+        cancelled = select(hour, recent, Send.channel, func.count()).where(
+            Send.id.in_(select(gone.id).where(gone.status == "cancelled")), *window[:2]
+        )
+        queries = [(every, 1), (cancelled, -1)]
+    for stmt, sign in queries:
+        for bucket, is_recent, channel, n in conn.execute(
+            stmt.group_by(hour, recent, Send.channel)
+        ):
+            counter.add(bucket, is_recent, channel, "sends", sign * int(n))
 
 
 def _count_events(
     conn: Connection, counter: _Counter, start: datetime, split: datetime, now: datetime,
     scenarios: Collection[str] | None, known: Collection[str],
 ) -> None:  # fmt: skip
+    """Events by hour, span and name: read from the (name, occurred_at) index alone, except
+    unsubscribes (their channel is a property) and, for `scenarios`, the join to their send."""
     hour = hour_bucket(conn, Event.occurred_at)
     recent = case((Event.occurred_at >= split, literal(1)), else_=literal(0))
-    prop: ColumnElement[Any] = Event.properties["channel"].as_string()
-    stmt = select(hour, recent, Event.name, prop, func.count()).where(
-        Event.name.in_(event_names()), Event.occurred_at >= start, Event.occurred_at < now
-    )
+    window = (Event.occurred_at >= start, Event.occurred_at < now)
+    names = event_names()
     if scenarios is not None:  # an event belongs to a journey through the send it came from
-        stmt = stmt.join(Send, Send.send_key == Event.properties["send_key"].as_string()).where(
-            Send.scenario_id.in_(list(scenarios))
+        key: ColumnElement[Any] = Event.properties["send_key"].as_string()
+        stmt = (
+            select(hour, recent, Event.name, Send.channel, func.count())
+            .join(Send, Send.send_key == key)
+            .where(Event.name.in_(names), *window, Send.scenario_id.in_(list(scenarios)))
+            .group_by(hour, recent, Event.name, Send.channel)
         )
-    for bucket, is_recent, name, channel, n in conn.execute(
-        stmt.group_by(hour, recent, Event.name, prop)
-    ):
-        found = _channel_of(name, channel, known)
-        if found is not None:
-            counter.add(bucket, is_recent, found[1], found[0], int(n))
+        queries = [stmt]
+    else:
+        prop: ColumnElement[Any] = Event.properties["channel"].as_string()
+        named = [n for n in names if n != UNSUBSCRIBED]
+        queries = [
+            select(hour, recent, Event.name, literal(None), func.count())
+            .where(Event.name.in_(named), *window)
+            .group_by(hour, recent, Event.name),
+            select(hour, recent, Event.name, prop, func.count())
+            .where(Event.name == UNSUBSCRIBED, *window)
+            .group_by(hour, recent, Event.name, prop),
+        ]
+    for stmt in queries:
+        for bucket, is_recent, name, channel, n in conn.execute(stmt):
+            found = _channel_of(name, channel, known)
+            if found is not None:
+                counter.add(bucket, is_recent, found[1], found[0], int(n))
 
 
 def over_counts(
     conn: Connection, now: datetime, cfg: PressureConfig, contacts: Any = None
 ) -> dict[str, tuple[int, int]]:
     """channel ("*": overall) → (contacts with a reading, of them over-pressured) as of `now`,
-    decayed as the engine decays (one GROUP BY); `contacts`: a subquery of contact ids."""
+    decayed as the engine decays; `contacts`: a subquery of contact ids. Decay only brings a
+    score towards zero, so only the rows stored above `over` are decayed to be judged."""
     over = case((decayed_score(conn, now, cfg) > cfg.over, literal(1)), else_=literal(0))
-    stmt = select(Pressure.channel, func.count(), func.sum(over)).group_by(Pressure.channel)
+    rows = select(Pressure.channel, func.count()).group_by(Pressure.channel)
+    high = select(Pressure.channel, func.sum(over)).where(Pressure.score > cfg.over)
     if contacts is not None:
-        stmt = stmt.where(Pressure.contact_id.in_(contacts))
-    return {c: (int(n), int(o or 0)) for c, n, o in conn.execute(stmt)}
+        rows = rows.where(Pressure.contact_id.in_(contacts))
+        high = high.where(Pressure.contact_id.in_(contacts))
+    found = {c: int(n) for c, n in conn.execute(rows)}
+    overs: dict[str, Any] = {c: o for c, o in conn.execute(high.group_by(Pressure.channel))}
+    return {c: (n, int(overs.get(c) or 0)) for c, n in found.items()}
 
 
 def record_health_day(conn: Connection, now: datetime, cfg: PressureConfig, zone: tzinfo) -> int:
@@ -379,7 +418,7 @@ def health(
     known = [c for c in channel_names() if c != "webhook"]
     counter = _Counter(zone)
     wanted = None if scenarios is None else tuple(sorted(set(scenarios)))
-    _count_sends(conn, counter, start, split, now, wanted)
+    _count_sends(conn, counter, start, split, now, wanted, known)
     _count_events(conn, counter, start, split, now, wanted, known)
     result = HealthResult(now, split, start, days, cfg, wanted)
     shares = _shares(conn, now, policy.pressure, wanted, split)
