@@ -24,6 +24,7 @@ from designer.auth import requires
 from designer.i18n import current_language
 from designer.i18n import gettext as _
 from designer.pressure_board import board
+from designer.pressure_health import health_view
 from designer.segment_files import segment_names
 from engine.audience.attributes import contact_metrics, workspace_spec
 from engine.audience.identity import find_contact, identifiers_of, merges_of
@@ -90,6 +91,8 @@ def reason_label(reason: str | None) -> str:
     kind, _sep, rest = reason.partition(":")
     expired = rest.endswith(":expired")
     rest = rest.removesuffix(":expired")
+    tightened = rest.endswith(":tightened")  # a cap a raised health signal tightened
+    rest = rest.removesuffix(":tightened")
     if kind == "consent":
         topic, _sep, state = rest.rpartition(":")
         topics = parcours().policy().topics
@@ -101,6 +104,8 @@ def reason_label(reason: str | None) -> str:
                  "suppression": _("Suppressed address (%(rule)s)"),
                  "address": _("Missing address (%(rule)s)")}  # fmt: skip
         text = words[kind] % {"rule": rest}
+        if tightened:
+            text = _("%(reason)s, tightened by a health signal", reason=text)
     elif reason.startswith("pressure:over"):  # pressure:over:weight>=1
         text = _("Over-pressure")
     elif reason in ENTRY_REFUSALS:
@@ -491,6 +496,7 @@ def dashboard(conn: Connection, now: datetime, policy: Policy) -> dict[str, Any]
     """Everything the pressure page draws: the board's figures, with their words."""
     zone = _zone()
     data = board(conn, now, policy, zone)
+    data["health"] = health_view(conn, now, policy, zone)
     periods = {cap.id: _period(cap) for cap in policy.caps}
     for cap in data["sends"]["caps"]:
         cap["period"] = periods[cap["id"]]

@@ -6,39 +6,20 @@ merely folds at most a few hundred buckets. Words (labels, translations) are the
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import bindparam, case, extract, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection
 
 from channels.registry import channel_names
+from engine.policy.health import decayed_score, hour_bucket
 from engine.policy.model import MARKETING, CapRule, Policy, PressureConfig
 from engine.policy.pressure import NO_READING
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
-from engine.store.models import Contact, JournalEntry, Pressure, Send, UTCDateTime
+from engine.store.models import Contact, JournalEntry, Pressure, Send
 
 DAYS = 30  # the dashboard's period
-BUCKET = {"sqlite": "%Y-%m-%d %H", "postgresql": "YYYY-MM-DD HH24"}
-
-
-def _age_seconds(conn: Connection, now: datetime) -> Any:
-    """Seconds from each barometer row's last update to `now`, in the connection's dialect."""
-    at = bindparam("now", now, type_=UTCDateTime())
-    if conn.dialect.name == "postgresql":
-        return extract("epoch", at - Pressure.updated_at)
-    return (func.julianday(at) - func.julianday(Pressure.updated_at)) * 86400.0
-
-
-def _exp2(conn: Connection, value: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.power(2.0, value)
-    # SQLite's math functions are a compile-time option: bring the one the engine uses.
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    driver.create_function("parcours_exp2", 1, math.exp2, deterministic=True)
-    return func.parcours_exp2(value)
 
 
 def _channel_order(channels: Any) -> list[str]:
@@ -50,9 +31,7 @@ def _channel_order(channels: Any) -> list[str]:
 def barometer_counts(conn: Connection, now: datetime, cfg: PressureConfig) -> dict[str, Any]:
     """Contacts per barometer state and channel as of `now`, the scores decayed as the engine
     decays them (`engine.policy.pressure.decayed`, `state_of`), counted by the database."""
-    age = _age_seconds(conn, now)
-    halves = age / cfg.half_life.total_seconds()
-    score = case((age <= 0, Pressure.score), else_=Pressure.score * _exp2(conn, -halves))
+    score = decayed_score(conn, now, cfg)
     state = case((score < cfg.under, "under"), (score > cfg.over, "over"), else_="equilibrium")
     rows = select(Pressure.channel, state.label("state")).subquery()
     counts: dict[str, dict[str, int]] = {OVERALL: dict.fromkeys(PRESSURE_STATES, 0)}
@@ -65,13 +44,6 @@ def barometer_counts(conn: Connection, now: datetime, cfg: PressureConfig) -> di
     counts[OVERALL][NO_READING] += max(0, contacts - sum(counts[OVERALL].values()))
     order = _channel_order(counts)
     return {"channels": order, "counts": {c: counts[c] for c in order}}
-
-
-def _hour(conn: Connection, column: Any) -> Any:
-    """The UTC hour of a timestamp as text `YYYY-MM-DD HH`, in the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), BUCKET["postgresql"])
-    return func.strftime(BUCKET["sqlite"], column)
 
 
 def per_day(cap: CapRule) -> float | None:
@@ -102,7 +74,7 @@ def _sends_per_day(
     conn: Connection, start: datetime, now: datetime, days: list[Any], zone: tzinfo
 ) -> dict[str, list[int]]:
     """Marketing sends per channel and local day, counted per UTC hour by the database."""
-    hour = _hour(conn, Send.created_at)
+    hour = hour_bucket(conn, Send.created_at)
     sends: dict[str, list[int]] = {}
     for bucket, channel, n in conn.execute(
         select(hour, Send.channel, func.count())

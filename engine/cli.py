@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -847,6 +847,12 @@ def worker(ctx: click.Context, once: bool) -> None:
     help="Smallest step of the virtual clock; coarser (e.g. 10m) is faster for large populations.",
 )
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every entry, send, decision and exit to this file as JSON lines.",
+)
 @click.pass_context
 def simulate(
     ctx: click.Context,
@@ -861,6 +867,7 @@ def simulate(
     no_policy: bool,
     resolution: str,
     as_json: bool,
+    trace_file: Path | None,
 ) -> None:
     """Run scenarios on a virtual clock over a throw-away database and report what would happen."""
     from engine.insights.simulate import format_report, generate_contacts, generate_events
@@ -901,17 +908,20 @@ def simulate(
     from engine.policy.loader import load_policy_file
 
     policy = None if no_policy else load_policy_file(policy_file or first / "policy.yaml")
-    report = run(
-        files,
-        contacts,
-        events,
-        begin,
-        days,
-        settings=_settings(ctx).evolve(database_url="", scenarios_dir=first),
-        resolution=step,
-        policy=policy,
-        memberships=memberships,
-    )
+    with ExitStack() as stack:
+        trace = stack.enter_context(trace_file.open("w", encoding="utf-8")) if trace_file else None
+        report = run(
+            files,
+            contacts,
+            events,
+            begin,
+            days,
+            settings=_settings(ctx).evolve(database_url="", scenarios_dir=first),
+            resolution=step,
+            policy=policy,
+            memberships=memberships,
+            trace=trace,
+        )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 
 
@@ -942,6 +952,9 @@ cli.add_command(purge)
 from engine.cli_identity import merge as contact_merge  # noqa: E402
 
 contact.add_command(contact_merge)
+from engine.cli_health import pressure  # noqa: E402
+
+cli.add_command(pressure)
 
 
 @cli.command("channels")

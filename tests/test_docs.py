@@ -96,8 +96,13 @@ def test_every_pressure_setting_is_documented_with_its_default() -> None:
             assert parse_duration(shown) == default, setting.name
         elif isinstance(default, float):
             assert float(shown) == default, setting.name
+        elif dataclasses.is_dataclass(default):  # pressure.health: a table of its own
+            assert shown == "see Pressure health", setting.name
         else:
             assert shown == "none", setting.name
+    health = _section("The policy gate: quiet hours, caps, pressure")
+    for setting in dataclasses.fields(PressureConfig().health):
+        assert f"| `health.{setting.name}` |" in health, setting.name
 
 
 def _recorded_events() -> set[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -29,6 +29,7 @@ from engine.audience.ingest import (
 )
 from engine.config import Settings, load_settings
 from engine.insights.segment_simulation import apply_memberships, segment_entries
+from engine.insights.trace import Trace
 from engine.policy.loading import full_gate_factory
 from engine.policy.model import Policy
 from engine.runtime.clock import VirtualClock
@@ -215,8 +216,12 @@ def simulate(
     resolution: timedelta = RESOLUTION,
     policy: Policy | None = None,
     memberships: Sequence[Mapping[str, Any]] = (),
+    trace: TextIO | None = None,
 ) -> SimulationReport:
     """Run the scenarios in `paths` for the given contacts and events; return the report.
+
+    `trace`: a text file that receives every entry, send, decision and exit as a JSON line
+    while the simulation runs (engine.insights.trace).
 
     The worker keeps the segments of `settings.scenarios_dir`; `memberships` (see
     `generate_memberships`) are joins and leaves of manual segments applied at their instants.
@@ -238,7 +243,7 @@ def simulate(
             upgrade(engine)
             report = _run(
                 engine, paths, contacts, events, start, days, base, gate_factory, resolution,
-                policy, memberships,
+                policy, memberships, Trace(trace) if trace is not None else None,
             )  # fmt: skip
             if inspect is not None:
                 inspect(engine)
@@ -259,6 +264,7 @@ def _run(
     resolution: timedelta,
     policy: Policy | None,
     memberships: Sequence[Mapping[str, Any]],
+    trace: Trace | None = None,
 ) -> SimulationReport:
     from sqlalchemy.orm import Session
 
@@ -303,6 +309,8 @@ def _run(
             with engine.begin() as conn:
                 record_events(conn, arrived, now)
         worker.run_once(now)
+        if trace is not None:
+            trace.flush(engine)
         nxt = [end + timedelta(seconds=1), now + timedelta(days=1)]
         if cursor < len(pending):
             nxt.append(pending[cursor]["occurred_at"])

@@ -124,6 +124,9 @@ class PolicyGate:
         self._weights: dict[str, float] = {}
         self._periods: dict[tuple[str, str, datetime], tuple[datetime, datetime | None]] = {}
         self.barometers: dict[int, Any] | None = None  # loaded with the batch, when tracked
+        # Channels with a raised health signal: their caps are multiplied by
+        # `pressure.health.tighten` (engine.policy.health; set by the gate factory).
+        self.tightened: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ decision
     def decide(self, request: SendRequest, contact: ContactView, now: datetime) -> Decision:
@@ -190,7 +193,10 @@ class PolicyGate:
         if not across and request.channel not in cap.channels:
             return None
         factor, extra = data.caps_factor(request.channel) if data.caps_factor else (1.0, 0.0)
-        limit = cap.max * factor + extra
+        normal = limit = cap.max * factor + extra
+        tighten = self.policy.pressure.health.tighten
+        if tighten is not None and request.channel in self.tightened:
+            limit = normal * tighten  # a health signal of the channel is raised
         if cap.window is not None:
             start, lifts = now - cap.window, None
         else:  # calendar periods are the same for every contact of a zone in this batch
@@ -215,6 +221,8 @@ class PolicyGate:
                     until = s.at + cap.window
                     break
             lifts = until
+        if used + cost <= normal + 1e-9:  # only the tightening blocks it: say so
+            return Block(f"cap:{cap.id}:tightened", lifts)
         return Block(f"cap:{cap.id}", lifts)
 
     # ------------------------------------------------------------------ outcome

@@ -46,13 +46,17 @@ from marshmallow import (
 from engine.policy.model import (
     CALENDAR,
     CONSENT_MODES,
+    DEFAULT_HEALTH_SIGNALS,
+    HEALTH_SIGNALS,
     MARKETING,
     OUTCOMES,
     CapRule,
+    HealthConfig,
     Outcome,
     Policy,
     PressureConfig,
     QuietRule,
+    Threshold,
 )
 from engine.spec.fields import Duration, Identifier, LocalTime, Weekdays
 from engine.spec.problems import Problem, did_you_mean, has_errors
@@ -134,6 +138,47 @@ class OutcomeSchema(_Strict):
         return Outcome(**data)
 
 
+class ThresholdSchema(_Strict):
+    max = fields.Float(load_default=None, validate=validate.Range(min=0))
+    min = fields.Float(load_default=None, validate=validate.Range(min=0))
+    rise = fields.Float(load_default=None, validate=validate.Range(min=1, min_inclusive=False))
+    fall = fields.Float(
+        load_default=None, validate=validate.Range(min=0, max=1, max_inclusive=False)
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> Threshold:
+        return Threshold(**data)
+
+
+class TightenSchema(_Strict):
+    factor = fields.Float(required=True, validate=validate.Range(min=0, max=1, max_inclusive=False))
+
+
+class HealthSchema(_Strict):
+    recent = Duration(load_default=timedelta(days=7))
+    baseline = Duration(load_default=timedelta(days=28))
+    min_sends = fields.Integer(load_default=200, strict=True, validate=validate.Range(min=1))
+    signals = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(HEALTH_SIGNALS)),
+        values=fields.Nested(ThresholdSchema),
+        load_default=lambda: dict(DEFAULT_HEALTH_SIGNALS),
+    )
+    tighten = fields.Nested(TightenSchema, load_default=None)
+
+    @validates_schema
+    def _spans(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        for name in ("recent", "baseline"):
+            span = data.get(name)
+            if span is not None and span < timedelta(days=1):
+                raise ValidationError("At least one day, e.g. 7d.", name)
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> HealthConfig:
+        tighten = data.pop("tighten")
+        return HealthConfig(**data, tighten=tighten["factor"] if tighten else None)
+
+
 class PressureSchema(_Strict):
     half_life = Duration(load_default=timedelta(days=7))
     under = fields.Float(load_default=1.0)
@@ -143,6 +188,7 @@ class PressureSchema(_Strict):
     under_extra = fields.Float(load_default=1.0, validate=validate.Range(min=0))
     block_over = fields.Boolean(load_default=False)
     block_over_min_weight = fields.Float(load_default=1.0, validate=validate.Range(min=0))
+    health = fields.Nested(HealthSchema, load_default=lambda: HealthConfig())
 
     @validates_schema
     def _order(self, data: Mapping[str, Any], **kwargs: Any) -> None:

@@ -94,11 +94,13 @@ def withdrawals(
 
 def build_gate(
     conn: Connection, policy: Policy, default_zone: str, contacts: dict[int, ContactView],
-    now: datetime,
+    now: datetime, watch: Any = None,
 ) -> PolicyGate:  # fmt: skip
-    """Lock the batch's contacts, then load their sends, consents, suppressions and barometers."""
+    """Lock the batch's contacts, then load their sends, consents, suppressions and barometers
+    (`watch`: an engine.policy.health.HealthWatch giving the channels whose caps tighten)."""
     from engine.policy.pressure import caps_factor, load_barometers, send_state
 
+    tightened = watch.tightened(conn, now) if watch is not None else frozenset()
     ids = sorted(contacts)
     lock_contacts(conn, ids)
     sends = past_sends(conn, ids, now - lookback(policy))
@@ -116,6 +118,7 @@ def build_gate(
         mine.sends, mine.caps_factor, mine.pressure_state = sends.get(cid, []), factor, state
     gate = PolicyGate(policy, default_zone, data)
     gate.barometers = barometers  # the runner records this batch's sends on them
+    gate.tightened = tightened
     return gate
 
 
@@ -125,10 +128,15 @@ def policy_path(settings: Settings) -> Path:
 
 def full_gate_factory(settings: Settings, policy: Policy | None = None) -> Any:
     """The runner's gate factory with the workspace policy (read once)."""
+    from zoneinfo import ZoneInfo
+
+    from engine.policy.health import HealthWatch
+
     chosen = policy or load_policy_file(policy_path(settings))
+    watch = HealthWatch(chosen, ZoneInfo(settings.timezone))  # one per worker: read every 5 min
 
     def factory(conn: Connection, contacts: dict[int, ContactView], now: datetime) -> PolicyGate:
-        return build_gate(conn, chosen, settings.timezone, contacts, now)
+        return build_gate(conn, chosen, settings.timezone, contacts, now, watch)
 
     factory.policy = chosen  # type: ignore[attr-defined]
     return factory

@@ -48,6 +48,46 @@ class Outcome:
     fallback: Mapping[str, str] = field(default_factory=dict)  # channel → less intrusive one
 
 
+HEALTH_RATES = ("open_rate", "click_rate", "unsubscribe_rate", "complaint_rate", "bounce_rate")
+OVER_PRESSURED = "over_pressured"  # the share of contacts with a reading that are over-pressured
+HEALTH_SIGNALS = (*HEALTH_RATES, OVER_PRESSURED)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """When a health signal is raised: above `max` or below `min` (absolute), or above `rise`
+    times / below `fall` times its own trailing baseline. Any of them, or none (shown only)."""
+
+    max: float | None = None
+    min: float | None = None
+    rise: float | None = None
+    fall: float | None = None
+
+
+DEFAULT_HEALTH_SIGNALS: Mapping[str, Threshold] = {
+    "open_rate": Threshold(fall=0.7),
+    "click_rate": Threshold(fall=0.7),
+    "unsubscribe_rate": Threshold(max=0.005, rise=1.5),
+    "complaint_rate": Threshold(max=0.001, rise=2.0),
+    "bounce_rate": Threshold(max=0.02),
+    OVER_PRESSURED: Threshold(rise=1.5),
+}
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Pressure health: each channel's rates over the `recent` span against the `baseline`
+    span before it. A signal counts once the channel had `min_sends` sends in the span (and in
+    the baseline, for `rise` and `fall`). With `tighten`, caps on a channel with a raised signal
+    are multiplied by it."""
+
+    recent: timedelta = timedelta(days=7)
+    baseline: timedelta = timedelta(days=28)
+    min_sends: int = 200
+    signals: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_HEALTH_SIGNALS))
+    tighten: float | None = None  # e.g. 0.5: caps halve on a channel while a signal is raised
+
+
 @dataclass(frozen=True)
 class PressureConfig:
     """The barometer: a score that decays with a half-life, raised by weighted sends (marketing
@@ -64,6 +104,7 @@ class PressureConfig:
     # ...on channels at least this intrusive: a quiet channel (the on-site banner, 0.5) stays
     # open, so a journey can still reach an over-pressured contact through a declared fallback.
     block_over_min_weight: float = 1.0
+    health: HealthConfig = HealthConfig()
 
     def blocks(self, weight: float) -> bool:
         """Whether over-pressure blocks marketing on a channel of this weight."""

@@ -154,6 +154,7 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_contact_id_name_occurred_at", "contact_id", "name", "occurred_at"),
+        Index("ix_events_name_occurred_at", "name", "occurred_at"),  # health: every contact's
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -397,6 +398,19 @@ class Pressure(Base):
     )
     updated_at: Mapped[datetime]
     signals: Mapped[list[Any]] = mapped_column(JSONType, default=list, server_default="[]")
+
+
+class PressureHealthDay(Base):
+    """Per day and channel ("*": overall), contacts with a barometer reading and how many were
+    over-pressured, as last counted that day: the barometer's history, for pressure health."""
+
+    __tablename__ = "pressure_health_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    contacts: Mapped[int] = mapped_column(BigInteger)
+    over: Mapped[int] = mapped_column(BigInteger)
+    counted_at: Mapped[datetime]
 
 
 USER_ROLES = ("admin", "marketer", "viewer")
