@@ -76,6 +76,7 @@ _FIELD_TYPES: list[tuple[type[fields.Field[Any]], Callable[[Any], JSON]]] = [
     (fields.Url, lambda f: {"type": "string", "format": "uri"}),
     (fields.String, lambda f: {"type": "string"}),
     (fields.Integer, lambda f: {"type": "integer"}),
+    (fields.Float, lambda f: {"type": "number"}),
     (fields.Boolean, lambda f: {"type": "boolean"}),
     (fields.List, lambda f: {"type": "array", "items": field_schema(f.inner)}),
     (fields.Nested, lambda f: object_schema(f.schema)),
