@@ -232,11 +232,13 @@ def create_app(
 
     from designer import auth, i18n
     from designer.api import api
+    from designer.api_experiments import api_experiments
     from designer.api_identity import api_identity
     from designer.api_privacy import api_privacy
     from designer.api_segments import api_segments
     from designer.contact_privacy import contact_privacy
     from designer.editor import editor
+    from designer.experiments import experiments
     from designer.hooks import hooks
     from designer.insights import insights
     from designer.library import library
@@ -253,6 +255,7 @@ def create_app(
     auth.init_app(app)
     app.register_blueprint(api)
     app.register_blueprint(api_segments)
+    app.register_blueprint(api_experiments)
     app.register_blueprint(api_privacy)
     app.register_blueprint(api_identity)
     app.register_blueprint(public)
@@ -268,6 +271,7 @@ def create_app(
     app.register_blueprint(library)
     app.register_blueprint(segments)
     app.register_blueprint(contact_privacy)
+    app.register_blueprint(experiments)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -939,6 +939,10 @@ cli.add_command(purge)
 from engine.cli_identity import merge as contact_merge  # noqa: E402
 
 contact.add_command(contact_merge)
+from engine.cli_experiments import experiment, experiments  # noqa: E402
+
+cli.add_command(experiments)
+cli.add_command(experiment)
 
 
 @cli.command("channels")

@@ -102,7 +102,7 @@ def evaluate(
         raw, p_values = {}, pairwise_vs_control(control, others, s.alpha)
     best = probability_best(branches)
     needed = _needed(control, s, len(others))
-    holdout = counts.get(HOLDOUT) if step.holdout else None
+    holdout = (counts.get(HOLDOUT) or ArmCounts(HOLDOUT, 0, 0)) if step.holdout else None
     arms = [_arm(a, s.alpha, p_values.get(a.name), best.get(a.name), shares) for a in branches]
     if holdout is not None:
         arms.append(_arm(holdout, s.alpha, None, None, None, is_holdout=True))
@@ -122,9 +122,12 @@ def evaluate(
 
 
 def _needed(control: ArmCounts, s: model.Experiment, comparisons: int) -> int | None:
+    """Entries per arm for the declared effect. The baseline is the control's rate shrunk toward
+    one half ((conversions + 1) / (entries + 2)): a young experiment gets the cautious figure."""
     if s.min_effect is None or comparisons < 1:
         return None
-    return minimum_sample(control.rate, s.min_effect, s.alpha, s.power, comparisons)
+    baseline = (control.converted + 1) / (control.entered + 2)
+    return minimum_sample(baseline, s.min_effect, s.alpha, s.power, comparisons)
 
 
 def decide(
