@@ -232,12 +232,14 @@ def create_app(
 
     from designer import auth, i18n
     from designer.api import api
+    from designer.api_experiments import api_experiments
     from designer.api_identity import api_identity
     from designer.api_privacy import api_privacy
     from designer.api_reports import api_reports
     from designer.api_segments import api_segments
     from designer.contact_privacy import contact_privacy
     from designer.editor import editor
+    from designer.experiments import experiments
     from designer.hooks import hooks
     from designer.insights import insights
     from designer.library import library
@@ -256,6 +258,7 @@ def create_app(
     app.register_blueprint(api)
     app.register_blueprint(api_segments)
     app.register_blueprint(api_reports)
+    app.register_blueprint(api_experiments)
     app.register_blueprint(api_privacy)
     app.register_blueprint(api_identity)
     app.register_blueprint(public)
@@ -272,6 +275,7 @@ def create_app(
     app.register_blueprint(segments)
     app.register_blueprint(programs)
     app.register_blueprint(contact_privacy)
+    app.register_blueprint(experiments)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -36,6 +36,18 @@ def field_labels() -> dict[str, str]:
         "set": _("Set attributes"), "add_score": _("Add to score"), "add_tags": _("Add tags"),
         "remove_tags": _("Remove tags"), "url": _("URL"), "method": _("HTTP method"),
         "payload": _("Payload"), "scenario": _("Scenario"), "reason": _("Reason"),
+        **experiment_labels(),
+    }  # fmt: skip
+
+
+def experiment_labels() -> dict[str, str]:
+    """Labels of a split step's `experiment:` block (its fields, and the bandit's)."""
+    return {
+        "experiment": _("Experiment"), "mode": _("Test mode"), "alpha": _("Risk of a false winner"),
+        "min_effect": _("Smallest effect worth finding"), "power": _("Power"),
+        "tau": _("Sequential tuning"), "auto_winner": _("Declare the winner automatically"),
+        "bandit": _("Bandit (shift traffic to the better branch)"), "floor": _("Least share"),
+        "winner": _("Winner"),
     }  # fmt: skip
 
 
@@ -45,7 +57,7 @@ def _field_help(schema: Schema, prefix: str = "") -> Iterator[tuple[str, str]]:
         key = prefix + (field.data_key or name)
         if field.metadata.get("help"):
             yield key, str(field.metadata["help"])
-        inner = getattr(field, "inner", None)
+        inner = getattr(field, "inner", field)  # list items, or a nested object itself
         if isinstance(inner, fields.Nested) and isinstance(inner.schema, Schema):
             yield from _field_help(inner.schema, key + ".")
 
@@ -63,8 +75,7 @@ def _fields(node_schema: Schema, properties: Mapping[str, Any]) -> dict[str, dic
     labels = field_labels()
     keys = [k for k in properties if k != "type"]
     for name, prop in properties.items():
-        items = prop.get("items", {}).get("properties", {}) if prop.get("type") == "array" else {}
-        keys += [f"{name}.{inner}" for inner in items]
+        keys += _inner_keys(name, prop)
     help_of = dict(_field_help(node_schema))
     out = {}
     for key in keys:
@@ -72,6 +83,17 @@ def _fields(node_schema: Schema, properties: Mapping[str, Any]) -> dict[str, dic
         text = help_of.get(key)
         out[key] = {"label": labels.get(name, name), "help": _(text) if text else ""}
     return out
+
+
+def _inner_keys(name: str, prop: Mapping[str, Any]) -> list[str]:
+    """`list.field` keys of list items and `object.field` keys of nested objects, any depth."""
+    prop = next((p for p in prop.get("anyOf", []) if p.get("type") != "null"), prop)
+    inner = prop.get("items", {}) if prop.get("type") == "array" else prop
+    keys = []
+    for key, sub in (inner.get("properties") or {}).items():
+        keys.append(f"{name}.{key}")
+        keys += _inner_keys(f"{name}.{key}", sub)
+    return keys
 
 
 def _edges(step_schema: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:

@@ -956,6 +956,11 @@ from engine.cli_health import pressure  # noqa: E402
 
 cli.add_command(pressure)
 
+from engine.cli_experiments import experiment, experiments  # noqa: E402
+
+cli.add_command(experiments)
+cli.add_command(experiment)
+
 
 @cli.command("channels")
 @click.pass_context

@@ -74,6 +74,8 @@ class SimulationReport:
     waiting: dict[str, int] = field(default_factory=dict)
     # scenario → "segment_entered:ID" / "segment_exited:ID" → entries by that trigger
     segment_entries: dict[str, dict[str, int]] = field(default_factory=dict)
+    # per split step: arms, rates, intervals, uplift, decision (engine.insights.experiments)
+    experiments: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class SimulationReport:
             "converted": self.converted,
             "waiting": self.waiting,
             "segment_entries": self.segment_entries,
+            "experiments": self.experiments,
         }
 
     def total_sends(self, channel: str | None = None) -> int:
@@ -400,7 +403,15 @@ def _report(
         report.converted = {k: v.get("converted", 0) for k, v in outcomes.items()}
         report.waiting = {k: v.get("active", 0) for k, v in outcomes.items()}
         report.segment_entries = segment_entries(conn)
+        report.experiments = _experiments(conn, scenarios)
     return report
+
+
+def _experiments(conn: Any, scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    """The split steps' results, as `parcours experiments --json` gives them."""
+    from engine.insights.experiments import reports, split_steps
+
+    return [r.to_dict() for sc in scenarios if split_steps(sc) for r in reports(conn, sc)]
 
 
 def format_report(report: SimulationReport) -> str:

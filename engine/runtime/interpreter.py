@@ -136,6 +136,9 @@ class Interpreter:
         self.scenario = scenario
         self.gate = gate
         self.default_zone = default_zone
+        # Bandit split steps: step id → branch → share of new entries, set by the worker from
+        # the stored experiment state (the interpreter reads no database).
+        self.arm_shares: Mapping[str, Mapping[str, float]] = {}
 
     # ------------------------------------------------------------------ entry point
     def advance(
@@ -354,7 +357,8 @@ class Interpreter:
         return _STAY
 
     def _split(self, tr: Transition, ctx: _Ctx, step: model.SplitStep) -> str | object | None:
-        arm = split_arm(self.scenario.id, step, ctx.contact.external_id)
+        shares = self.arm_shares.get(step.id) if step.experiment.bandit_floor else None
+        arm = split_arm(self.scenario.id, step, ctx.contact.external_id, shares)
         tr.state.vars = {**tr.state.vars, "variant": arm}
         if arm != HOLDOUT:
             tr.journal.append(JournalRecord("step", step.id, arm))

@@ -129,6 +129,30 @@ class SplitBranch:
     next: str | None
 
 
+EXPERIMENT_MODES = ("fixed", "sequential")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """How a split step's results are judged (engine.insights.experiments) and routed.
+
+    `mode`: fixed (one test once the minimum sample is in) or sequential (always-valid p-values,
+    safe to read every day). `min_effect` is absolute (0.02: two points of conversion rate);
+    `tau` the mixing spread of the sequential test (None: min_effect, else 0.02). `bandit_floor`
+    turns on Thompson sampling with that least share per arm; `winner` routes every new entry
+    outside the holdout to one branch.
+    """
+
+    mode: str = "fixed"
+    alpha: float = 0.05
+    min_effect: float | None = None
+    power: float = 0.8
+    tau: float | None = None
+    auto_winner: bool = False
+    bandit_floor: float | None = None
+    winner: str | None = None
+
+
 @dataclass(frozen=True)
 class SplitStep(Step):
     """Split by weight (A/B/n); `holdout` percent form a control group that gets nothing.
@@ -140,6 +164,7 @@ class SplitStep(Step):
     branches: tuple[SplitBranch, ...] = ()
     holdout: int = 0
     salt: str | None = None
+    experiment: Experiment = Experiment()
 
     def exits(self) -> dict[str, str | None]:
         return {f"branches.{b.name}": b.next for b in self.branches}

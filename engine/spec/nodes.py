@@ -156,6 +156,67 @@ class BranchSchema(Schema):
         return model.SplitBranch(**data)
 
 
+class BanditSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    floor = fields.Float(
+        load_default=0.1,
+        validate=validate.Range(min=0, max=0.5, min_inclusive=False),
+        metadata={"help": "Least share of new entries each branch keeps, e.g. 0.1."},
+    )
+
+
+class ExperimentSchema(Schema):
+    """The `experiment:` block of a split step: how its results are judged and routed."""
+
+    class Meta:
+        unknown = RAISE
+
+    mode = fields.String(
+        load_default="fixed",
+        validate=OneOf(list(model.EXPERIMENT_MODES)),
+        metadata={"help": "fixed: test once at the planned sample; sequential: check any day."},
+    )
+    alpha = fields.Float(
+        load_default=0.05,
+        validate=validate.Range(min=0.001, max=0.2),
+        metadata={"help": "Risk of a false winner, e.g. 0.05."},
+    )
+    min_effect = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0, max=1, min_inclusive=False),
+        metadata={"help": "Smallest difference worth finding, absolute: 0.02 is two points."},
+    )
+    power = fields.Float(
+        load_default=0.8,
+        validate=validate.Range(min=0.5, max=0.99),
+        metadata={"help": "Chance of finding that difference when it is real, e.g. 0.8."},
+    )
+    tau = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0, max=1, min_inclusive=False),
+        metadata={"help": "Sequential mode: the spread of effects it is tuned for."},
+    )
+    auto_winner = fields.Boolean(
+        load_default=False, metadata={"help": "Declare the winner when the test says so."}
+    )
+    bandit = fields.Nested(
+        BanditSchema,
+        load_default=None,
+        metadata={"help": "Shift new entries toward the better branch (Thompson sampling)."},
+    )
+    winner = Identifier(
+        load_default=None,
+        metadata={"help": "Branch every new entry takes (the holdout stays)."},
+    )
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> model.Experiment:
+        bandit = data.pop("bandit")
+        return model.Experiment(**data, bandit_floor=bandit["floor"] if bandit else None)
+
+
 class SplitSchema(StepSchema):
     model_class = model.SplitStep
     branches = fields.List(
@@ -172,6 +233,11 @@ class SplitSchema(StepSchema):
         validate=validate.Length(min=1, max=100),
         metadata={"help": "Any text; changing it reshuffles which contacts land in which arm."},
     )
+    experiment = fields.Nested(
+        ExperimentSchema,
+        load_default=model.Experiment(),
+        metadata={"help": "How the results are judged: test mode, risk, winner, bandit."},
+    )
 
     @validates_schema
     def _unique_names(self, data: Mapping[str, Any], **kwargs: Any) -> None:
@@ -184,6 +250,27 @@ class SplitSchema(StepSchema):
                 raise ValidationError(
                     {"branches": {i: {"name": ["'holdout' is reserved for the control group."]}}}
                 )
+        self._experiment_fits(data.get("experiment"), names)
+
+    @staticmethod
+    def _experiment_fits(experiment: model.Experiment | None, names: list[str]) -> None:
+        """The winner is one of the branches, and the bandit floors leave room for the rest."""
+        if experiment is None:
+            return
+        if experiment.winner is not None and experiment.winner not in names:
+            hint = f" (branches: {', '.join(names)})" if names else ""
+            message = f"'{experiment.winner}' is not a branch of this split{hint}."
+            raise ValidationError({"experiment": {"winner": [message]}})
+        if experiment.auto_winner and experiment.mode == "fixed" and experiment.min_effect is None:
+            message = (
+                "An automatic winner in fixed mode needs 'min_effect' (the planned sample); "
+                "or use 'mode: sequential', which is safe to check at any time."
+            )
+            raise ValidationError({"experiment": {"auto_winner": [message]}})
+        floor = experiment.bandit_floor
+        if floor is not None and names and floor * len(names) > 1:
+            message = f"A floor of {floor} for {len(names)} branches leaves nothing to share."
+            raise ValidationError({"experiment": {"bandit": {"floor": [message]}}})
 
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -636,3 +636,18 @@ class KpiDaily(Base):
     conversions: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     revenue: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+
+
+class ExperimentState(Base):
+    """What the worker keeps of a live experiment between looks (engine.worker.experiments):
+    the bandit's current shares of new entries per branch, and the running minimum of each
+    branch's always-valid p-value (sequential mode), which must never go back up."""
+
+    __tablename__ = "experiment_state"
+
+    scenario_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    shares: Mapped[dict[str, Any] | None]
+    p_values: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    looks: Mapped[int] = mapped_column(default=0, server_default="0")
+    updated_at: Mapped[datetime]

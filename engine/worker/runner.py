@@ -38,6 +38,7 @@ from engine.spec.model import AnniversaryTrigger, Scenario
 from engine.store.bulk import BulkWriter
 from engine.store.models import Contact, Enrollment, Event, JournalEntry
 from engine.worker.enroll import Candidate, contact_views, enroll, histories
+from engine.worker.experiments import ExperimentUpkeep
 from engine.worker.segment_triggers import FIRE_CHUNK, fire_changes, high_water, newest_change
 from engine.worker.triggers import (
     fan_out,
@@ -158,6 +159,7 @@ class Worker:
             self.policy.pressure if self.policy is not None else None,
         )
         self._fired_upto = -1  # the history id up to which membership changes were fired
+        self.experiments = ExperimentUpkeep()  # bandit shares and automatic winners
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
@@ -167,6 +169,9 @@ class Worker:
         self.segments.watcher.current()  # the segment files, read again if they changed
         with self.engine.connect() as conn:
             live = self.cache.live(conn)
+        if self.experiments.run_when_due(self.engine, live, now):  # a winner was published
+            with self.engine.connect() as conn:
+                live = self.cache.live(conn)
         while True:
             with self.engine.begin() as conn:
                 counts = process_events(
@@ -322,6 +327,7 @@ class Worker:
                 scenario, gate, self.settings.timezone
             )
         it.gate = gate
+        it.arm_shares = self.experiments.shares_of(scenario.id)
         return it
 
     def process_batch(self, now: datetime, report: PassReport | None = None) -> int:

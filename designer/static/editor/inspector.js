@@ -34,6 +34,7 @@
       if (items.type === "object" && items.properties) return "list";
       return "strings";
     }
+    if (prop.type === "object" && prop.properties) return "object";
     if (prop.type === "object") return prop.propertyNames && prop.propertyNames.enum ? "parts" : "map";
     if (prop.type === "integer" || prop.type === "number") return "number";
     if (prop.type === "boolean") return "bool";
@@ -159,6 +160,7 @@
     if (kind === "filters") return this.filters(parent, name, target, path, changed, testid);
     if (kind === "map" || kind === "parts") return this.map(parent, name, target, prop, path, changed, testid, help);
     if (kind === "list") return this.list(parent, name, target, prop, path, changed, testid);
+    if (kind === "object") return this.object(parent, name, target, prop, path, changed, testid, help, u.nullable);
     var listId = null;
     if (/^(event)$/.test(name)) listId = datalist("dl-events", self.ctx.boot.events);
     if (/^(attribute|anniversary)$/.test(name)) listId = datalist("dl-attributes", self.ctx.boot.attributes);
@@ -224,6 +226,42 @@
     }
     draw();
     return row(parent, this.info(path).label, help, box, testid);
+  };
+
+  // A nested block (a split step's experiment): its own fields in a box; a field set back to its
+  // default is dropped, and an empty block disappears from the file. A block whose presence means
+  // something (the bandit: `bandit: {}` turns it on) gets an on/off box instead.
+  Builder.prototype.object = function (parent, name, target, prop, path, changed, testid, help, optional) {
+    var self = this, obj = isObj(target[name]) ? target[name] : {};
+    var box = el("div", "in-item"), fields = el("div");
+    if (optional) {
+      var on = el("input"); on.type = "checkbox"; on.checked = isObj(target[name]);
+      on.setAttribute("data-testid", "field-" + testid + "-on");
+      on.addEventListener("change", function () {
+        if (on.checked) target[name] = obj; else delete target[name];
+        fields.hidden = !on.checked;
+        changed(path.join("."));
+      });
+      box.appendChild(on);
+      fields.hidden = !on.checked;
+    }
+    Object.keys(prop.properties).forEach(function (key) {
+      var sub = prop.properties[key];
+      self.field(fields, obj, key, sub, path.concat([key]), function (undoKey) {
+        var d = unwrap(sub).prop.default;
+        if (d !== undefined && JSON.stringify(obj[key]) === JSON.stringify(d)) delete obj[key];
+        if (optional || Object.keys(obj).length) target[name] = obj; else delete target[name];
+        changed(undoKey);
+      });
+    });
+    box.appendChild(fields);
+    var wrap = el("div", "in-field");  // not a label: it holds several controls
+    wrap.appendChild(el("span", "in-label", self.info(path).label));
+    wrap.appendChild(box);
+    if (help) wrap.appendChild(el("span", "in-help", help));
+    wrap.setAttribute("data-testid", "field-" + testid);
+    parent.appendChild(wrap);
+    return wrap;
   };
 
   // cases / branches: a card per item with its own fields, add and remove.
