@@ -8,6 +8,7 @@ which every page names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -18,6 +19,8 @@ from designer.api_reports import programs_folder, scenarios_asked
 from designer.auth import requires
 from designer.i18n import gettext as _
 from designer.insights import channel_label, number, percent, when
+from designer.pressure_health import health_view
+from engine.errors import ScenarioInvalid
 from engine.insights.kpis import GROUPINGS, METRICS, Report, report, sends_by_channel
 from engine.insights.programs import fixed_costs, overview
 from engine.store.db import SQLITE_BEGIN
@@ -180,7 +183,25 @@ def detail(program_id: str) -> Any:
         summary = overview(conn, [program], state.clock.now(), state.settings.timezone)[0]
     live = url_for("programs.live", program=program_id)
     return render_template("program.html", program=program, summary=summary, live_url=live,
-                           periods=period_labels(), **context)  # fmt: skip
+                           periods=period_labels(), health=journey_health(program.scenarios),
+                           **context)  # fmt: skip
+
+
+@programs.app_template_global("journey_health")
+def journey_health(scenarios: Sequence[str]) -> dict[str, Any] | None:
+    """The Health card of these journeys' sends and the events they caused (the pressure
+    health signals filtered to them); None while policy.yaml does not lint (the Pressure page
+    and `parcours lint` say why)."""
+    from designer.insights import _zone
+
+    state = parcours()
+    try:
+        policy = state.policy()
+    except ScenarioInvalid:
+        return None
+    with state.engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+        return health_view(conn, state.clock.now(), policy, _zone(), scenarios=list(scenarios))
 
 
 @programs.get("/reports/live.json")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 from sqlalchemy import Engine
@@ -19,6 +20,9 @@ from sqlalchemy import Engine
 from engine.config import Settings
 from engine.insights.kpis import GROUPINGS, METRICS, Report, report
 from engine.insights.programs import fixed_costs, overview
+from engine.policy.health import health, health_lines
+from engine.policy.loader import load_policy_file
+from engine.policy.loading import policy_path
 from engine.spec.lint import format_problems
 from engine.spec.programs import Program, ProgramFolder, workspace_programs
 from engine.store.db import make_engine, upgrade, utcnow
@@ -98,7 +102,8 @@ def report_command(
     by: str, as_json: bool, as_csv: bool,
 ) -> None:  # fmt: skip
     """KPIs per day, scenario, step or channel, from the daily rollups (days in the workspace
-    zone): entries, messages, opens, clicks, conversions, revenue, cost and their rates."""
+    zone): entries, messages, opens, clicks, conversions, revenue, cost and their rates; then
+    the pressure health of the same scenarios (all of them without --program or --scenario)."""
     settings = _settings(ctx)
     if as_json and as_csv:
         raise click.UsageError("choose --json or --csv, not both")
@@ -111,16 +116,23 @@ def report_command(
     last: date | None = end.date() if end else None
     if first and last and first > last:
         raise click.BadParameter("--from is after --to", param_hint="--from")
+    policy = None if as_csv else load_policy_file(policy_path(settings))
     with _database(settings) as engine, engine.connect() as conn:
         found = report(conn, scenarios=scenarios, start=first, end=last, by=by,
                        fixed_costs=fixed_costs(conn, scenarios))  # fmt: skip
-    if as_json:
-        click.echo(json.dumps({**found.to_json(), "timezone": settings.timezone}, indent=2))
-    elif as_csv:
+        zone = ZoneInfo(settings.timezone)
+        signals = health(conn, utcnow(), policy, scenarios, zone) if policy else None
+    if as_csv or signals is None:
         click.echo(found.to_csv(), nl=False)
+    elif as_json:
+        body = {**found.to_json(), "timezone": settings.timezone, "health": signals.to_dict()}
+        click.echo(json.dumps(body, indent=2))
     else:
         click.echo(f"days in {settings.timezone}; metrics: {', '.join(METRICS)} (--json)")
         click.echo(_table(found))
+        click.echo("")
+        for line in health_lines(signals):
+            click.echo(line)
 
 
 @click.command(name="programs")

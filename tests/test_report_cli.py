@@ -119,3 +119,28 @@ def test_lint_locates_program_problems(workspace: Path) -> None:
         ("schema.invalid", 8),
     }
     assert not [p for p in lint_paths([ROOT / "scenarios"]) if p.severity == "error"]
+
+
+def test_report_ends_with_the_pressure_health_of_its_scenarios(run: Run, engine_url: str) -> None:
+    from datetime import timedelta
+
+    from tests.health_seed import seed
+
+    engine = make_engine(engine_url)
+    yesterday = utcnow() - timedelta(days=1)
+    seed(engine, "cart-abandonment", 200, 20, yesterday)  # bounce rate 10%: raised
+    seed(engine, "win-back", 300, 0, yesterday)
+    engine.dispose()
+    everyone = json.loads(run("report", "--json").output)["health"]
+    assert everyone["scenarios"] is None and everyone["channels"]["email"]["recent"]["sends"] == 500
+    program = json.loads(run("report", "--program", "basket-growth", "--json").output)["health"]
+    assert program["scenarios"] == ["cart-abandonment", "post-purchase-cross-sell"]
+    assert program["channels"]["email"]["recent"]["sends"] == 200
+    assert program["raised"] == [{"channel": "email", "signal": "bounce_rate",
+                                  "crossed": "max"}]  # fmt: skip
+    alone = json.loads(run("report", "--scenario", "win-back", "--json").output)["health"]
+    assert alone["channels"]["email"]["recent"]["sends"] == 300 and alone["raised"] == []
+    text = run("report", "--program", "basket-growth").output
+    assert text.index("total") < text.index("pressure health:")
+    assert "bounce_rate" in text and "RAISED" in text
+    assert "pressure health" not in run("report", "--csv").output

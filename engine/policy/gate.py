@@ -1,4 +1,5 @@
-"""The policy gate: address → suppression → consent → quiet hours → pressure → spacing → caps.
+"""The policy gate: address → suppression → consent → quiet hours → pressure → spacing → caps
+→ the program's caps → the program's budget (engine.policy.programs).
 
 Each check returns None (fine) or a Block with its rule id and, when the block lifts by itself,
 the instant it does. The first block decides; the send step's declared outcome (or the policy's
@@ -7,10 +8,11 @@ channel, or exit. Quiet hours always defer: a quiet period delays a message, it 
 Over-pressure blocks only channels at least as intrusive as `block_over_min_weight`, so a
 fallback to a quieter one (the on-site banner) can still reach the contact.
 
-Transactional sends are never blocked by suppression, consent, quiet hours, pressure or caps
-(they carry no marketing), but they count in caps (they are in the batch's sends) and in the
-barometer (the runner records every send). Everything a gate needs is loaded once per batch, for
-all its contacts, under a per-contact lock, in the transaction that reserves the sends.
+Transactional sends are never blocked by suppression, consent, quiet hours, pressure, caps or
+budgets (they carry no marketing), but they count in caps (they are in the batch's sends), in
+their program's spend and in the barometer (the runner records every send). Everything a gate
+needs is loaded once per batch, for all its contacts, under a per-contact lock, in the
+transaction that reserves the sends.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from channels import channel_info
@@ -27,6 +29,10 @@ from engine.policy.holidays import is_holiday
 from engine.policy.model import MARKETING, CapRule, Policy, QuietRule
 from engine.runtime.state import ContactView
 from engine.runtime.timing import local_to_utc, zone_for
+
+if TYPE_CHECKING:
+    from engine.policy.programs import BudgetBook
+    from engine.spec.programs import Program
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,9 @@ class PolicyGate:
         # Channels with a raised health signal: their caps are multiplied by
         # `pressure.health.tighten` (engine.policy.health; set by the gate factory).
         self.tightened: frozenset[str] = frozenset()
+        # The programs' caps and budgets (engine.policy.programs; set by the gate factory).
+        self.programs: Mapping[str, Program] = {}  # scenario id → its program
+        self.budgets: BudgetBook | None = None
 
     # ------------------------------------------------------------------ decision
     def decide(self, request: SendRequest, contact: ContactView, now: datetime) -> Decision:
@@ -139,6 +148,9 @@ class PolicyGate:
             if block is not None:
                 return self._outcome(request, block, now)
         data.sends.append(PastSend(now, request.channel, request.scenario_id, request.kind))
+        program = self.programs.get(request.scenario_id)
+        if program is not None and self.budgets is not None:
+            self.budgets.record(program, request.channel)
         return ALLOW
 
     def _check(
@@ -167,9 +179,26 @@ class PolicyGate:
             if last is not None and now - last < spacing:
                 return Block(f"spacing:{request.scenario_id}", last + spacing)
         for cap in self.policy.caps:
-            block = self._cap(cap, request, data, zone, now)
+            block = self._cap(cap, request, data, data.sends, f"cap:{cap.id}", zone, now)
             if block is not None:
                 return block
+        program = self.programs.get(request.scenario_id)
+        return self._program(program, request, data, zone, now) if program else None
+
+    def _program(
+        self, program: Program, request: SendRequest, data: ContactPolicy, zone: ZoneInfo,
+        now: datetime,
+    ) -> Block | None:  # fmt: skip
+        """The program's own caps, counting only its scenarios' sends, then its budget."""
+        if program.caps:
+            mine = [s for s in data.sends if s.scenario_id in program.scenarios]
+            for cap in program.caps:
+                rule = f"cap:program:{program.id}:{cap.id}"
+                block = self._cap(cap, request, data, mine, rule, zone, now)
+                if block is not None:
+                    return block
+        if self.budgets is not None and self.budgets.blocks(program, request.channel):
+            return Block(f"budget:{program.id}")
         return None
 
     # ------------------------------------------------------------------ caps
@@ -186,9 +215,10 @@ class PolicyGate:
         return weight
 
     def _cap(
-        self, cap: CapRule, request: SendRequest, data: ContactPolicy, zone: ZoneInfo,
-        now: datetime,
+        self, cap: CapRule, request: SendRequest, data: ContactPolicy, sends: list[PastSend],
+        rule: str, zone: ZoneInfo, now: datetime,
     ) -> Block | None:  # fmt: skip
+        """Whether `cap`, counting `sends`, blocks the request (`rule`: the id journaled)."""
         across = MARKETING in cap.channels
         if not across and request.channel not in cap.channels:
             return None
@@ -206,7 +236,7 @@ class PolicyGate:
                 period = self._periods[key] = _period(cap, zone, now)
             start, lifts = period
         counted = [
-            s for s in data.sends
+            s for s in sends
             if s.at > start and (across or s.channel in cap.channels)
         ]  # fmt: skip
         used = sum(self.weight(s.channel) if cap.weighted else 1.0 for s in counted)
@@ -222,8 +252,8 @@ class PolicyGate:
                     break
             lifts = until
         if used + cost <= normal + 1e-9:  # only the tightening blocks it: say so
-            return Block(f"cap:{cap.id}:tightened", lifts)
-        return Block(f"cap:{cap.id}", lifts)
+            return Block(f"{rule}:tightened", lifts)
+        return Block(rule, lifts)
 
     # ------------------------------------------------------------------ outcome
     def _outcome(self, request: SendRequest, block: Block, now: datetime) -> Decision:

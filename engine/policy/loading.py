@@ -16,6 +16,7 @@ from engine.policy.gate import ContactPolicy, PastSend, PolicyGate, lookback, wi
 from engine.policy.loader import load_policy_file
 from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
+from engine.policy.programs import BudgetBook, ProgramRules, ProgramWatcher
 from engine.runtime.state import ContactView
 from engine.store.db import id_in
 from engine.store.models import Contact, Send
@@ -94,16 +95,20 @@ def withdrawals(
 
 def build_gate(
     conn: Connection, policy: Policy, default_zone: str, contacts: dict[int, ContactView],
-    now: datetime, watch: Any = None,
+    now: datetime, watch: Any = None, programs: ProgramRules | None = None,
 ) -> PolicyGate:  # fmt: skip
     """Lock the batch's contacts, then load their sends, consents, suppressions and barometers
-    (`watch`: an engine.policy.health.HealthWatch giving the channels whose caps tighten)."""
+    (`watch`: an engine.policy.health.HealthWatch giving the channels whose caps tighten;
+    `programs`: the programs whose caps and budgets the gate enforces)."""
     from engine.policy.pressure import caps_factor, load_barometers, send_state
 
     tightened = watch.tightened(conn, now) if watch is not None else frozenset()
     ids = sorted(contacts)
     lock_contacts(conn, ids)
-    sends = past_sends(conn, ids, now - lookback(policy))
+    since = now - lookback(policy)
+    if programs is not None:  # one read covers the workspace's and the programs' caps
+        since = min(since, now - programs.lookback())
+    sends = past_sends(conn, ids, since)
     data = consent_readers(conn, policy, contacts, now)
     barometers = load_barometers(conn, ids, now, policy.pressure)
     for cid, mine in data.items():
@@ -119,6 +124,9 @@ def build_gate(
     gate = PolicyGate(policy, default_zone, data)
     gate.barometers = barometers  # the runner records this batch's sends on them
     gate.tightened = tightened
+    if programs is not None and programs.by_scenario:
+        gate.programs = programs.by_scenario
+        gate.budgets = BudgetBook(conn, programs, now, default_zone)
     return gate
 
 
@@ -127,16 +135,19 @@ def policy_path(settings: Settings) -> Path:
 
 
 def full_gate_factory(settings: Settings, policy: Policy | None = None) -> Any:
-    """The runner's gate factory with the workspace policy (read once)."""
+    """The runner's gate factory with the workspace policy (read once) and the programs (read
+    again when their files change)."""
     from zoneinfo import ZoneInfo
 
     from engine.policy.health import HealthWatch
 
     chosen = policy or load_policy_file(policy_path(settings))
     watch = HealthWatch(chosen, ZoneInfo(settings.timezone))  # one per worker: read every 5 min
+    programs = ProgramWatcher(settings.scenarios_dir)  # one per worker: a listing per batch
 
     def factory(conn: Connection, contacts: dict[int, ContactView], now: datetime) -> PolicyGate:
-        return build_gate(conn, chosen, settings.timezone, contacts, now, watch)
+        rules = programs.current()
+        return build_gate(conn, chosen, settings.timezone, contacts, now, watch, rules)
 
     factory.policy = chosen  # type: ignore[attr-defined]
     return factory

@@ -121,3 +121,30 @@ def test_the_fixed_cost_of_the_published_version_counts_in_the_totals(
         publish_dir(session, workspace)
     page = login("viewer").get("/programs/loyalty?from=2026-03-01&to=2026-03-31")
     assert 'data-testid="total-scenario-cost">250.00<' in page.get_data(as_text=True)
+
+
+def test_program_and_journey_pages_show_the_health_of_their_journeys(
+    login: Callable[[str], FlaskClient], state: Parcours
+) -> None:
+    from datetime import timedelta
+
+    from tests.health_seed import seed
+
+    yesterday = state.clock.now() - timedelta(days=1)
+    seed(state.engine, "cart-abandonment", 200, 20, yesterday)  # bounce rate 10%: raised
+    seed(state.engine, "win-back", 300, 0, yesterday)
+    viewer = login("viewer")
+    basket = viewer.get("/programs/basket-growth").get_data(as_text=True)
+    card = basket[basket.index('data-testid="pressure-health"') :]
+    assert 'class="healthcard raised" data-channel="email"' in card
+    assert "200 sends" in card and "Bounce rate" in card and "1 signal(s) raised" in card
+    assert "Bounces: clean the addresses before sending again." in card
+    assert "static/health.js" in basket
+    journey = viewer.get("/scenarios/win-back").get_data(as_text=True)
+    card = journey[journey.index('data-testid="pressure-health"') :]
+    assert 'class="healthcard" data-channel="email"' in card and "300 sends" in card
+    assert "Healthy" in card and "static/health.js" in journey
+    raised = viewer.get("/scenarios/cart-abandonment").get_data(as_text=True)
+    assert 'class="healthcard raised" data-channel="email"' in raised
+    french = viewer.get("/programs/basket-growth?lang=fr").get_data(as_text=True)
+    assert "<h2>Santé</h2>" in french
