@@ -26,7 +26,7 @@ from engine.audience.ingest import record_events, upsert_contacts
 from engine.config import load_settings
 from engine.policy.loader import lint_policy_text
 from engine.policy.loading import full_gate_factory
-from engine.policy.programs import ProgramWatcher, program_lock_key
+from engine.policy.programs import ProgramWatcher, program_lock_key, program_spend
 from engine.store.db import make_engine
 from engine.store.models import JournalEntry, Send
 from engine.worker.runner import Worker
@@ -140,6 +140,36 @@ def test_the_budget_stops_a_batch_at_the_amount_and_later_batches_too(world: Wor
     assert world.sends()[-1] == ("receipt", "transactional")
     world.events("spend", ["c5"], datetime(2026, 4, 1, 8, tzinfo=UTC))  # April, a new budget
     assert world.sends()[-1] == ("spend", "marketing")
+
+
+def test_the_spend_of_closed_hours_is_read_once_and_the_last_hours_every_batch(
+    world: World,
+) -> None:
+    world.events("spend", ["c0", "c1"], T0)  # 0.002 spent at 09:00
+    thrift = ProgramWatcher(world.folder.parent).current().by_scenario["spend"]
+    closed: dict[str, Any] = {}
+    later = T0 + timedelta(hours=3)
+    with world.engine.connect() as conn:
+        first = program_spend(conn, [thrift], later, "Europe/Paris", closed)
+        assert first == {"thrift": pytest.approx(0.002)}
+        assert closed["thrift"][1] == T0 + timedelta(hours=2)  # counted up to the last full hour
+    _ledger_row(world.engine, "spend", T0 + timedelta(minutes=30))  # late, in a counted hour
+    _ledger_row(world.engine, "spend", later - timedelta(minutes=5))  # in the last hours
+    with world.engine.connect() as conn:
+        cached = program_spend(conn, [thrift], later, "Europe/Paris", closed)
+        fresh = program_spend(conn, [thrift], later, "Europe/Paris", {})
+    assert cached == {"thrift": pytest.approx(0.003)}  # the counted hours were not read again
+    assert fresh == {"thrift": pytest.approx(0.004)}  # a new count sees both
+
+
+def _ledger_row(engine: Engine, scenario: str, at: datetime) -> None:
+    with engine.begin() as conn:
+        contact = conn.execute(select(func.min(Send.contact_id))).scalar_one()
+        conn.execute(Send.__table__.insert().values(
+            send_key=f"test:{at.isoformat()}", contact_id=contact, scenario_id=scenario,
+            step_id="mail", channel="email", kind="marketing", status="sent", payload={},
+            attempts=1, created_at=at,
+        ))  # fmt: skip
 
 
 def test_transactional_sends_count_in_the_spend(world: World) -> None:

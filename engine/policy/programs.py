@@ -46,6 +46,9 @@ class ProgramRules:
     """The programs the gate enforces, by scenario."""
 
     by_scenario: dict[str, Program] = field(default_factory=dict)
+    # Spend of each budgeted program before the last full hour, kept across batches (see
+    # program_spend); a new ProgramRules (a program file changed) starts it again.
+    closed: dict[str, tuple[datetime, datetime, float]] = field(default_factory=dict)
 
     @property
     def budgeted(self) -> list[Program]:
@@ -112,18 +115,45 @@ def period_start(period: str, now: datetime, zone: str) -> datetime:
 
 
 def program_spend(
-    conn: Connection, programs: list[Program], now: datetime, zone: str
+    conn: Connection,
+    programs: list[Program],
+    now: datetime,
+    zone: str,
+    closed: dict[str, tuple[datetime, datetime, float]] | None = None,
 ) -> dict[str, float]:
     """Each program's spend in its current budget period: its scenarios' sends (less those the
-    delivery loop cancelled) times each channel's cost. One query for all of them."""
+    delivery loop cancelled) times each channel's cost.
+
+    With `closed` (kept by the caller across batches: program → period start, cut-off, spend
+    before the cut-off) the hours before the last full hour are counted once and only the sends
+    since are read again, so a batch's read stays small however long the period. A send later
+    cancelled in a counted hour still counts: the budget errs on the side of spending less."""
+    cutoff = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    starts = {p.id: period_start(p.budget.period, now, zone) for p in programs if p.budget}
+    cuts = {pid: max(start, cutoff) for pid, start in starts.items()}
+    cache = closed if closed is not None else {}
+    stale = [
+        p for p in programs if cache.get(p.id, (None, None, 0.0))[:2] != (starts[p.id], cuts[p.id])
+    ]
+    if stale:
+        before = _spend(conn, [(p, starts[p.id], cuts[p.id]) for p in stale])
+        for p in stale:
+            cache[p.id] = (starts[p.id], cuts[p.id], before[p.id])
+    recent = _spend(conn, [(p, cuts[p.id], None) for p in programs])
+    return {p.id: cache[p.id][2] + recent[p.id] for p in programs}
+
+
+def _spend(
+    conn: Connection, spans: list[tuple[Program, datetime, datetime | None]]
+) -> dict[str, float]:
+    """Each program's spend over its span [from, to), in one query for all of them."""
     owner: dict[str, str] = {}
     clauses = []
-    for program in programs:
-        assert program.budget is not None
+    for program, low, high in spans:
         owner.update(dict.fromkeys(program.scenarios, program.id))
-        start = period_start(program.budget.period, now, zone)
-        clauses.append(and_(Send.scenario_id.in_(program.scenarios), Send.created_at >= start))
-    spend: dict[str, float] = dict.fromkeys((p.id for p in programs), 0.0)
+        clause = and_(Send.scenario_id.in_(program.scenarios), Send.created_at >= low)
+        clauses.append(clause if high is None else and_(clause, Send.created_at < high))
+    spend: dict[str, float] = dict.fromkeys((p.id for p, _, _ in spans), 0.0)
     if not clauses:
         return spend
     rows = conn.execute(
@@ -165,7 +195,7 @@ class BudgetBook:
         if self.read is None:
             budgeted = self.rules.budgeted
             lock_programs(self.conn, budgeted)  # all at once: no lock-order deadlock
-            self.read = program_spend(self.conn, budgeted, self.now, self.zone)
+            self.read = program_spend(self.conn, budgeted, self.now, self.zone, self.rules.closed)
         return self.read.get(program.id, 0.0) + self.added[program.id]
 
     def blocks(self, program: Program, channel: str) -> bool:

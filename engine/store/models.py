@@ -250,6 +250,7 @@ class Send(Base):
         Index("ix_sends_contact_id_created_at", "contact_id", "created_at"),
         Index("ix_sends_status", "status"),
         Index("ix_sends_channel_created_at", "channel", "created_at"),
+        Index("ix_sends_scenario_id_created_at", "scenario_id", "created_at"),
         Index("ix_sends_provider_id", "provider_id"),
     )
 
