@@ -79,12 +79,19 @@ def _cell(name: str, value: Any) -> str:
 def _table(found: Report) -> str:
     key = found.by
     width = max([len(key), 5, *(len(str(r[key])) for r in found.rows)])
-    lines = [f"{key:<{width}} " + " ".join(f"{m[:14]:>14}" for m in SHOWN)]
-    for row in found.rows:
-        lines.append(f"{row[key]!s:<{width}} " + " ".join(f"{_cell(m, row[m]):>14}" for m in SHOWN))
-    lines.append(
-        f"{'total':<{width}} " + " ".join(f"{_cell(m, found.totals[m]):>14}" for m in SHOWN)
-    )
+    cells = [[_cell(m, row[m]) for m in SHOWN] for row in found.rows]
+    total = [_cell(m, found.totals[m]) for m in SHOWN]
+    # each column as wide as its name or its widest figure: no name cut short
+    widths = [max(len(m), *(len(c[i]) for c in [*cells, total])) for i, m in enumerate(SHOWN)]
+
+    def line(first: str, values: list[str]) -> str:
+        return f"{first:<{width}} " + " ".join(
+            f"{v:>{w}}" for v, w in zip(values, widths, strict=True)
+        )
+
+    lines = [line(key, list(SHOWN))]
+    lines += [line(str(row[key]), c) for row, c in zip(found.rows, cells, strict=True)]
+    lines.append(line("total", total))
     return "\n".join(lines)
 
 
