@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,9 @@ from engine.audience.ingest import (
     record_events,
     upsert_contacts,
 )
+from engine.cli_common import database, os_user
 from engine.config import SETTINGS, Settings, load_settings
 from engine.errors import ParcoursError, ScenarioInvalid
-from engine.operator import os_user
 from engine.policy.consent import SOURCES, STATES, SUPPRESSION_REASONS
 from engine.store.db import make_engine, upgrade, utcnow
 
@@ -457,15 +457,6 @@ def _find_contact(conn: Any, external_id: str) -> Any:
     return row
 
 
-@contextmanager
-def _database(settings: Settings) -> Iterator[Any]:
-    engine = _ready_engine(settings)
-    try:
-        yield engine
-    finally:
-        engine.dispose()  # a one-shot command leaves no pooled connection open
-
-
 def _when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else "-"
 
@@ -510,7 +501,7 @@ def consent_set(
     settings = _settings(ctx.find_root())
     policy = _workspace_policy(settings)
     expires_at = parse_instant(expires, "--expires") if expires else None
-    with _database(settings) as engine, engine.begin() as conn:
+    with database(settings) as engine, engine.begin() as conn:
         row = _find_contact(conn, contact)
         record_id = record_consent(
             conn, row.id, channel, topic, state, source, utcnow(),
@@ -528,7 +519,7 @@ def consent_history_command(ctx: click.Context, contact: str, as_json: bool) -> 
     """Every consent change of a contact, oldest first, with its evidence."""
     from engine.policy.consent import consent_history
 
-    with _database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
+    with database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
         history = consent_history(conn, _find_contact(conn, contact).id)
     if as_json:
         click.echo(json.dumps(history, indent=2, ensure_ascii=False))
@@ -565,7 +556,7 @@ def suppress(ctx: click.Context, channel: str, address: str, reason: str) -> Non
     """Block every marketing send to ADDRESS (email, phone or contact:<id>) on CHANNEL (* = all)."""
     from engine.policy.consent import suppress as add_suppression
 
-    with _database(_settings(ctx)) as engine, engine.begin() as conn:
+    with database(_settings(ctx)) as engine, engine.begin() as conn:
         created = add_suppression(conn, channel, address, reason, "operator", utcnow())
     click.echo(f"{channel} {address}: " + ("suppressed" if created else "already suppressed"))
 
@@ -594,7 +585,7 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
     now = utcnow()
     # a broken declaration (lint says why) still shows the purchases, as the defaults read them
     spec = workspace_spec(_settings(ctx.find_root()).scenarios_dir) or AttributesSpec()
-    with _database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
+    with database(_settings(ctx.find_root())) as engine, engine.connect() as conn:
         row = _find_contact(conn, external_id)
         # The barometer as of now (scores decay), explained with the workspace thresholds.
         policy = load_policy_file(policy_path(_settings(ctx.find_root())))

@@ -15,15 +15,9 @@ from typing import Any
 
 import click
 
-from engine.config import Settings
+from engine.cli_common import os_user, root_settings
 from engine.errors import NotFound
-from engine.operator import os_user
 from engine.store.db import make_engine, upgrade, utcnow
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
 
 
 def _percent(value: float | None) -> str:
@@ -75,7 +69,7 @@ def experiments(ctx: click.Context, scenario_id: str | None, as_json: bool) -> N
     """Every split step's arms, rates with intervals, tests, uplift and decision."""
     from engine.insights.experiments import current_scenario, published_scenarios, reports
 
-    engine = make_engine(_settings(ctx).db_url)
+    engine = make_engine(root_settings(ctx).db_url)
     try:
         upgrade(engine)
         with engine.connect() as conn:
@@ -120,7 +114,7 @@ def declare(ctx: click.Context, scenario_id: str, step_id: str, arm: str, yes: b
             "inside keep their arm.",
             abort=True,
         )
-    engine = make_engine(_settings(ctx).db_url)
+    engine = make_engine(root_settings(ctx).db_url)
     try:
         upgrade(engine)
         with Session(engine) as session, session.begin():

@@ -9,16 +9,11 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from engine.config import Settings
+from engine.cli_common import database, root_settings
 from engine.policy.health import health, health_lines
 from engine.policy.loader import load_policy_file
 from engine.policy.loading import policy_path
-from engine.store.db import make_engine, upgrade, utcnow
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
+from engine.store.db import utcnow
 
 
 @click.group(name="pressure")
@@ -39,15 +34,10 @@ def pressure() -> None:
 def pressure_health(ctx: click.Context, scenarios: tuple[str, ...], as_json: bool) -> None:
     """Per channel, the rates of the last `recent` days against the `baseline` before them,
     and the signals that crossed their thresholds (policy.yaml: pressure.health)."""  # fmt: skip
-    settings = _settings(ctx)
+    settings = root_settings(ctx)
     policy = load_policy_file(policy_path(settings))
-    engine = make_engine(settings.db_url)
-    try:
-        upgrade(engine)
-        with engine.connect() as conn:
-            result = health(conn, utcnow(), policy, scenarios or None, ZoneInfo(settings.timezone))
-    finally:
-        engine.dispose()
+    with database(settings) as engine, engine.connect() as conn:
+        result = health(conn, utcnow(), policy, scenarios or None, ZoneInfo(settings.timezone))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -11,10 +11,9 @@ from typing import Any
 
 import click
 
-from engine.config import Settings
+from engine.cli_common import database, os_user, root_settings
 from engine.errors import NotFound
-from engine.operator import os_user
-from engine.store.db import make_engine, upgrade, utcnow
+from engine.store.db import utcnow
 
 
 @click.command(name="merge")
@@ -33,28 +32,23 @@ def merge(ctx: click.Context, survivor: str, absorbed: str, yes: bool, as_json: 
     from engine.policy.loading import policy_path
     from engine.spec.identity_settings import workspace_identity
 
-    settings: Settings = ctx.find_root().obj
+    settings = root_settings(ctx)
     policy = load_policy_file(policy_path(settings))
     identity = workspace_identity(settings.scenarios_dir)
     if not yes and not as_json:
         click.confirm(
             f"Merge contact {absorbed} into {survivor}? This cannot be undone", abort=True
         )
-    upgrade(settings.db_url)
-    engine = make_engine(settings.db_url)
-    try:
-        with engine.begin() as conn:
-            rows = [find_contact(conn, ext) for ext in (survivor, absorbed)]
-            for ext, row in zip((survivor, absorbed), rows, strict=True):
-                if row is None:
-                    raise NotFound(f"no contact with external id '{ext}'")
-            assert rows[0] is not None and rows[1] is not None
-            report = merge_contacts(
-                conn, rows[0].id, rows[1].id, utcnow(), os_user(), "cli",
-                policy=policy, settings=identity,
-            )  # fmt: skip
-    finally:
-        engine.dispose()
+    with database(settings) as engine, engine.begin() as conn:
+        rows = [find_contact(conn, ext) for ext in (survivor, absorbed)]
+        for ext, row in zip((survivor, absorbed), rows, strict=True):
+            if row is None:
+                raise NotFound(f"no contact with external id '{ext}'")
+        assert rows[0] is not None and rows[1] is not None
+        report = merge_contacts(
+            conn, rows[0].id, rows[1].id, utcnow(), os_user(), "cli",
+            policy=policy, settings=identity,
+        )  # fmt: skip
     details: dict[str, Any] = {
         "merge_id": report.merge_id,
         "survivor": {"id": report.survivor_id, "external_id": rows[0].external_id},

@@ -8,21 +8,17 @@ Nothing here prints personal data but the export itself: erase and purge print c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import Engine
 
 from engine.audience.identity import find_contact
 from engine.audience.privacy import MAX_REASON, erase_contact, export_contact
 from engine.audience.retention import purge as purge_old
-from engine.config import Settings
+from engine.cli_common import database, os_user, root_settings
 from engine.errors import NotFound
-from engine.operator import os_user
-from engine.store.db import checkpoint, make_engine, upgrade, utcnow
+from engine.store.db import checkpoint, utcnow
 
 # The tables an erasure changes: VACUUM reclaims their dead row versions on PostgreSQL.
 ERASED_TABLES = (
@@ -31,21 +27,6 @@ ERASED_TABLES = (
     "push_subscriptions", "contact_metrics", "contact_lead_scores", "segment_members",
     "segment_due", "contact_changes",
 )  # fmt: skip
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
-
-
-@contextmanager
-def _database(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.db_url)
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _person(conn: Any, external_id: str) -> Any:
@@ -64,7 +45,7 @@ def contact_export(ctx: click.Context, external_id: str, output: Path | None) ->
     """Everything held on the contact EXTERNAL_ID (and contacts merged into it) as one JSON
     document: profile, identifiers, events, consents with evidence, segments, enrollments,
     messages, journal... (GDPR art. 15 and 20). Audited."""
-    with _database(_settings(ctx)) as engine, engine.begin() as conn:
+    with database(root_settings(ctx)) as engine, engine.begin() as conn:
         document = export_contact(conn, _person(conn, external_id).id, actor=os_user())
     text = json.dumps(document, indent=2, ensure_ascii=False)
     if output is None:
@@ -92,8 +73,8 @@ def contact_erase(
     import of them is never reached by marketing); aggregates and the consent proof stay."""
     if reason is not None and len(reason) > MAX_REASON:
         raise click.BadParameter(f"{MAX_REASON} characters at most", param_hint="--reason")
-    settings = _settings(ctx)
-    with _database(settings) as engine:
+    settings = root_settings(ctx)
+    with database(settings) as engine:
         with engine.connect() as conn:
             contact_id = _person(conn, external_id).id
         if not yes:
@@ -119,13 +100,13 @@ def contact_erase(
 def purge(ctx: click.Context, dry_run: bool) -> None:
     """Delete the events and journal entries older than PARCOURS_RETENTION_EVENTS_DAYS and
     PARCOURS_RETENTION_JOURNAL_DAYS (0: kept). Audited."""
-    settings = _settings(ctx)
+    settings = root_settings(ctx)
     events, journal = settings.retention_events_days, settings.retention_journal_days
     if not events and not journal:
         click.echo("no retention set (PARCOURS_RETENTION_EVENTS_DAYS, "
                    "PARCOURS_RETENTION_JOURNAL_DAYS): nothing to purge")  # fmt: skip
         return
-    with _database(settings) as engine:
+    with database(settings) as engine:
         report = purge_old(engine, utcnow(), events, journal, dry_run=dry_run, actor=os_user())
     verb = "would be purged" if dry_run else "purged"
     for kind, count, days in (("events", report.events, events),

@@ -8,15 +8,13 @@ problems (file:line), exit status 1, as `parcours lint` prints them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
-from sqlalchemy import Engine
 
+from engine.cli_common import database, root_settings
 from engine.config import Settings
 from engine.insights.kpis import GROUPINGS, METRICS, Report, report
 from engine.insights.programs import fixed_costs, overview
@@ -25,26 +23,11 @@ from engine.policy.loader import load_policy_file
 from engine.policy.loading import policy_path
 from engine.spec.lint import format_problems
 from engine.spec.programs import Program, ProgramFolder, workspace_programs
-from engine.store.db import make_engine, upgrade, utcnow
+from engine.store.db import utcnow
 
 # The text table's columns (--json and --csv give every metric).
 SHOWN = ("entries", "sends", "opens", "clicks", "conversions", "conversion_rate", "revenue",
          "cost", "return_on_spend")  # fmt: skip
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
-
-
-@contextmanager
-def _database(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.db_url)
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _programs(settings: Settings) -> ProgramFolder:
@@ -111,7 +94,7 @@ def report_command(
     """KPIs per day, scenario, step or channel, from the daily rollups (days in the workspace
     zone): entries, messages, opens, clicks, conversions, revenue, cost and their rates; then
     the pressure health of the same scenarios (all of them without --program or --scenario)."""
-    settings = _settings(ctx)
+    settings = root_settings(ctx)
     if as_json and as_csv:
         raise click.UsageError("choose --json or --csv, not both")
     scenarios: list[str] | None = None
@@ -124,7 +107,7 @@ def report_command(
     if first and last and first > last:
         raise click.BadParameter("--from is after --to", param_hint="--from")
     policy = None if as_csv else load_policy_file(policy_path(settings))
-    with _database(settings) as engine, engine.connect() as conn:
+    with database(settings) as engine, engine.connect() as conn:
         found = report(conn, scenarios=scenarios, start=first, end=last, by=by,
                        fixed_costs=fixed_costs(conn, scenarios))  # fmt: skip
         zone = ZoneInfo(settings.timezone)
@@ -148,9 +131,9 @@ def report_command(
 def programs_command(ctx: click.Context, as_json: bool) -> None:
     """The programs with their panel size, the panel's pressure states and each KPI against its
     target over the current period."""
-    settings = _settings(ctx)
+    settings = root_settings(ctx)
     folder = _programs(settings)
-    with _database(settings) as engine, engine.connect() as conn:
+    with database(settings) as engine, engine.connect() as conn:
         found = overview(conn, folder.programs.values(), utcnow(), settings.timezone)
     if as_json:
         click.echo(json.dumps(found, indent=2, ensure_ascii=False))

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +33,12 @@ from engine.audience.segment_overview import (
     summaries,
     workspace_segments,
 )
+from engine.cli_common import database, root_settings
 from engine.config import Settings
 from engine.spec.segments import Segment
-from engine.store.db import make_engine, upgrade, utcnow
+from engine.store.db import utcnow
 
 SHOWN_REJECTS = 20
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
-
-
-@contextmanager
-def _database(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.db_url)
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _signed(change: int | None) -> str:
@@ -66,9 +50,9 @@ def _signed(change: int | None) -> str:
 @click.pass_context
 def segments(ctx: click.Context, as_json: bool) -> None:
     """List the segments with their kind, members now and change since the last recorded day."""
-    settings = _settings(ctx)
+    settings = root_settings(ctx)
     folder = workspace_segments(settings.scenarios_dir)
-    with _database(settings) as engine, engine.connect() as conn:
+    with database(settings) as engine, engine.connect() as conn:
         found = summaries(conn, folder, utcnow())
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in found], indent=2, ensure_ascii=False))
@@ -102,10 +86,10 @@ def segment() -> None:
 @click.pass_context
 def segment_show(ctx: click.Context, segment_id: str, sample_size: int, as_json: bool) -> None:
     """Count, definition, a sample of members and the count's trend of one segment."""
-    settings = _settings(ctx)
+    settings = root_settings(ctx)
     folder = workspace_segments(settings.scenarios_dir)
     find_segment(folder, segment_id)  # an unknown id stops here, with "did you mean"
-    with _database(settings) as engine, engine.connect() as conn:
+    with database(settings) as engine, engine.connect() as conn:
         found = details(conn, folder, segment_id, utcnow(), sample_size)
     if as_json:
         click.echo(json.dumps(found, indent=2, ensure_ascii=False, default=str))
@@ -160,7 +144,7 @@ def segment_import(
 ) -> None:
     """Import a manual segment's members from a CSV with an external_id column (default: the
     file its `manual: {source: ...}` names)."""
-    settings = _settings(ctx)
+    settings = root_settings(ctx)
     folder = workspace_segments(settings.scenarios_dir)
     found = find_segment(folder, segment_id)
     check_importable(found)
@@ -168,7 +152,7 @@ def segment_import(
     if not path.is_file():
         raise click.ClickException(f"no file {path}")
     own = file is None or _same_file(path, found, settings)
-    with _database(settings) as engine:
+    with database(settings) as engine:
         result, written = _import(engine, found, path, mode, rejects, from_source=own)
     _say_imported(found.id, path, result, written)
     sys.exit(1 if result.rejected else 0)

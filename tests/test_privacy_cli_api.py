@@ -18,8 +18,8 @@ from sqlalchemy import Engine, insert, select
 
 from designer import Parcours, create_app
 from designer.cli import cli
+from engine.cli_common import os_user
 from engine.config import load_settings
-from engine.operator import os_user
 from engine.runtime.clock import VirtualClock
 from engine.store.db import make_engine
 from engine.store.models import AuditEntry, Contact, Event, JournalEntry
