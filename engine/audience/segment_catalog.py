@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,9 +32,9 @@ from engine.spec.conditions import (
 )
 from engine.spec.metric_names import is_metric
 from engine.spec.segments import SEGMENTS_FOLDER, Segment, lint_segment_folder
+from engine.spec.settings_files import Signature, folder_signature
 
 logger = logging.getLogger(__name__)
-Signature = tuple[tuple[str, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -163,18 +162,7 @@ class CatalogWatcher:
         self.version = 0  # moves each time the catalog is read again
 
     def signature(self) -> Signature:
-        try:
-            entries = list(os.scandir(self.folder))
-        except OSError:
-            return ()
-        found = []
-        for entry in entries:
-            try:
-                stat = entry.stat()
-            except OSError:
-                continue
-            found.append((entry.name, stat.st_size, stat.st_mtime_ns))
-        return tuple(sorted(found))
+        return folder_signature(self.folder)
 
     def current(self) -> Catalog:
         signature = self.signature()

@@ -16,7 +16,6 @@ workers overshoot a budget.
 from __future__ import annotations
 
 import logging
-import os
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from engine.insights.kpis import period_bounds
 from engine.insights.rollups import channel_cost
 from engine.runtime.timing import local_to_utc
 from engine.spec.programs import PROGRAMS_FOLDER, Program, lint_program_folder
+from engine.spec.settings_files import Signature, folder_signature
 from engine.store.models import Send
 
 logger = logging.getLogger(__name__)
@@ -75,22 +75,11 @@ class ProgramWatcher:
     def __init__(self, scenarios_dir: Path) -> None:
         self.folder = Path(scenarios_dir) / PROGRAMS_FOLDER
         self.rules = ProgramRules()
-        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._signature: Signature | None = None
         self._logged: set[str] = set()
 
-    def signature(self) -> tuple[tuple[str, int, int], ...]:
-        try:
-            entries = list(os.scandir(self.folder))
-        except OSError:
-            return ()
-        found = []
-        for entry in entries:
-            try:
-                stat = entry.stat()
-            except OSError:
-                continue
-            found.append((entry.name, stat.st_size, stat.st_mtime_ns))
-        return tuple(sorted(found))
+    def signature(self) -> Signature:
+        return folder_signature(self.folder)
 
     def current(self) -> ProgramRules:
         """The rules as the folder now says (one directory listing when nothing changed)."""

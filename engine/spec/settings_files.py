@@ -3,6 +3,7 @@ safely as a scenario, checked by a marshmallow schema, every problem at once wit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,3 +59,23 @@ def loaded(linted: Linted[T]) -> T:
     if value is None:
         raise ScenarioInvalid([p for p in problems if p.severity == "error"])
     return value
+
+
+Signature = tuple[tuple[str, int, int], ...]
+
+
+def folder_signature(folder: Path) -> Signature:
+    """The folder's file names, sizes and modification times: one listing tells a watcher
+    whether anything changed since it last read the files (empty when the folder is missing)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return ()
+    found = []
+    for entry in entries:
+        try:
+            stat = entry.stat()
+        except OSError:
+            continue
+        found.append((entry.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
