@@ -239,6 +239,14 @@ def test_simulate_json_report(run, tmp_path: Path) -> None:  # type: ignore[no-u
     assert 0 < entries <= 60
     assert report["steps"]["cart-abandonment"]["reminder-email"] <= entries
     assert sum(report["sends"].get("email", {}).values()) >= 1
+    # the KPIs of the run, per scenario and per program of the folder that groups it
+    kpis = report["kpis"]["cart-abandonment"]
+    assert kpis["entries"] == entries
+    assert kpis["sends"] == sum(sum(days.values()) for days in report["sends"].values())
+    assert kpis["conversions"] == report["converted"].get("cart-abandonment", 0)
+    program = report["programs"]["basket-growth"]
+    assert program["scenarios"] == ["cart-abandonment"]  # the program's one simulated journey
+    assert program["kpis"]["sends"] == kpis["sends"]
 
 
 def test_publish_is_idempotent_and_versions_changes(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -76,6 +76,9 @@ class SimulationReport:
     segment_entries: dict[str, dict[str, int]] = field(default_factory=dict)
     # per split step: arms, rates, intervals, uplift, decision (engine.insights.experiments)
     experiments: list[dict[str, Any]] = field(default_factory=list)
+    # scenario → KPIs; program → its simulated scenarios and their KPIs (engine.insights.kpis)
+    kpis: dict[str, Any] = field(default_factory=dict)
+    programs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +96,8 @@ class SimulationReport:
             "waiting": self.waiting,
             "segment_entries": self.segment_entries,
             "experiments": self.experiments,
+            "kpis": self.kpis,
+            "programs": self.programs,
         }
 
     def total_sends(self, channel: str | None = None) -> int:
@@ -336,7 +341,7 @@ def _run(
         following = min(t for t in nxt if t is not None)
         now = max(following, now + resolution)
         clock.set(now)
-    return _report(engine, scenarios, len(contacts), start, end)
+    return _report(engine, scenarios, len(contacts), start, end, base)
 
 
 def _suppress_listed(conn: Any, contacts: Sequence[Mapping[str, Any]], now: datetime) -> None:
@@ -354,7 +359,12 @@ def _suppress_listed(conn: Any, contacts: Sequence[Mapping[str, Any]], now: date
 
 
 def _report(
-    engine: Any, scenarios: list[Scenario], contacts: int, start: datetime, end: datetime
+    engine: Any,
+    scenarios: list[Scenario],
+    contacts: int,
+    start: datetime,
+    end: datetime,
+    settings: Settings,
 ) -> SimulationReport:
     report = SimulationReport(start, end, contacts, [s.id for s in scenarios])
     with engine.connect() as conn:
@@ -404,7 +414,33 @@ def _report(
         report.waiting = {k: v.get("active", 0) for k, v in outcomes.items()}
         report.segment_entries = segment_entries(conn)
         report.experiments = _experiments(conn, scenarios)
+    report.kpis, report.programs = _kpis(engine, scenarios, end, settings)
     return report
+
+
+def _kpis(
+    engine: Any, scenarios: list[Scenario], end: datetime, settings: Settings
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The KPIs per scenario and per program of the workspace's programs that group simulated
+    scenarios, from the rollups the worker kept during the run (finished here)."""
+    from engine.insights.kpis import report as kpi_report
+    from engine.insights.rollups import update_rollups
+    from engine.spec.programs import workspace_programs
+
+    while update_rollups(engine, settings.timezone, end, max_batches=1_000):
+        pass
+    ids = [s.id for s in scenarios]
+    fixed = {s.id: s.fixed_cost for s in scenarios if s.fixed_cost}
+    programs: dict[str, Any] = {}
+    with engine.connect() as conn:
+        rows = kpi_report(conn, scenarios=ids, by="scenario", fixed_costs=fixed).rows
+        kpis = {row.pop("scenario"): row for row in rows}
+        for program in workspace_programs(settings.scenarios_dir).programs.values():
+            inside = [s for s in program.scenarios if s in ids]
+            if inside:
+                found = kpi_report(conn, scenarios=inside, by="scenario", fixed_costs=fixed)
+                programs[program.id] = {"scenarios": inside, "kpis": found.totals}
+    return kpis, programs
 
 
 def _experiments(conn: Any, scenarios: list[Scenario]) -> list[dict[str, Any]]:
