@@ -62,6 +62,9 @@ NOT_PERSONAL = {
     "segment_counts": "aggregate member counts per day",
     "segment_builds": "segment definition hashes",
     "installation_secrets": "the salt of the erased addresses",
+    "kpi_daily": "aggregate KPI counters per journey, step, channel, arm and day",
+    "experiment_state": "aggregate arm shares and p-values per split step",
+    "pressure_health_days": "aggregate over-pressured counts per channel and day",
     # found by the export through the contact's events / the audit target, not a column
     "event_inbox": "rows of the person's events (exported by event id)",
     "audit_log": "entries about the contact (exported by target)",
