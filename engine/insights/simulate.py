@@ -58,6 +58,9 @@ RESOLUTION = timedelta(minutes=1)  # the virtual clock never moves by less: even
 ZONES = ("Europe/Paris",) * 7 + ("Europe/Brussels", "America/Montreal", "Indian/Reunion")
 
 
+ROLLUP_SECONDS = 5.0  # real seconds between a simulation's KPI rollups
+
+
 @dataclass
 class SimulationReport:
     start: datetime
@@ -297,6 +300,7 @@ def _run(
     if gate_factory is None and policy is not None:
         gate_factory = full_gate_factory(settings, policy)
     worker = Worker(engine, settings, clock, gate_factory=gate_factory, worker_id="simulation")
+    worker.rollup_interval = ROLLUP_SECONDS  # the report finishes them (see _kpis)
     # only the segments the simulated journeys read are kept live (and those they compose)
     worker.segments.watcher.only = frozenset().union(*(sc.segments() for sc in scenarios))
     planned = sorted(memberships, key=lambda m: m["at"])

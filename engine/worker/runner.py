@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
@@ -160,6 +161,10 @@ class Worker:
         )
         self._fired_upto = -1  # the history id up to which membership changes were fired
         self.experiments = ExperimentUpkeep()  # bandit shares and automatic winners
+        # A simulation, whose passes follow one another without pause, rolls up now and then
+        # and once at the end rather than after every pass.
+        self.rollup_interval = 0.0
+        self._rolled_at = -float("inf")
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
@@ -197,7 +202,13 @@ class Worker:
         return report
 
     def _rollups(self, now: datetime, report: PassReport) -> None:
-        """Add the pass's journal and events to the daily KPI rollups (cheap when idle)."""
+        """Add the pass's journal and events to the daily KPI rollups (cheap when idle); at
+        most once per `rollup_interval` seconds of real time (0, the default: every pass)."""
+        if self.rollup_interval:
+            started = time.monotonic()
+            if started - self._rolled_at < self.rollup_interval:
+                return
+            self._rolled_at = started
         try:
             report.merge({"kpi_rows": update_rollups(self.engine, self.settings.timezone, now)})
         except Exception:  # the cursors did not move: the rows are read again next pass

@@ -16,7 +16,7 @@ START = datetime(2026, 3, 2, tzinfo=UTC)
 
 def test_examples_under_the_policy_meet_every_rule() -> None:
     files = scenario_files([SCENARIOS])
-    contacts = generate_contacts(1500, seed=11)
+    contacts = generate_contacts(400, seed=11)
     events = generate_events([load_scenario_file(f) for f in files], contacts, START, 31, seed=11)
     policy = load_policy_file(SCENARIOS / "policy.yaml")
     report = simulate(files, contacts, events, START, 31, policy=policy)
