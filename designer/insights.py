@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.engine import Connection
 
@@ -439,9 +439,16 @@ def contact(external_id: str) -> Any:
             survivor = find_contact(conn, external_id)
             if survivor is None:
                 return render_template("contact.html", missing=external_id), 404
-            flash(_("%(absorbed)s was merged into %(survivor)s.", absorbed=external_id,
-                    survivor=survivor.external_id), "ok")  # fmt: skip
-            return redirect(url_for("insights.contact", external_id=survivor.external_id))
+            # The notice travels in the address, not in a flash: a request the browser sends
+            # meanwhile (the favicon) may write the session cookie back without it.
+            return redirect(url_for("insights.contact", external_id=survivor.external_id,
+                                    merged_from=external_id))  # fmt: skip
+        notices = []
+        absorbed = request.args.get("merged_from", "")
+        found = find_contact(conn, absorbed) if absorbed and absorbed != external_id else None
+        if found is not None and found.id == row.id:  # only a true merge is announced
+            notices.append(("ok", _("%(absorbed)s was merged into %(survivor)s.",
+                                    absorbed=absorbed, survivor=row.external_id)))  # fmt: skip
         barometer = load_barometers(conn, [row.id], now, policy.pressure)[row.id]
         pressure = explain(barometer, policy)
         journeys = conn.execute(
@@ -471,7 +478,8 @@ def contact(external_id: str) -> Any:
         "contact.html", missing=None, contact=row, pressure=pressure, gauges=gauges,
         barometer_rows=barometer_rows, journeys=journeys, names=names, items=items, older=older,
         paged=cursor is not None, cfg_half_life=policy.pressure.half_life,
-        computed_words=computed_labels(), segment_names=segment_names(), **details,
+        computed_words=computed_labels(), segment_names=segment_names(), notices=notices,
+        **details,
     )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ def test_admin_reads_the_merge_exports_and_erases(
     ids = seed_merge(site.state.engine)
     page = page_for("admin")
     page.goto(site.url + "/contacts/web-9")  # the absorbed id leads to the survivor
-    page.wait_for_url("**/contacts/crm-1")
+    page.wait_for_url("**/contacts/crm-1?merged_from=web-9")
     assert "web-9 was merged into crm-1." in page.inner_text(".flashes")
     identifiers = page.inner_text('[data-testid="identifiers"]')
     assert "Loyalty card" in identifiers and "LC-4417" in identifiers

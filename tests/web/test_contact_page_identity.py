@@ -150,15 +150,18 @@ def test_an_absorbed_id_leads_to_the_survivor_with_a_notice(
     viewer = as_role("viewer")
     response = viewer.get("/contacts/web-9")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/contacts/crm-1"
-    page = text(viewer, "/contacts/crm-1")
+    assert response.headers["Location"] == "/contacts/crm-1?merged_from=web-9"
+    page = text(viewer, "/contacts/crm-1?merged_from=web-9")
     assert "web-9 was merged into crm-1." in page
+    # the notice is only ever said of a true merge, never of an id the address makes up
+    assert "was merged into" not in text(viewer, "/contacts/crm-1?merged_from=crm-2")
+    assert "was merged into" not in text(viewer, "/contacts/crm-1")
     # an id known only as an identifier (its tombstone row gone) resolves the same way
     with engine.begin() as conn:
         conn.execute(update(ContactIdentifier).where(ContactIdentifier.value == "web-9")
                      .values(value="old-web-7"))  # fmt: skip
     response = viewer.get("/contacts/old-web-7")
-    assert response.headers["Location"] == "/contacts/crm-1"
+    assert response.headers["Location"] == "/contacts/crm-1?merged_from=old-web-7"
 
 
 def test_an_erased_contact_shows_a_plain_page(
