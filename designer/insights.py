@@ -106,6 +106,10 @@ def reason_label(reason: str | None) -> str:
         text = words[kind] % {"rule": rest}
         if tightened:
             text = _("%(reason)s, tightened by a health signal", reason=text)
+    elif kind == "blackout":  # blackout:year-end, with the reason the policy gives it
+        why = next((b.reason for b in parcours().policy().blackouts if b.id == rest), None)
+        text = _("Blackout dates %(rule)s", rule=rest)
+        text = _("%(rule)s: %(why)s", rule=text, why=why) if why else text
     elif reason.startswith("pressure:over"):  # pressure:over:weight>=1
         text = _("Over-pressure")
     elif reason in ENTRY_REFUSALS:

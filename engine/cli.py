@@ -596,6 +596,7 @@ def contact_show(ctx: click.Context, external_id: str, as_json: bool) -> None:
             "history": consent_history(conn, row.id),
             "suppressions": contact_suppressions(conn, row),
             "pressure": explain(barometer, policy),
+            "quiet_days": _quiet_days(policy, row, _settings(ctx.find_root()).timezone, now),
             "computed": contact_metrics(conn, row.id, spec, now),
             "identifiers": identifiers_of(conn, row.id),
             "merges": merges_of(conn, row.id),
@@ -649,7 +650,28 @@ def _echo_contact(details: dict[str, Any]) -> None:
         click.echo(f"  {name:<8} {p['state']:<12} score {p['score']:.2f}  ({effect})")
         for signal in p["signals"][:10]:
             click.echo(f"      {json.dumps(signal, ensure_ascii=False, default=str)}")
+    _echo_quiet_days(details["quiet_days"])
     _echo_computed(details["computed"])
+
+
+def _quiet_days(policy: Any, row: Any, workspace_zone: str, now: datetime) -> dict[str, Any]:
+    """The contact's public holidays and blackout dates in the next 30 local days."""
+    from engine.policy.blackouts import upcoming
+    from engine.runtime.timing import zone_for
+
+    today = now.astimezone(zone_for(row.timezone, workspace_zone)).date()
+    return upcoming(policy, (row.attributes or {}).get("country"), today)
+
+
+def _echo_quiet_days(quiet: dict[str, Any]) -> None:
+    calendar = quiet["calendar"] or "none"
+    source = "the contact's country" if quiet["from_contact"] else "the workspace's country"
+    click.echo(f"quiet days in the next 30 days (calendar {calendar}: {source})")
+    if not quiet["days"]:
+        click.echo("  none")
+    for d in quiet["days"]:
+        why = f"  {d['why']}" if d["why"] else ""
+        click.echo(f"  {d['date']}  {d['rule']:<24} {', '.join(d['channels'])}{why}")
 
 
 def _echo_identity(details: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@
   var STATE_COLORS = { under: "#7fb6ea", equilibrium: "#34c28a", over: "#e5566b" };
   var REASON_COLORS = {
     consent: "#d4334a", suppression: "#b4233a", address: "#9aa0b5", cap: "#e08a00",
-    quiet: "#7c5cff", pressure: "#e5566b", spacing: "#0e8fd6"
+    quiet: "#7c5cff", blackout: "#4c3fa8", pressure: "#e5566b", spacing: "#0e8fd6"
   };
   var EXTRA = ["#14b8a6", "#f59e0b", "#ec4899", "#84cc16", "#64748b"];
 

@@ -1,10 +1,10 @@
-"""The policy gate: address → suppression → consent → quiet hours → pressure → spacing → caps
-→ the program's caps → the program's budget (engine.policy.programs).
+"""The policy gate: address → suppression → consent → blackout dates → quiet hours → pressure
+→ spacing → caps → the program's caps → the program's budget (engine.policy.programs).
 
 Each check returns None (fine) or a Block with its rule id and, when the block lifts by itself,
 the instant it does. The first block decides; the send step's declared outcome (or the policy's
 default) turns it into a decision: skip, defer (bounded by defer_max), fall back to another
-channel, or exit. Quiet hours always defer: a quiet period delays a message, it never drops it.
+channel, or exit. Blackouts and quiet hours always defer: they delay a message, never drop it.
 Over-pressure blocks only channels at least as intrusive as `block_over_min_weight`, so a
 fallback to a quieter one (the on-site banner) can still reach the contact.
 
@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo
 
 from channels import channel_info
 from engine.policy.base import ADDRESS_FIELDS, ALLOW, Decision, SendRequest
-from engine.policy.holidays import is_holiday
+from engine.policy.blackouts import blackout_until
+from engine.policy.holidays import CONTACT, contact_calendar, is_holiday
 from engine.policy.model import MARKETING, CapRule, Policy, QuietRule
 from engine.runtime.state import ContactView
 from engine.runtime.timing import local_to_utc, zone_for
@@ -47,7 +48,7 @@ class PastSend:
 class Block:
     reason: str  # the rule id: consent:promotions:opted_out, cap:email-week, quiet:sms-night...
     until: datetime | None = None  # when the block lifts by itself (quiet hours, caps)
-    always_defer: bool = False  # quiet hours
+    always_defer: bool = False  # blackouts, quiet hours
 
 
 @dataclass
@@ -61,12 +62,16 @@ class ContactPolicy:
     pressure_state: Callable[[str], str] | None = None  # channel → under|equilibrium|over
 
 
-def quiet_until(rule: QuietRule, local: datetime, zone: ZoneInfo) -> datetime | None:
-    """If `local` falls in the rule's quiet period, the first instant after it; else None."""
+def quiet_until(
+    rule: QuietRule, local: datetime, zone: ZoneInfo, calendar: str | None = None
+) -> datetime | None:
+    """If `local` falls in the rule's quiet period, the first instant after it; else None.
+    `calendar` is the contact's, for a rule with `holidays: contact`."""
+    holidays = calendar if rule.holidays == CONTACT else rule.holidays
     probe = local
     for _ in range(40):  # days off, holidays and nights chain; 40 steps is weeks ahead
         day_off = probe.weekday() in rule.days_off or (
-            rule.holidays is not None and is_holiday(rule.holidays, probe.date())
+            holidays is not None and is_holiday(holidays, probe.date())
         )
         if day_off:
             probe = datetime.combine(probe.date() + timedelta(days=1), time(0), tzinfo=zone)
@@ -162,9 +167,18 @@ class PolicyGate:
             return block
         zone = zone_for(contact.timezone, self.default_zone)
         local = now.astimezone(zone)
+        for blackout in self.policy.blackouts:
+            if blackout.applies(channel):
+                until = blackout_until(blackout, local, zone)
+                if until is not None:
+                    return Block(f"blackout:{blackout.id}", until, always_defer=True)
+        calendar = None
         for quiet in self.policy.quiet:
             if channel in quiet.channels:
-                until = quiet_until(quiet, local, zone)
+                if quiet.holidays == CONTACT and calendar is None:
+                    calendar = contact_calendar(contact.attributes.get("country"),
+                                                self.policy.country)  # fmt: skip
+                until = quiet_until(quiet, local, zone, calendar)
                 if until is not None:
                     return Block(f"quiet:{quiet.id}", until, always_defer=True)
         pressure = self.policy.pressure

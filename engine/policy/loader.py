@@ -6,13 +6,16 @@ consent:
   defaults: {email: opt_in, sms: opt_in, push: opt_out, onsite: opt_out}
   double_opt_in: [email]
   expiry: 1095d
+country: FR        # the workspace's calendar, for `holidays: contact`
 quiet_hours:
   - id: sms-night
     channels: [sms, call]
     from: "20:00"
     to: "08:00"
     days_off: [sun]
-    holidays: FR
+    holidays: contact  # the contact's `country` attribute, else `country`; or FR, DE-BY...
+blackout:
+  - {id: year-end, dates: ["2026-12-24"], channels: [marketing], reason: end-of-year freeze}
 caps:
   - {id: email-week, channels: [email], max: 3, window: 7d}
   - {id: marketing-day, channels: [marketing], max: 3, per: day, weighted: true}
@@ -43,6 +46,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from engine.policy.blackouts import BlackoutSchema, Calendar
+from engine.policy.holidays import CONTACT
 from engine.policy.model import (
     CALENDAR,
     CONSENT_MODES,
@@ -62,8 +67,6 @@ from engine.spec.fields import Duration, Identifier, LocalTime, Weekdays
 from engine.spec.problems import Problem, did_you_mean, has_errors
 from engine.spec.settings_files import lint_file, lint_mapping, loaded
 from engine.spec.yamlio import at_file_start
-
-HOLIDAY_CALENDARS = ("FR",)
 
 
 class _Strict(Schema):
@@ -90,7 +93,7 @@ class QuietSchema(_Strict):
     start = LocalTime(data_key="from", load_default=None)
     end = LocalTime(data_key="to", load_default=None)
     days_off = Weekdays(load_default=frozenset())
-    holidays = fields.String(load_default=None, validate=validate.OneOf(HOLIDAY_CALENDARS))
+    holidays = Calendar(contact=True, load_default=None)
 
     @validates_schema
     def _window(self, data: Mapping[str, Any], **kwargs: Any) -> None:
@@ -204,7 +207,9 @@ class PolicySchema(_Strict):
     format_version = fields.Integer(required=True, strict=True, validate=validate.Equal(1))
     topics = fields.Dict(keys=Identifier(), values=fields.String(), load_default=dict)
     consent = fields.Nested(ConsentSchema, load_default=dict)
+    country = Calendar(load_default=None)
     quiet_hours = fields.List(fields.Nested(QuietSchema), load_default=list)
+    blackout = fields.List(fields.Nested(BlackoutSchema), load_default=list)
     caps = fields.List(fields.Nested(CapSchema), load_default=list)
     spacing = Duration(load_default=None)
     weights = fields.Dict(keys=fields.String(), values=fields.Float(), load_default=dict)
@@ -220,7 +225,9 @@ class PolicySchema(_Strict):
             consent_defaults=consent.get("defaults", {}),
             double_opt_in=frozenset(consent.get("double_opt_in", ())),
             consent_expiry=consent.get("expiry"),
+            country=data["country"],
             quiet=tuple(data["quiet_hours"]),
+            blackouts=tuple(data["blackout"]),
             caps=tuple(data["caps"]),
             spacing=data["spacing"],
             weights=data["weights"],
@@ -230,7 +237,8 @@ class PolicySchema(_Strict):
 
 
 def _channel_problems(policy: Policy, known: tuple[str, ...]) -> list[Problem]:
-    """Channels named in the policy must exist (MARKETING aside, in caps)."""
+    """Channels named in the policy must exist (MARKETING aside, in caps and blackouts), rule
+    ids be unique, and `holidays: contact` have a workspace country to fall back on."""
     problems = []
 
     def check(name: str, path: tuple[str | int, ...]) -> None:
@@ -245,12 +253,23 @@ def _channel_problems(policy: Policy, known: tuple[str, ...]) -> list[Problem]:
         for j, name in enumerate(cap.channels):
             if name != MARKETING:
                 check(name, ("caps", i, "channels", j))
+    for i, blackout in enumerate(policy.blackouts):
+        for j, name in enumerate(blackout.channels):
+            if name != MARKETING:
+                check(name, ("blackout", i, "channels", j))
     for name in policy.consent_defaults:
         check(name, ("consent", "defaults", name))
     for src, dst in policy.outcome.fallback.items():
         check(src, ("outcome", "fallback", src))
         check(dst, ("outcome", "fallback", src))
+    for i, rule in enumerate(policy.quiet):
+        if rule.holidays == CONTACT and policy.country is None:
+            message = "'holidays: contact' needs the workspace's country for contacts without one."
+            problems.append(Problem("policy.country_missing", message,
+                                    ("quiet_hours", i, "holidays"),
+                                    hint="add 'country: FR' at the top of the policy"))  # fmt: skip
     ids = [r.id for r in policy.quiet] + [c.id for c in policy.caps]
+    ids += [b.id for b in policy.blackouts]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(Problem("policy.duplicate_id", f"The rule id '{dup}' is used twice.", ()))
     return problems

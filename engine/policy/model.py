@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import time, timedelta
+from datetime import date, time, timedelta
 
 MARKETING = "marketing"  # in a cap's channels: every marketing channel, weighted
 CONSENT_MODES = ("opt_in", "opt_out")  # what an unknown consent means for marketing
@@ -16,14 +16,29 @@ CALENDAR = ("day", "week")
 @dataclass(frozen=True)
 class QuietRule:
     """No marketing on these channels between `start` and `end` local time (may wrap midnight),
-    nor on `days_off` weekdays (0 = Monday), nor on the public holidays of `holidays`."""
+    nor on `days_off` weekdays (0 = Monday), nor on the public holidays of `holidays`: a
+    calendar (`FR`, `DE-BY`) or `contact`, the contact's own country else the policy's."""
 
     id: str
     channels: tuple[str, ...]
     start: time | None = None
     end: time | None = None
     days_off: frozenset[int] = frozenset()
-    holidays: str | None = None  # a country code: FR
+    holidays: str | None = None  # a calendar (FR, FR-57) or "contact"
+
+
+@dataclass(frozen=True)
+class Blackout:
+    """No marketing on these channels (or every one, with MARKETING) on these local days: a send
+    waits for the first day after them. `reason` is shown next to the rule id."""
+
+    id: str
+    channels: tuple[str, ...]
+    days: frozenset[date]
+    reason: str | None = None
+
+    def applies(self, channel: str) -> bool:
+        return MARKETING in self.channels or channel in self.channels
 
 
 @dataclass(frozen=True)
@@ -123,7 +138,9 @@ class Policy:
     consent_defaults: Mapping[str, str] = field(default_factory=dict)  # channel → opt_in|opt_out
     double_opt_in: frozenset[str] = frozenset()
     consent_expiry: timedelta | None = None
+    country: str | None = None  # the workspace's calendar, for contacts without a country
     quiet: tuple[QuietRule, ...] = ()
+    blackouts: tuple[Blackout, ...] = ()
     caps: tuple[CapRule, ...] = ()
     spacing: timedelta | None = None  # minimum time between two sends of one scenario
     weights: Mapping[str, float] = field(default_factory=dict)  # overrides channel weights
