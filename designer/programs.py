@@ -17,6 +17,8 @@ from flask import Blueprint, Response, abort, render_template, request, url_for
 from designer import ApiError, parcours
 from designer.api_reports import programs_folder, scenarios_asked
 from designer.auth import requires
+from designer.forms import Choice, Date, Form
+from designer.forms import query as query_values
 from designer.i18n import gettext as _
 from designer.insights import channel_label, number, percent, when
 from designer.pressure_health import health_view
@@ -66,18 +68,21 @@ def metric(name: str, value: Any) -> str:
     return number(float(value))
 
 
+class RangeQuery(Form):
+    start = Date(data_key="from")
+    end = Date(data_key="to")
+    table = Choice(GROUPINGS, load_default="day")
+
+
 def _range() -> tuple[date, date]:
     """The date range asked (`from`, `to`), by default the last 30 days in the workspace zone."""
     state = parcours()
     from designer.insights import _zone
 
     today = state.clock.now().astimezone(_zone()).date()
-    try:
-        end = date.fromisoformat(request.args["to"]) if request.args.get("to") else today
-        start = (date.fromisoformat(request.args["from"]) if request.args.get("from")
-                 else end - timedelta(days=DEFAULT_DAYS - 1))  # fmt: skip
-    except ValueError:
-        abort(400)
+    asked = query_values(RangeQuery(), request.args)
+    end = asked.get("end") or today
+    start = asked.get("start") or end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
         start, end = end, start
     return start, end
@@ -118,10 +123,8 @@ def _csv(found: Report, name: str) -> Response:
 def _page_context(scenarios: list[str] | None) -> dict[str, Any] | Response:
     start, end = _range()
     data = _reports(scenarios, start, end)
-    table = request.args.get("table", "day")
+    table = query_values(RangeQuery(), request.args)["table"]
     if request.args.get("format") == "csv":
-        if table not in GROUPINGS:
-            abort(404)
         return _csv(data["reports"][table], f"kpis-{table}-{start}-{end}")
     endpoint, args = request.endpoint or "", dict(request.view_args or {})
 
@@ -226,9 +229,7 @@ def live() -> Any:
 def journey_csv(scenario_id: str) -> Any:
     """A journey's report table as CSV (`table`: day, scenario, step or channel)."""
     start, end = _range()
-    table = request.args.get("table", "day")
-    if table not in GROUPINGS:
-        abort(404)
+    table = query_values(RangeQuery(), request.args)["table"]
     found = _reports([scenario_id], start, end)["reports"][table]
     return _csv(found, f"{scenario_id}-{table}-{start}-{end}")
 

@@ -1,0 +1,60 @@
+"""Forms and query strings parsed through marshmallow (designer/forms.py): a wrong value gives
+the marketer a message naming the field, in their language, never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask, g
+from flask.testing import FlaskClient
+from werkzeug.datastructures import MultiDict
+
+from designer.forms import Choice, Date, Form, Integer, Text, parse
+
+
+class Sample(Form):
+    page = Integer(load_default=1)
+    start = Date(data_key="from")
+    status = Choice(("live", "draft"))
+    q = Text(5, load_default="")
+
+
+def test_parse_gives_values_and_a_message_per_field(designer_app: Flask) -> None:
+    with designer_app.test_request_context("/"):
+        values, errors = parse(
+            Sample(),
+            MultiDict(
+                [("page", "3"), ("from", "2026-03-31"), ("q", "  abcdefgh "), ("csrf_token", "x")]
+            ),
+        )
+        assert errors == {}
+        assert values["page"] == 3 and str(values["start"]) == "2026-03-31"
+        assert values["q"] == "abcde"  # trimmed, cut to what fits
+        values, errors = parse(Sample(), {"page": "three", "from": "31/03/2026",
+                                          "status": "paused", "q": ""})  # fmt: skip
+        assert errors == {
+            "page": "Enter a whole number.",
+            "from": "Enter a date as YYYY-MM-DD, e.g. 2026-03-31.",
+            "status": "Choose one of: live, draft.",
+        }
+        assert values == {"q": ""}  # what parsed: the default of the empty box
+        g.lang = "fr"
+        _values, errors = parse(Sample(), {"page": "3.5"})
+        assert errors == {"page": "Saisissez un nombre entier."}
+
+
+def test_a_bad_date_in_a_report_address_is_a_400_page_naming_it(
+    login: Callable[[str], FlaskClient],
+) -> None:
+    viewer = login("viewer")
+    bad = viewer.get("/programs/loyalty?from=March&to=2026-03-31")
+    assert bad.status_code == 400
+    page = bad.get_data(as_text=True)
+    assert "from: Enter a date as YYYY-MM-DD" in page and "Traceback" not in page
+    french = viewer.get("/programs/loyalty?to=2026-02-30&lang=fr")
+    assert french.status_code == 400
+    assert "to: Saisissez une date au format AAAA-MM-JJ" in french.get_data(as_text=True)
+    table = viewer.get("/scenarios/win-back/report.csv?table=week&lang=en")
+    assert table.status_code == 400
+    assert "table: Choose one of: day, scenario, step, channel." in table.get_data(as_text=True)
+    assert viewer.get("/programs/loyalty?from=&to=").status_code == 200  # empty: the default
