@@ -15,12 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from marshmallow import validate
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.engine import Connection
 
 from channels.registry import channel_names
 from designer import parcours
 from designer.auth import requires
+from designer.forms import Form, Integer, Text
+from designer.forms import query as query_values
 from designer.i18n import current_language
 from designer.i18n import gettext as _
 from designer.pressure_board import board
@@ -265,12 +268,17 @@ def matching(q: str) -> ColumnElement[bool]:
     return or_(*found)
 
 
+class ContactSearch(Form):
+    q = Text(320, load_default="")
+    page = Integer(load_default=1, validate=validate.Range(min=1, error="positive"))
+
+
 @insights.get("/contacts")
 @requires("viewer")
 def contacts() -> Any:
     """Search by external id, email or phone; without a query, the latest updated contacts."""
-    q = request.args.get("q", "").strip()[:320]
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    asked = query_values(ContactSearch(), request.args)
+    q, page = asked["q"], asked["page"]
     state = parcours()
     now = state.clock.now()
     # merged tombstones and erased contacts are not people any more: never listed

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 
 from designer import parcours
 from designer.auth import audit, requires
+from designer.forms import Choice, Form, Text
+from designer.forms import query as query_values
 from designer.i18n import gettext as _
 from designer.workspace import ScenarioFile, Workspace
 from engine.errors import NotFound, ScenarioInvalid
@@ -135,12 +137,17 @@ def scenario_rows() -> list[Row]:
     return sorted(rows.values(), key=lambda r: (STATUSES.index(r.status), r.name.lower()))
 
 
+class ScenarioFilter(Form):
+    q = Text(200, load_default="")
+    status = Choice(STATUSES, load_default="")
+
+
 @scenarios.get("/scenarios")
 @requires("viewer")
 def index() -> Any:
     """The journeys: status, objective, priority, last publish, live counts; search and filter."""
-    q = request.args.get("q", "").strip().lower()
-    status = request.args.get("status", "")
+    asked = query_values(ScenarioFilter(), request.args)
+    q, status = asked["q"].lower(), asked["status"]
     rows = scenario_rows()
     totals = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
     shown = [

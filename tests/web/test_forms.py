@@ -58,3 +58,19 @@ def test_a_bad_date_in_a_report_address_is_a_400_page_naming_it(
     assert table.status_code == 400
     assert "table: Choose one of: day, scenario, step, channel." in table.get_data(as_text=True)
     assert viewer.get("/programs/loyalty?from=&to=").status_code == 200  # empty: the default
+
+
+def test_a_wrong_page_or_status_in_a_list_address_is_a_400_page_naming_it(
+    login: Callable[[str], FlaskClient],
+) -> None:
+    viewer = login("viewer")
+    for address, words in [
+        ("/contacts?page=two", "page: Enter a whole number."),
+        ("/contacts?page=0", "page: Enter a number from 1 up."),
+        ("/scenarios?status=archived", "status: Choose one of: live, paused, draft."),
+    ]:
+        answer = viewer.get(address)
+        assert answer.status_code == 400, address
+        assert words in answer.get_data(as_text=True), address
+    assert viewer.get("/contacts?page=1&q=").status_code == 200
+    assert viewer.get("/scenarios?status=&q=WIN").status_code == 200
