@@ -880,6 +880,7 @@ def test_cli_consent_suppress_and_contact_show(run: Any, engine: Engine) -> None
         "history",
         "suppressions",
         "pressure",
+        "quiet_days",
         "computed",
         "identifiers",
         "merges",
