@@ -31,12 +31,15 @@ from flask import (
     session,
     url_for,
 )
+from marshmallow import validate
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from designer import throttle
+from designer.forms import Choice, Flag, Form, Secret, Text, parse
+from designer.forms import query as query_values
 from designer.i18n import gettext as _
 from engine.store.models import USER_ROLES, AuditEntry, User
 
@@ -50,6 +53,34 @@ CSRF_EXEMPT_PREFIXES: tuple[str, ...] = ("api", "public", "hooks.")
 MIN_PASSWORD = 10
 
 auth = Blueprint("auth", __name__)
+
+
+class LoginForm(Form):
+    username = Text(128, load_default="")
+    password = Secret(load_default="")
+
+
+class PasswordForm(Form):
+    current = Secret(load_default="")
+    new = Secret(load_default="")
+    confirm = Secret(load_default="")
+
+
+class NewUserForm(Form):
+    # Letters (any script), digits, dots and dashes.
+    username = Text(
+        128, required=True, validate=validate.Regexp(r"^(?:[^\W_]|[.-])+$", error="username")
+    )
+    role = Choice(USER_ROLES, load_default="viewer")
+    name = Text(200, load_default=None)
+
+    def words(self) -> dict[str, str]:
+        return {"username": _("A username is letters, digits, dots and dashes.")}
+
+
+class UserChangeForm(Form):
+    role = Choice(USER_ROLES, load_default=None)
+    disabled = Flag(load_default=None)
 
 
 def hash_password(password: str) -> str:
@@ -225,8 +256,8 @@ def login() -> Any:
     error = None
     username = ""
     if request.method == "POST":
-        username = request.form.get("username", "").strip()
-        password = request.form.get("password", "")
+        asked = query_values(LoginForm(), request.form)
+        username, password = asked["username"], asked["password"]
         # The address the server sees: behind a proxy, PARCOURS_TRUSTED_PROXIES says how many
         # X-Forwarded-For hops to believe (ProxyFix); a client cannot pick its own otherwise.
         address = request.remote_addr or "unknown"
@@ -282,14 +313,14 @@ def password() -> Any:
 
     error = None
     if request.method == "POST":
-        current = request.form.get("current", "")
-        new = request.form.get("new", "")
+        asked = query_values(PasswordForm(), request.form)
+        current, new = asked["current"], asked["new"]
         with Session(parcours().engine) as db, db.begin():
             user = db.get(User, g.user.id)
             assert user is not None
             if not check_password_hash(user.password_hash, current):
                 error = _("The current password is wrong.")
-            elif new != request.form.get("confirm", ""):
+            elif new != asked["confirm"]:
                 error = _("The two new passwords differ.")
             else:
                 error = password_problem(new)
@@ -314,18 +345,17 @@ def users() -> Any:
     created = None
     error = None
     if request.method == "POST":
-        username = request.form.get("username", "").strip()
-        role = request.form.get("role", "viewer")
-        if not username or not username.replace("-", "").replace(".", "").isalnum():
-            error = _("A username is letters, digits, dots and dashes.")
+        asked, problems = parse(NewUserForm(), request.form)
+        username = asked.get("username", "")
+        if problems:
+            error = " ".join(problems.values())
+        elif _user_exists(engine, username):
+            error = _("The user %(name)s already exists.", name=username)
         else:
-            try:
-                _user, created = create_user(engine, username, role, name=request.form.get("name"))
-            except ValueError as exc:
-                error = str(exc)
-            else:
-                with Session(engine) as db, db.begin():
-                    audit(db, "create", "user", username, role=role)
+            role = asked["role"]
+            _user, created = create_user(engine, username, role, name=asked["name"])
+            with Session(engine) as db, db.begin():
+                audit(db, "create", "user", username, role=role)
     with Session(engine) as db:
         everyone = db.scalars(select(User).order_by(User.username)).all()
     return render_template(
@@ -343,19 +373,25 @@ def update_user(user_id: int) -> Any:
         user = db.get(User, user_id)
         if user is None:
             abort(404)
-        role = request.form.get("role")
-        if role in USER_ROLES and role != user.role:
+        asked = query_values(UserChangeForm(), request.form)
+        role = asked["role"]
+        if role is not None and role != user.role:
             if user.id == g.user.id:
                 abort(400, _("You cannot change your own role."))
             user.role = role
             audit(db, "role", "user", user.username, role=role)
-        if "disabled" in request.form:
-            disabled = request.form["disabled"] == "1"
+        disabled = asked["disabled"]
+        if disabled is not None:
             if user.id == g.user.id and disabled:
                 abort(400, _("You cannot disable your own account."))
             user.disabled = disabled
             audit(db, "disable" if disabled else "enable", "user", user.username)
     return redirect(url_for("auth.users"))
+
+
+def _user_exists(engine: Engine, username: str) -> bool:
+    with Session(engine) as db:
+        return db.scalar(select(User.id).where(User.username == username)) is not None
 
 
 def init_app(app: Flask) -> None:

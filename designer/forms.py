@@ -19,6 +19,8 @@ from designer.i18n import gettext as _
 
 
 class Form(Schema):
+    """A page's fields. Declare ``words()`` to put a validator's own error keys into words."""
+
     class Meta:
         unknown = EXCLUDE
 
@@ -32,6 +34,7 @@ def _words() -> dict[str, str]:
         "required": _("This field is required."),
         "text": _("Enter some text."),
         "long": _("At most %(max)s characters."),
+        "flag": _("Choose yes or no."),
     }
 
 
@@ -46,6 +49,18 @@ def Integer(**kwargs: Any) -> Any:
 
 def Choice(choices: tuple[str, ...], **kwargs: Any) -> Any:
     return fields.String(validate=validate.OneOf(choices, error="choice"), **kwargs)
+
+
+def Secret(**kwargs: Any) -> Any:
+    """A password or a token: taken as typed, never trimmed."""
+    return fields.String(error_messages={"invalid": "text"}, **kwargs)
+
+
+def Flag(**kwargs: Any) -> Any:
+    """A yes/no field sent as ``1`` or ``0`` (a checkbox or a button's value)."""
+    return fields.Boolean(
+        truthy={"1", "on"}, falsy={"0", "off"}, error_messages={"invalid": "flag"}, **kwargs
+    )
 
 
 def Text(max_length: int | None = None, **kwargs: Any) -> Any:
@@ -73,7 +88,8 @@ def _plain(source: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _explain(schema: Schema, messages: Any) -> dict[str, str]:
-    words = _words()
+    # A form may name its own messages (a validator's error key → words) with `words()`.
+    words = {**_words(), **(schema.words() if hasattr(schema, "words") else {})}
     out: dict[str, str] = {}
     for name, found in messages.items() if isinstance(messages, dict) else ():
         key = found[0] if isinstance(found, list) and found else str(found)

@@ -74,3 +74,44 @@ def test_a_wrong_page_or_status_in_a_list_address_is_a_400_page_naming_it(
         assert words in answer.get_data(as_text=True), address
     assert viewer.get("/contacts?page=1&q=").status_code == 200
     assert viewer.get("/scenarios?status=&q=WIN").status_code == 200
+
+
+def test_the_users_page_names_a_wrong_username_role_or_duplicate_in_the_language(
+    login: Callable[[str], FlaskClient],
+) -> None:
+    admin = login("admin")
+    post = lambda **data: admin.post("/users", data={**data, "csrf_token": admin.csrf})  # noqa: E731
+    bad_name = post(username="anne smith", role="viewer")
+    assert bad_name.status_code == 400
+    assert "A username is letters, digits, dots and dashes." in bad_name.get_data(as_text=True)
+    bad_role = post(username="anne", role="owner")
+    assert bad_role.status_code == 400
+    assert "Choose one of: admin, marketer, viewer." in bad_role.get_data(as_text=True)
+    assert post(username="anne", role="viewer").status_code == 200
+    again = admin.post("/users?lang=fr", data={"username": "anne", "csrf_token": admin.csrf})
+    assert again.status_code == 400
+    assert "utilisateur anne existe déjà." in again.get_data(as_text=True)
+    assert post(username="Zoë.d-1").status_code == 200  # letters of any script, dots, dashes
+
+
+def test_a_wrong_role_or_flag_on_a_user_is_a_400_naming_it(
+    login: Callable[[str], FlaskClient], designer_app: Flask
+) -> None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from engine.store.models import User
+
+    admin = login("admin")
+    admin.post("/users", data={"username": "bob", "role": "viewer", "csrf_token": admin.csrf})
+    with Session(designer_app.extensions["parcours"].engine) as db:
+        bob = db.scalar(select(User).where(User.username == "bob"))
+    assert bob is not None
+    wrong = admin.post(f"/users/{bob.id}", data={"role": "owner", "csrf_token": admin.csrf})
+    assert wrong.status_code == 400 and "role" in wrong.get_data(as_text=True)
+    flag = admin.post(f"/users/{bob.id}", data={"disabled": "maybe", "csrf_token": admin.csrf})
+    assert flag.status_code == 400 and "Choose yes or no." in flag.get_data(as_text=True)
+    ok = admin.post(f"/users/{bob.id}", data={"disabled": "1", "csrf_token": admin.csrf})
+    assert ok.status_code == 302
+    with Session(designer_app.extensions["parcours"].engine) as db:
+        assert db.scalar(select(User.disabled).where(User.username == "bob")) is True
