@@ -17,6 +17,8 @@ from sqlalchemy.engine import Connection, Row
 
 from designer import parcours
 from designer.auth import requires
+from designer.forms import Form, Text
+from designer.forms import query as query_values
 from designer.i18n import gettext as _
 from engine.audience.privacy import MAX_REASON, erase_contact, export_contact
 from engine.store.db import SQLITE_BEGIN, checkpoint
@@ -50,14 +52,19 @@ def export(contact_id: int) -> Any:
     return Response(body, mimetype="application/json", headers={"Content-Disposition": disposition})
 
 
+class ErasureForm(Form):
+    confirm = Text(200, load_default="")  # the external id, typed again
+    reason = Text(MAX_REASON, load_default="")
+
+
 @contact_privacy.route("/privacy/contacts/<int:contact_id>/erase", methods=["GET", "POST"])
 @requires("admin")
 def erase(contact_id: int) -> Any:
     """Explain what erasure removes and keeps; erase on POST once the external id is typed."""
     state = parcours()
     error = None
-    typed = request.form.get("confirm", "").strip()
-    reason = request.form.get("reason", "").strip()[:MAX_REASON]
+    asked = query_values(ErasureForm(), request.form)
+    typed, reason = asked["confirm"], asked["reason"]
     if request.method == "POST":
         with state.engine.begin() as conn:  # a write transaction (SQLite: BEGIN IMMEDIATE)
             row = _live(conn, contact_id)

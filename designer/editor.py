@@ -18,6 +18,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from jinja2 import TemplateError
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
+from marshmallow import validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,9 +29,10 @@ from designer.condition_choices import condition_choices
 from designer.editor_entry import START_FORM, STARTS, AudienceError, count_audience, first_trigger
 from designer.editor_words import node_types as node_types  # re-exported for the live view
 from designer.editor_words import strings as strings
+from designer.forms import Choice, Form, Identifier, Integer, Name, parse
 from designer.i18n import gettext as _
 from designer.jsonbody import request_json
-from designer.workspace import SCENARIO_ID, Conflict, Workspace
+from designer.workspace import Conflict, Workspace
 from engine.errors import NotFound, ScenarioInvalid
 from engine.policy.model import PressureConfig
 from engine.runtime.state import ContactView
@@ -221,6 +223,23 @@ def _bootstrap(scenario_id: str, text: str, result: LintResult, file_hash: str) 
 # ------------------------------------------------------------------ pages
 
 
+class NewScenarioForm(Form):
+    id = Identifier()
+    name = Name()
+    objective = Choice(model.OBJECTIVES, error="objective", load_default="other")
+    priority = Integer(
+        load_default=50,
+        validate=validate.Range(min=0, max=100, error="priority"),
+        error_messages={"invalid": "priority"},
+    )
+
+    def words(self) -> dict[str, str]:
+        return {
+            "objective": _("Choose an objective."),
+            "priority": _("A priority is a whole number from 0 to 100."),
+        }
+
+
 @editor.route("/scenarios/new", methods=["GET", "POST"])
 @requires("marketer")
 def new() -> Any:
@@ -229,18 +248,11 @@ def new() -> Any:
     form.update(START_FORM, timezone=parcours().settings.timezone)
     errors: dict[str, str] = {}
     if request.method == "POST":
-        form = {k: request.form.get(k, v).strip() for k, v in form.items()}
+        form = {k: request.form.get(k, v).strip() for k, v in form.items()}  # shown back as typed
         ws = workspace()
-        if not SCENARIO_ID.match(form["id"]):
-            errors["id"] = _("Letters, digits, '-' and '_' only; start with a letter or digit.")
-        elif ws.exists(form["id"]):
+        values, errors = parse(NewScenarioForm(), request.form)
+        if "id" not in errors and ws.exists(values["id"]):
             errors["id"] = _("A scenario with this id already exists.")
-        if not form["name"] or len(form["name"]) > 200:
-            errors["name"] = _("Give a name (at most 200 characters).")
-        if form["objective"] not in model.OBJECTIVES:
-            errors["objective"] = _("Choose an objective.")
-        if not form["priority"].isdigit() or int(form["priority"]) > 100:
-            errors["priority"] = _("A priority is a whole number from 0 to 100.")
         trigger = first_trigger(form, _segments(ws), errors)
         if not errors:
             doc = load(
@@ -248,20 +260,20 @@ def new() -> Any:
                 "triggers:\n  - manual: true\nsteps: {}\n"
             )
             doc.update(
-                id=form["id"],
-                name=form["name"],
-                objective=form["objective"],
-                priority=int(form["priority"]),
+                id=values["id"],
+                name=values["name"],
+                objective=values["objective"],
+                priority=values["priority"],
                 triggers=[trigger],
             )
             try:
-                ws.write(form["id"], dump(doc), None)
+                ws.write(values["id"], dump(doc), None)
             except Conflict:
                 errors["id"] = _("A scenario with this id already exists.")
             else:
                 with Session(parcours().engine) as db, db.begin():
-                    audit(db, "create", "scenario", form["id"], name=form["name"])
-                return redirect(url_for("editor.edit", scenario_id=form["id"]))
+                    audit(db, "create", "scenario", values["id"], name=values["name"])
+                return redirect(url_for("editor.edit", scenario_id=values["id"]))
     events, _attributes = seen_names()
     return render_template(
         "new_scenario.html",

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 
 from designer import parcours
 from designer.auth import requires
+from designer.forms import Form, Text
+from designer.forms import query as query_values
 from designer.i18n import gettext as _
 from designer.workspace import Conflict, Workspace, text_hash
 from engine.errors import NotFound
@@ -37,13 +39,17 @@ def experiment_reports(scenario_id: str) -> list[dict[str, Any]]:
         return [r.to_dict() for r in reports(conn, scenario)]
 
 
+class WinnerForm(Form):
+    arm = Text(100, required=True)  # a branch of the split step
+
+
 @experiments.post("/scenarios/<scenario_id>/experiments/<step_id>/winner")
 @requires("marketer")
 def declare(scenario_id: str, step_id: str) -> Any:
     """Route the split step's new entries to the chosen branch; the file gets the same line."""
     from engine.insights.experiments import WinnerRefused, declare_winner
 
-    arm = request.form.get("arm", "")
+    arm = query_values(WinnerForm(), request.form)["arm"]
     state = parcours()
     try:
         with Session(state.engine) as db, db.begin():

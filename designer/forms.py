@@ -35,46 +35,69 @@ def _words() -> dict[str, str]:
         "text": _("Enter some text."),
         "long": _("At most %(max)s characters."),
         "flag": _("Choose yes or no."),
+        "identifier": _("Letters, digits, '-' and '_' only; start with a letter or digit."),
+        "name": _("Give a name (at most 200 characters)."),
     }
+
+
+def _messages(kwargs: dict[str, Any], **defaults: str) -> dict[str, Any]:
+    """`kwargs` with the field's error keys: the defaults, then the caller's own."""
+    return {**kwargs, "error_messages": {**defaults, **kwargs.get("error_messages", {})}}
 
 
 def Date(**kwargs: Any) -> Any:
     """``2026-03-31`` → datetime.date; an empty value is no value."""
-    return fields.Date(format="%Y-%m-%d", error_messages={"invalid": "date"}, **kwargs)
+    return fields.Date(format="%Y-%m-%d", **_messages(kwargs, invalid="date"))
 
 
 def Integer(**kwargs: Any) -> Any:
-    return fields.Integer(error_messages={"invalid": "integer"}, **kwargs)
+    return fields.Integer(**_messages(kwargs, invalid="integer"))
 
 
-def Choice(choices: tuple[str, ...], **kwargs: Any) -> Any:
-    return fields.String(validate=validate.OneOf(choices, error="choice"), **kwargs)
+def Choice(choices: tuple[str, ...], error: str = "choice", **kwargs: Any) -> Any:
+    """One of `choices`; `error` names the message for anything else."""
+    return fields.String(validate=validate.OneOf(choices, error=error), **kwargs)
 
 
 def Secret(**kwargs: Any) -> Any:
     """A password or a token: taken as typed, never trimmed."""
-    return fields.String(error_messages={"invalid": "text"}, **kwargs)
+    return fields.String(**_messages(kwargs, invalid="text"))
 
 
 def Flag(**kwargs: Any) -> Any:
     """A yes/no field sent as ``1`` or ``0`` (a checkbox or a button's value)."""
-    return fields.Boolean(
-        truthy={"1", "on"}, falsy={"0", "off"}, error_messages={"invalid": "flag"}, **kwargs
-    )
+    return fields.Boolean(truthy={"1", "on"}, falsy={"0", "off"},
+                          **_messages(kwargs, invalid="flag"))  # fmt: skip
 
 
 def Text(max_length: int | None = None, **kwargs: Any) -> Any:
     """Trimmed text, cut to `max_length` (a search box takes what fits)."""
-    return _Trimmed(max_length, **kwargs)
+    return _Trimmed(max_length, **_messages(kwargs, invalid="text"))
+
+
+def Identifier(**kwargs: Any) -> Any:
+    """A scenario's or a segment's id, as its file is named."""
+    from designer.workspace import SCENARIO_ID
+
+    check = validate.Regexp(SCENARIO_ID, error="identifier")
+    return Text(required=True, validate=check, error_messages={"required": "identifier"}, **kwargs)
+
+
+def Name(**kwargs: Any) -> Any:
+    """A scenario's or a segment's name: 1 to 200 characters."""
+    check = validate.Length(max=200, error="name")
+    return Text(required=True, validate=check, error_messages={"required": "name"}, **kwargs)
 
 
 class _Trimmed(fields.String):
     def __init__(self, max_length: int | None, **kwargs: Any) -> None:
-        super().__init__(error_messages={"invalid": "text"}, **kwargs)
+        super().__init__(**kwargs)
         self.max_length = max_length
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not text and self.required:  # only spaces: nothing was typed
+            raise self.make_error("required")
         return text[: self.max_length] if self.max_length else text
 
 

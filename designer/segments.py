@@ -31,9 +31,10 @@ from designer.auth import audit, can, requires
 from designer.condition_choices import condition_choices
 from designer.editor import _body, _Stop, _text_field, json_error, json_response, seen_names
 from designer.editor_words import strings
+from designer.forms import Choice, Form, Identifier, Name, parse
 from designer.i18n import gettext as _
 from designer.segment_files import Draft, definition, files, folder, lint_draft, path_for, write
-from designer.workspace import SCENARIO_ID, Conflict, text_hash
+from designer.workspace import Conflict, text_hash
 from engine.audience import membership
 from engine.audience.preview import preview as count_condition
 from engine.errors import NotFound, ScenarioInvalid
@@ -227,6 +228,15 @@ def _new_text(segment_id: str, name: str, manual: bool) -> str:
     return dump(doc)
 
 
+class NewSegmentForm(Form):
+    id = Identifier()
+    name = Name()
+    kind = Choice(("rule", "manual"), error="kind", load_default="rule")
+
+    def words(self) -> dict[str, str]:
+        return {"kind": _("Choose a rule or a manual list.")}
+
+
 @segments.route("/segments/new", methods=["GET", "POST"])
 @requires("marketer")
 def new() -> Any:
@@ -234,16 +244,12 @@ def new() -> Any:
     form = {"id": "", "name": "", "kind": "rule"}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        form = {k: request.form.get(k, v).strip() for k, v in form.items()}
-        if not SCENARIO_ID.match(form["id"]):
-            errors["id"] = _("Letters, digits, '-' and '_' only; start with a letter or digit.")
-        elif path_for(form["id"]).is_file():
+        form = {k: request.form.get(k, v).strip() for k, v in form.items()}  # shown back as typed
+        values, errors = parse(NewSegmentForm(), request.form)
+        if "id" not in errors and path_for(values["id"]).is_file():
             errors["id"] = _("A segment with this id already exists.")
-        if not form["name"] or len(form["name"]) > 200:
-            errors["name"] = _("Give a name (at most 200 characters).")
-        if form["kind"] not in ("rule", "manual"):
-            errors["kind"] = _("Choose a rule or a manual list.")
         if not errors:
+            form = values
             text = _new_text(form["id"], form["name"], form["kind"] == "manual")
             try:
                 write(form["id"], text, None)

@@ -62,10 +62,11 @@ def test_the_journey_page_shows_the_experiment(
 def test_a_marketer_declares_the_winner(login: Login, state: Parcours, workspace: Path) -> None:
     seed(state.engine, workspace)
     client = login("marketer")
-    response = client.post(
-        "/scenarios/win-back/experiments/test/winner",
-        data={"arm": "email-offer", "csrf_token": client.csrf},
-    )  # type: ignore[attr-defined]
+    url = "/scenarios/win-back/experiments/test/winner"
+    no_arm = client.post(url, data={"arm": " ", "csrf_token": client.csrf})  # type: ignore[attr-defined]
+    assert no_arm.status_code == 400 and "arm: This field is required." in no_arm.get_data(True)
+    assert "winner:" not in (workspace / "win-back.yaml").read_text(encoding="utf-8")
+    response = client.post(url, data={"arm": "email-offer", "csrf_token": client.csrf})  # type: ignore[attr-defined]
     assert response.status_code == 302
     assert "winner: email-offer" in (workspace / "win-back.yaml").read_text(encoding="utf-8")
     with Session(state.engine) as session:

@@ -115,3 +115,26 @@ def test_a_wrong_role_or_flag_on_a_user_is_a_400_naming_it(
     assert ok.status_code == 302
     with Session(designer_app.extensions["parcours"].engine) as db:
         assert db.scalar(select(User.disabled).where(User.username == "bob")) is True
+
+
+def test_the_new_journey_form_names_each_wrong_field_and_writes_nothing(
+    login: Callable[[str], FlaskClient], workspace: object
+) -> None:
+    from pathlib import Path
+
+    folder = Path(str(workspace))
+    before = sorted(p.name for p in folder.iterdir())
+    client = login("marketer")
+    form = {"id": "spring", "name": "x" * 201, "objective": "fame", "priority": "101"}
+    page = client.post("/scenarios/new", data={**form, "csrf_token": client.csrf})  # type: ignore[attr-defined]
+    text = page.get_data(as_text=True)
+    assert page.status_code == 400
+    for message in ("Give a name (at most 200 characters).", "Choose an objective.",
+                    "A priority is a whole number from 0 to 100."):  # fmt: skip
+        assert message in text
+    assert 'value="spring"' in text  # what was typed is shown back
+    form = {"id": "spring", "name": "Spring", "priority": "high"}
+    french = client.post("/scenarios/new?lang=fr", data={**form, "csrf_token": client.csrf})  # type: ignore[attr-defined]
+    assert french.status_code == 400
+    assert "priorité" in french.get_data(as_text=True).lower()
+    assert sorted(p.name for p in folder.iterdir()) == before
