@@ -268,6 +268,11 @@ def matching(q: str) -> ColumnElement[bool]:
     return or_(*found)
 
 
+class ContactPageQuery(Form):
+    merged_from = Text(200, load_default="")  # the id just merged into this contact
+    before = Text(200, load_default="")  # the timeline position to continue from
+
+
 class ContactSearch(Form):
     q = Text(320, load_default="")
     page = Integer(load_default=1, validate=validate.Range(min=1, error="positive"))
@@ -456,7 +461,8 @@ def contact(external_id: str) -> Any:
             return redirect(url_for("insights.contact", external_id=survivor.external_id,
                                     merged_from=external_id))  # fmt: skip
         notices = []
-        absorbed = request.args.get("merged_from", "")
+        asked = query_values(ContactPageQuery(), request.args)
+        absorbed = asked["merged_from"]
         found = find_contact(conn, absorbed) if absorbed and absorbed != external_id else None
         if found is not None and found.id == row.id:  # only a true merge is announced
             notices.append(("ok", _("%(absorbed)s was merged into %(survivor)s.",
@@ -470,7 +476,7 @@ def contact(external_id: str) -> Any:
             .where(Enrollment.contact_id == row.id)
             .order_by(Enrollment.entered_at.desc(), Enrollment.id.desc())
         ).all()
-        cursor = _cursor(request.args.get("before"))
+        cursor = _cursor(asked["before"])
         items, older = timeline(conn, row.id, cursor)
         names = _scenario_names(conn, journeys, items)
         details = {

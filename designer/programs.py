@@ -72,6 +72,7 @@ class RangeQuery(Form):
     start = Date(data_key="from")
     end = Date(data_key="to")
     table = Choice(GROUPINGS, load_default="day")
+    format = Choice(("html", "csv"), load_default="html")
 
 
 def _range() -> tuple[date, date]:
@@ -123,8 +124,9 @@ def _csv(found: Report, name: str) -> Response:
 def _page_context(scenarios: list[str] | None) -> dict[str, Any] | Response:
     start, end = _range()
     data = _reports(scenarios, start, end)
-    table = query_values(RangeQuery(), request.args)["table"]
-    if request.args.get("format") == "csv":
+    asked = query_values(RangeQuery(), request.args)
+    table = asked["table"]
+    if asked["format"] == "csv":
         return _csv(data["reports"][table], f"kpis-{table}-{start}-{end}")
     endpoint, args = request.endpoint or "", dict(request.view_args or {})
 

@@ -142,6 +142,14 @@ class ScenarioFilter(Form):
     status = Choice(STATUSES, load_default="")
 
 
+class PublishForm(Form):
+    status = Choice(("live", "paused"), load_default="live")  # a new version starts paused or not
+
+
+class AuditFilter(Form):
+    target = Text(200, load_default="")  # one journey's, segment's or user's entries
+
+
 @scenarios.get("/scenarios")
 @requires("viewer")
 def index() -> Any:
@@ -340,11 +348,9 @@ def publish(scenario_id: str) -> Any:
         return redirect(url_for("editor.edit", scenario_id=scenario_id))
     bundle = workspace().bundle(scenario_id)
     if request.method == "POST":
+        status = query_values(PublishForm(), request.form)["status"]
         with Session(parcours().engine) as db, db.begin():
-            result = publish_bundle(
-                db, bundle, str(file.path), by=g.user.username,
-                status=request.form.get("status", "live"),
-            )  # fmt: skip
+            result = publish_bundle(db, bundle, str(file.path), by=g.user.username, status=status)
             if result.created:
                 audit(db, "publish", "scenario", scenario_id, version=result.version_number)
         if result.created:
@@ -431,7 +437,7 @@ def versions(scenario_id: str) -> Any:
 @requires("viewer")
 def audit_log() -> Any:
     """Who changed, published or paused what, and when (newest first)."""
-    target = request.args.get("target", "").strip()
+    target = query_values(AuditFilter(), request.args)["target"]
     stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(300)
     if target:
         stmt = stmt.where(AuditEntry.target_id == target)

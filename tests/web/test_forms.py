@@ -138,3 +138,27 @@ def test_the_new_journey_form_names_each_wrong_field_and_writes_nothing(
     assert french.status_code == 400
     assert "priorité" in french.get_data(as_text=True).lower()
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_publish_with_an_unknown_status_is_a_400_and_publishes_nothing(
+    login: Callable[[str], FlaskClient], designer_app: Flask
+) -> None:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from engine.store.models import ScenarioVersion
+
+    client = login("marketer")
+    url = "/scenarios/welcome-series/publish"
+    wrong = client.post(url, data={"status": "archived", "csrf_token": client.csrf})  # type: ignore[attr-defined]
+    assert wrong.status_code == 400
+    assert "status: Choose one of: live, paused." in wrong.get_data(as_text=True)
+    engine = designer_app.extensions["parcours"].engine
+    with Session(engine) as db:
+        assert db.scalar(select(func.count()).select_from(ScenarioVersion)) == 0
+    paused = client.post(url, data={"status": "paused", "csrf_token": client.csrf})  # type: ignore[attr-defined]
+    assert paused.status_code == 302
+    with Session(engine) as db:
+        assert db.scalar(select(func.count()).select_from(ScenarioVersion)) == 1
+    pdf = client.get("/programs/loyalty?format=pdf")
+    assert pdf.status_code == 400 and "format: Choose one of: html, csv." in pdf.get_data(True)
