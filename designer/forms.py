@@ -101,10 +101,17 @@ class _Trimmed(fields.String):
         return text[: self.max_length] if self.max_length else text
 
 
-def _plain(source: Mapping[str, Any]) -> dict[str, Any]:
-    """One value per field (the first), and no empty ones: an empty box means the default."""
+def Several(inner: Any, **kwargs: Any) -> Any:
+    """Every value sent under the name (checkboxes of the same name), each parsed by `inner`."""
+    return fields.List(inner, **kwargs)
+
+
+def _plain(schema: Schema, source: Mapping[str, Any]) -> dict[str, Any]:
+    """One value per field (the first; every one for a `Several` field), and no empty ones: an
+    empty box means the default."""
+    several = {f.data_key or n for n, f in schema.fields.items() if isinstance(f, fields.List)}
     if isinstance(source, MultiDict):
-        items = [(k, source.get(k)) for k in source]
+        items = [(k, source.getlist(k) if k in several else source.get(k)) for k in source]
     else:
         items = list(source.items())
     return {k: v for k, v in items if v not in ("", None)}
@@ -132,7 +139,7 @@ def parse(schema: Schema, source: Mapping[str, Any]) -> tuple[dict[str, Any], di
     """The parsed values and, per field (its name in the form), the message to show next to it;
     on errors the values hold the fields that parsed."""
     try:
-        return schema.load(_plain(source)), {}
+        return schema.load(_plain(schema, source)), {}
     except ValidationError as exc:
         valid = exc.valid_data if isinstance(exc.valid_data, dict) else {}
         return valid, _explain(schema, exc.messages)

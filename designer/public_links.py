@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, make_response, redirect, req
 from flask import render_template as render
 
 from designer import PUBLIC_CSP, Parcours
+from designer.forms import Choice, Flag, Form, Several, Text, parse
 from designer.i18n import current_language
 from engine.delivery.links import ExpiredLink, InvalidLink
 from engine.delivery.tracking import (
@@ -214,6 +215,21 @@ def unsubscribe_page(token: str) -> Response:
     )  # fmt: skip
 
 
+class UnsubscribeForm(Form):
+    scope = Choice(("topic", "all"), load_default="topic")  # this topic or the whole channel
+
+
+class PreferencesForm(Form):
+    topic = Several(Text(100), load_default=list)  # the topics kept, one checkbox each
+    all_off = Flag(load_default=False)
+
+
+def _asked(form: Form) -> dict[str, Any] | None:
+    """The form's values, or None when one is wrong (only a forged page sends such)."""
+    values, errors = parse(form, request.form)
+    return None if errors else values
+
+
 def _one_click() -> bool:
     return request.form.get("List-Unsubscribe") == "One-Click"
 
@@ -237,7 +253,10 @@ def unsubscribe(token: str) -> Response:
     except InvalidLink as exc:
         logger.info("unsubscribe link refused: %s", exc)
         return _short(str(exc), 400) if one_click else _refused(exc)
-    everything = not one_click and request.form.get("scope") == "all"
+    asked = {"scope": "topic"} if one_click else _asked(UnsubscribeForm())
+    if asked is None:
+        return _page("invalid", 400)
+    everything = asked["scope"] == "all"
     what = _what(link.channel, ALL if everything else link.topic)
     if one_click:
         wording, version = ONE_CLICK_WORDING, ONE_CLICK_WORDING_VERSION
@@ -294,10 +313,13 @@ def preferences_page(token: str) -> Response:
         return _refused(exc)
     if request.method == "GET":
         return _preferences_response(link, "preferences")
+    asked = _asked(PreferencesForm())
+    if asked is None:
+        return _page("invalid", 400)
     try:
         with parcours.engine.begin() as conn:
             saved = save_preferences(
-                conn, link, request.form.getlist("topic"), request.form.get("all_off") == "1",
+                conn, link, asked["topic"], asked["all_off"],
                 now, parcours.policy(), ip=_client_ip(),
                 wording=_wording("preferences", link.channel, {}),
                 wording_version=PREFERENCES_WORDING_VERSION,

@@ -242,6 +242,8 @@ def test_the_page_can_unsubscribe_from_all_email_marketing(
 ) -> None:
     ana = subscribed(client, state, "ana")
     token = unsubscribe_token(state.secret, ana, "email", "newsletter", "s1", T0)
+    forged = client.post(f"/u/{token}", data={"scope": "everyone"})
+    assert forged.status_code == 400 and current(client, "ana") == {"*": "opted_in"}
     response = client.post(f"/u/{token}", data={"scope": "all"})
     assert response.status_code == 200 and "all our emails" in response.get_data(as_text=True)
     assert current(client, "ana") == {"*": "opted_out"}
