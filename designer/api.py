@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from designer import ApiError, Parcours
-from designer.jsonbody import request_json
+from designer.jsonbody import json_body
 from engine.audience.identity import (
     IdentifierInvalid,
     clean_identifiers,
@@ -102,17 +102,6 @@ def authenticate() -> None:
     given = request.headers.get("X-Api-Key", "")
     if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
         raise ApiError(401, "unauthorized", "Missing or wrong X-Api-Key header.", "X-Api-Key")
-
-
-def json_body() -> Any:
-    """The request's JSON body: 415 if it is not JSON, 400 if malformed or nested too deep."""
-    if not request.is_json:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "Send JSON with the header Content-Type: application/json.",
-        )
-    return request_json()
 
 
 def idempotency_key() -> str | None:
