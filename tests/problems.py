@@ -40,3 +40,21 @@ def problem_error(response: Any, status: int, field: str | None = None) -> dict[
     fields = [e["field"] for e in body.get("errors", [])]
     assert (fields[0] if fields else None) == field, body
     return {"code": body["code"], "message": body["detail"], "field": field}
+
+
+def legacy(response: Any) -> dict[str, Any]:
+    """A problem as {code, message, field} (its first failing field), checked to be one."""
+    body = response.get_json(force=True)
+    assert_problem(
+        response,
+        response.status_code,
+        body["code"],
+        None if not body.get("errors") else body["errors"][0]["field"],
+    )
+    fields = [e["field"] for e in body.get("errors", [])]
+    return {"code": body["code"], "message": body["detail"], "field": fields[0] if fields else None}
+
+
+def field_of(response: Any) -> str | None:
+    """The first failing field a problem names."""
+    return legacy(response)["field"]
