@@ -71,7 +71,9 @@ class Parcours:
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message", "field"}}`` with `status`."""
+    """An error answered with `status`: under /api, /hooks and on the public JSON routes as an
+    RFC 9457 problem (see `designer.rest`), on the designer's own JSON routes as
+    ``{"error": {"code", "message", "field"}}``."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -84,12 +86,13 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, field: str | None = None
 ) -> tuple[Response, int]:
-    """The one JSON error shape of the API."""
+    """The JSON error answer of this request: a problem where `designer.rest` says so."""
+    from designer import rest
+
+    found = rest.handle_error(ApiError(status, code, message, field))
+    if found is not None:
+        return found, status
     return jsonify({"error": {"code": code, "message": message, "field": field}}), status
-
-
-def _is_api() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
 
 
 def _on_api_error(exc: ApiError) -> tuple[Response, int]:
@@ -97,24 +100,26 @@ def _on_api_error(exc: ApiError) -> tuple[Response, int]:
 
 
 def _on_http_error(exc: HTTPException) -> Any:
-    if not _is_api():
-        return exc  # Flask renders its usual page for the HTML side
-    status = exc.code or 500
-    code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
-    response, status = error_response(status, code, exc.description or exc.name or "error")
-    for name, value in exc.get_headers():
-        if name.lower() == "allow":  # 405 says which methods exist
-            response.headers[name] = value
-    return response, status
+    from designer import rest
+
+    found = rest.handle_error(exc)
+    return exc if found is None else found  # Flask renders its usual page for the HTML side
 
 
 def _on_unexpected(exc: Exception) -> Any:
-    if not _is_api():
+    from designer import rest
+
+    found = rest.handle_error(exc)
+    if found is None:
         raise exc  # Flask logs it and answers 500 (or propagates it under test)
-    logger.exception("unexpected error on %s %s", request.method, request.path)
-    return error_response(
-        500, "internal_server_error", "Internal error; the server log has the details."
-    )
+    return found
+
+
+def _route_errors_first() -> None:
+    """A wrong path or method under /api or /hooks is answered (404, 405) before any other
+    check: those callers hold keys or signatures, never the session's CSRF token."""
+    if request.routing_exception is not None and request.path.startswith(("/api/", "/hooks/")):
+        raise request.routing_exception
 
 
 # The designer loads only its own files: no inline script, no third-party origin (everything
@@ -210,6 +215,7 @@ def create_app(
 
     # first of all hooks: the CSRF check reads the form, and no check should see a NUL
     app.before_request(refuse_invalid_input)
+    app.before_request(_route_errors_first)
     # Key order carries meaning in a scenario document (the first step starts): keep it.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.jinja_env.policies["json.dumps_kwargs"] = {"sort_keys": False}  # the tojson filter
@@ -255,16 +261,19 @@ def create_app(
 
     i18n.init_app(app)
     auth.init_app(app)
-    app.register_blueprint(api)
-    app.register_blueprint(api_segments)
-    app.register_blueprint(api_reports)
-    app.register_blueprint(api_experiments)
-    app.register_blueprint(api_privacy)
-    app.register_blueprint(api_identity)
+    from designer import rest
+
+    api_doc = rest.init_app(app, settings.public_base)
+    api_doc.register_blueprint(api)
+    api_doc.register_blueprint(api_segments)
+    api_doc.register_blueprint(api_reports)
+    api_doc.register_blueprint(api_experiments)
+    api_doc.register_blueprint(api_privacy)
+    api_doc.register_blueprint(api_identity)
     app.register_blueprint(public)
     app.register_blueprint(public_links)
     app.register_blueprint(public_onsite)
-    app.register_blueprint(api_delivery)
+    api_doc.register_blueprint(api_delivery)
     app.register_blueprint(hooks)
     app.register_blueprint(public_push)
     app.register_blueprint(scenarios)

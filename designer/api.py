@@ -1,8 +1,8 @@
 """The JSON API under /api: events in, contact profiles and consents, suppressions, manual
 entries, health.
 
-Every route but ``/api/health`` needs the header ``X-Api-Key``. Errors always have the shape
-``{"error": {"code", "message", "field"}}`` (see `designer.error_response`).
+Every route but ``/api/health`` needs the header ``X-Api-Key``. Errors are RFC 9457 problems
+(see `designer.rest`); the schemas are in `designer.api_schemas`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import uuid
 from datetime import datetime
 from typing import Any, NoReturn
 
-from flask import Blueprint, current_app, request
+from flask import current_app, request
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from designer import ApiError, Parcours
-from designer.jsonbody import request_json
+from designer import api_schemas as schemas
+from designer.jsonbody import json_body
+from designer.rest import RestBlueprint, body, header, problems
 from engine.audience.identity import (
     IdentifierInvalid,
     clean_identifiers,
@@ -68,7 +70,7 @@ from engine.worker.enroll import Candidate, enroll
 
 logger = logging.getLogger(__name__)
 
-api = Blueprint("api", __name__, url_prefix="/api")
+api = RestBlueprint("api", __name__, url_prefix="/api", tag="contacts")
 
 MAX_BATCH = 1000  # events per POST, contacts per manual entry
 RECENT_EVENTS = 50
@@ -76,6 +78,12 @@ RECENT_ENROLLMENTS = 100
 MAX_IDEMPOTENCY_KEY = 200  # leaves room for the ":<index>" of a batch within the 255 of event_key
 ENTRY_KEY_ROOM = 128 - len("manual:")  # enrollments.entry_key is 128 characters
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII, as in the IETF draft's examples
+IDEMPOTENCY_HEADER = header(
+    "Idempotency-Key",
+    "A replayed request with the same key does nothing twice.",
+    type="string",
+    pattern=r"^[\x21-\x7e]{1,200}$",
+)
 
 
 def _parcours() -> Parcours:
@@ -102,17 +110,6 @@ def authenticate() -> None:
     given = request.headers.get("X-Api-Key", "")
     if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
         raise ApiError(401, "unauthorized", "Missing or wrong X-Api-Key header.", "X-Api-Key")
-
-
-def json_body() -> Any:
-    """The request's JSON body: 415 if it is not JSON, 400 if malformed or nested too deep."""
-    if not request.is_json:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "Send JSON with the header Content-Type: application/json.",
-        )
-    return request_json()
 
 
 def idempotency_key() -> str | None:
@@ -158,9 +155,14 @@ def _batch_key(key: str | None, index: int, item: Any) -> str | None:
     return f"{key}:{index}"
 
 
-@api.post("/events")
+@api.post("/events", tags=["events"])
+@body(schemas.EventIn, many=MAX_BATCH)
+@api.response(202, schemas.EventsRecorded)
+@api.doc(parameters=[IDEMPOTENCY_HEADER])
 def post_events() -> tuple[dict[str, int], int]:
-    """Record one event or a list of up to 1,000, all or none; 202 with recorded/duplicates.
+    """Record one event or a list of up to 1,000, all or none.
+
+    202 with the counts recorded and duplicates.
 
     ``Idempotency-Key`` becomes the event's `event_key`; in a list, item *i* without its own key
     gets ``<Idempotency-Key>:<i>``, so replaying the same request records nothing twice.
@@ -205,8 +207,13 @@ def contact_answer(conn: Connection, contact: Any) -> dict[str, Any]:
 
 
 @api.put("/contacts/<external_id>")
+@body(schemas.ContactIn)
+@api.response(200, schemas.ContactSaved)
+@problems(409)
 def put_contact(external_id: str) -> dict[str, Any]:
-    """Create or update a contact: given profile fields replace, attributes merge key by key.
+    """Create or update a contact.
+
+    Given profile fields replace, attributes merge key by key.
 
     Fields left out (or null) keep their value. `external_id` in the body, if any, must match
     the URL. `identifiers` ({"loyalty_card": "L-1"}) are added; one another contact holds: 409.
@@ -265,9 +272,13 @@ def _check_identifiers_free(
 
 
 @api.get("/contacts/<external_id>")
+@api.response(200, schemas.ContactDetails)
+@problems(404)
 def get_contact(external_id: str) -> dict[str, Any]:
-    """A contact's profile and identifiers, its segments, its 100 latest enrollments and its 50
-    latest events. An external id a merge absorbed answers the contact that absorbed it."""
+    """A contact's profile, identifiers, segments, enrollments and events.
+
+    Its 100 latest enrollments and its 50 latest events. An external id a merge absorbed
+    answers the contact that absorbed it."""
     with _parcours().engine.connect() as conn:
         conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
         contact = find_contact(conn, external_id)  # an absorbed id names the survivor
@@ -360,9 +371,16 @@ def _record(conn: Connection, record_id: int) -> dict[str, Any]:
     }
 
 
-@api.post("/contacts/<external_id>/consents")
+@api.post("/contacts/<external_id>/consents", tags=["consents"])
+@body(schemas.ConsentIn)
+@api.response(201, schemas.ConsentDone)
+@api.alt_response(200, schema=schemas.ConsentDone, description="Already effective")
+@api.alt_response(202, schema=schemas.ConsentDone, description="Pending confirmation")
+@problems(404)
 def post_consent(external_id: str) -> tuple[dict[str, Any], int]:
-    """Record a consent change with its evidence: 201 with the record.
+    """Record a consent change with its evidence.
+
+    201 with the record.
 
     An opt-in from a form or the API on a double opt-in channel is recorded as ``pending`` and a
     confirmation message with a signed link goes out: 202. An opt-in that is already effective
@@ -420,9 +438,13 @@ def post_consent(external_id: str) -> tuple[dict[str, Any], int]:
     return result, status
 
 
-@api.get("/contacts/<external_id>/consents")
+@api.get("/contacts/<external_id>/consents", tags=["consents"])
+@api.response(200, schemas.Consents)
+@problems(404)
 def get_consents(external_id: str) -> dict[str, Any]:
-    """Current consents (expired ones show as such), the full history with evidence, and the
+    """A contact's consents, their history and its suppressions.
+
+    Current consents (expired ones show as such), the full history with evidence, and the
     suppressions of the contact's addresses."""
     parcours = _parcours()
     now = parcours.clock.now()
@@ -439,9 +461,14 @@ def get_consents(external_id: str) -> dict[str, Any]:
         }
 
 
-@api.post("/suppressions")
+@api.post("/suppressions", tags=["consents"])
+@body(schemas.SuppressionIn)
+@api.response(201, schemas.SuppressionDone)
+@api.alt_response(200, schema=schemas.SuppressionDone, description="Already suppressed")
 def post_suppression() -> tuple[dict[str, Any], int]:
-    """Suppress an address on a channel (``*``: every channel): 201, or 200 if it already was.
+    """Suppress an address on a channel.
+
+    ``*`` is every channel: 201, or 200 if it already was.
 
     The address is an email, a phone number or ``contact:<id>``; `contact` (an external id)
     optionally links the entry to a contact.
@@ -490,9 +517,15 @@ def _entry_key() -> str:
     return f"manual:{key}"
 
 
-@api.post("/scenarios/<scenario_id>/enroll")
+@api.post("/scenarios/<scenario_id>/enroll", tags=["scenarios"])
+@body(schemas.EnrollIn)
+@api.alt_response(200, schema=schemas.EnrollCounts, description="Contacts by outcome")
+@api.doc(parameters=[IDEMPOTENCY_HEADER])
+@problems(404)
 def enroll_contacts(scenario_id: str) -> dict[str, int]:
-    """Enter known contacts into a live scenario's current version now; counts by outcome.
+    """Enter known contacts into a live scenario now.
+
+    Into its current version; answers counts by outcome.
 
     Any live scenario may be entered this way, whatever its triggers (a ``manual`` trigger is
     not required); audience and entry rules still apply. The entry key is
@@ -542,7 +575,10 @@ def enroll_contacts(scenario_id: str) -> dict[str, int]:
 # --- health ----------------------------------------------------------------------------------
 
 
-@api.get("/health")
+@api.get("/health", tags=["health"])
+@api.alt_response(200, schema=schemas.Health, description="The service is up")
+@api.doc(security=[])
+@problems(503)
 def health() -> dict[str, str]:
     """Liveness and database check; needs no key."""
     try:

@@ -8,23 +8,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+import marshmallow as ma
+from marshmallow import fields, validate
 from sqlalchemy.orm import Session
 
 from designer import ApiError, parcours
-from designer.api import authenticate, json_body
+from designer.api import authenticate
+from designer.rest import RestBlueprint, problems
 from engine.errors import NotFound
 
-api_experiments = Blueprint("api_experiments", __name__, url_prefix="/api")
+api_experiments = RestBlueprint("api_experiments", __name__, url_prefix="/api", tag="experiments")
 api_experiments.before_request(authenticate)
 
 ACTOR = "api"  # the API key names no person
 
 
+class Experiments(ma.Schema):
+    experiments = fields.List(
+        fields.Dict(),
+        required=True,
+        metadata={"description": "Per split step: arms, rates, intervals, uplift, decision"},
+    )
+
+
+class WinnerIn(ma.Schema):
+    arm = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class WinnerDeclared(ma.Schema):
+    scenario = fields.String(required=True)
+    step = fields.String(required=True)
+    arm = fields.String(required=True)
+    version = fields.Integer(required=True, metadata={"description": "The version published"})
+
+
 @api_experiments.get("/scenarios/<scenario_id>/experiments")
+@api_experiments.response(200, Experiments)
+@problems(404)
 def list_experiments(scenario_id: str) -> dict[str, Any]:
-    """Every split step of the published scenario: arms, rates with intervals, P(best),
-    uplift against the holdout, minimum sample and the decision."""
+    """Every split step of the published scenario with its results.
+
+    Arms, rates with intervals, P(best), uplift against the holdout, minimum sample and the
+    decision."""
     from engine.insights.experiments import current_scenario, reports
 
     with parcours().engine.connect() as conn:
@@ -36,14 +61,16 @@ def list_experiments(scenario_id: str) -> dict[str, Any]:
 
 
 @api_experiments.post("/scenarios/<scenario_id>/experiments/<step_id>/winner")
-def declare(scenario_id: str, step_id: str) -> tuple[dict[str, Any], int]:
-    """``{"arm": "b"}``: publish a version whose split step sends every new entry to `arm`."""
+@api_experiments.arguments(WinnerIn)
+@api_experiments.response(201, WinnerDeclared)
+@problems(404)
+def declare_winner_arm(body: dict[str, Any], scenario_id: str, step_id: str) -> Any:
+    """Declare the winning arm of a split step.
+
+    ``{"arm": "b"}``: publish a version whose split step sends every new entry to `arm`."""
     from engine.insights.experiments import WinnerRefused, declare_winner
 
-    body = json_body()
-    arm = body.get("arm") if isinstance(body, dict) else None
-    if not isinstance(arm, str) or not arm:
-        raise ApiError(422, "invalid", 'Give the winning branch: {"arm": "b"}.', "arm")
+    arm = body["arm"]
     state = parcours()
     try:
         with Session(state.engine) as session, session.begin():

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from flask import Blueprint
+import marshmallow as ma
+from marshmallow import fields
 
 from designer import ApiError, Parcours, parcours
 from designer.api import _workspace_policy, authenticate, contact_answer, json_body
+from designer.api_schemas import ContactAnswer, Open
+from designer.rest import RestBlueprint, body, problems
 from engine.audience.identity import (
     IdentifierInvalid,
     clean_identifier,
@@ -29,10 +32,42 @@ from engine.spec.identity_settings import IdentitySettings, current_identity
 from engine.spec.problems import did_you_mean
 from engine.store.models import Contact
 
-api_identity = Blueprint("api_identity", __name__, url_prefix="/api")
+api_identity = RestBlueprint("api_identity", __name__, url_prefix="/api", tag="identity")
 api_identity.before_request(authenticate)
 
 ACTOR = "api"  # whoever holds the API key
+
+
+class IdentifyIn(Open):
+    """external_id, identifiers, and any identifier kind of the workspace as a key."""
+
+    external_id = fields.String()
+    anonymous_id = fields.String()
+    email = fields.String()
+    phone = fields.String()
+    identifiers = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class Identified(ContactAnswer):
+    created = fields.Boolean(required=True)
+    promoted = fields.Boolean(required=True)
+    merges = fields.List(fields.Integer(), required=True)
+
+
+class MergeIn(ma.Schema):
+    survivor = fields.String(required=True, metadata={"description": "External id kept"})
+    absorbed = fields.String(required=True, metadata={"description": "External id merged"})
+
+
+class Absorbed(ma.Schema):
+    id = fields.Integer(required=True)
+    external_id = fields.String(allow_none=True)
+
+
+class Merged(ContactAnswer):
+    merge_id = fields.Integer(required=True)
+    absorbed = fields.Nested(Absorbed, required=True)
+    moved = fields.Dict(required=True, metadata={"description": "Rows moved, per table"})
 
 
 def _invalid(message: str, field: str | None = None, code: str = "invalid") -> NoReturn:
@@ -78,8 +113,13 @@ def _identifiers(body: dict[str, Any], settings: IdentitySettings) -> list[tuple
 
 
 @api_identity.post("/identify")
+@body(IdentifyIn)
+@api_identity.response(200, Identified)
+@problems(409)
 def post_identify() -> dict[str, Any]:
-    """Recognise one person by all its identifiers: the contacts they name become one.
+    """Recognise one person by all its identifiers.
+
+    The contacts they name become one.
 
     The survivor is the contact `external_id` names, else the oldest known contact found, else
     the anonymous one (which takes the external id). Calling it again changes nothing.
@@ -113,8 +153,13 @@ def _contact_row(contact_id: int) -> Any:
 
 
 @api_identity.post("/contacts/merge")
+@body(MergeIn)
+@api_identity.response(200, Merged)
+@problems(404, 409)
 def post_merge() -> dict[str, Any]:
-    """Merge contact `absorbed` into contact `survivor` (external ids); answers what moved."""
+    """Merge one contact into another.
+
+    Contact `absorbed` goes into contact `survivor` (external ids); answers what moved."""
     state = parcours()
     body = json_body()
     if not isinstance(body, dict):

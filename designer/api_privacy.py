@@ -14,18 +14,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+import marshmallow as ma
+from flask import request
+from marshmallow import fields
 
 from designer import ApiError, parcours
 from designer.api import authenticate, json_body
+from designer.api_schemas import Open
+from designer.api_scope import requires
+from designer.rest import RestBlueprint, body, problems
 from engine.audience.identity import find_contact
 from engine.audience.privacy import MAX_REASON, erase_contact, export_contact
 from engine.store.db import checkpoint
 
-api_privacy = Blueprint("api_privacy", __name__, url_prefix="/api")
+api_privacy = RestBlueprint("api_privacy", __name__, url_prefix="/api", tag="privacy")
 api_privacy.before_request(authenticate)
 
 ACTOR = "api"  # the API key names no person
+
+
+class Export(Open):
+    """Every row held on the person, per table, and the tombstones merged into it."""
+
+    contact = fields.Dict(required=True)
+
+
+class EraseIn(ma.Schema):
+    reason = fields.String(allow_none=True)
+
+
+class Erased(ma.Schema):
+    erased = fields.Dict(required=True, metadata={"description": "Rows removed, per table"})
 
 
 def _not_found(external_id: str) -> ApiError:
@@ -47,8 +66,12 @@ def _reason() -> str | None:
 
 
 @api_privacy.get("/contacts/<external_id>/export")
+@api_privacy.alt_response(200, schema=Export, description="Everything held on the contact")
+@problems(404)
 def export(external_id: str) -> dict[str, Any]:
-    """Everything held on the contact and the tombstones merged into it, as JSON."""
+    """Everything held on the contact, as JSON.
+
+    With the tombstones merged into it; audited."""
     state = parcours()
     with state.engine.begin() as conn:  # writes the audit entry
         contact = find_contact(conn, external_id)
@@ -58,8 +81,17 @@ def export(external_id: str) -> dict[str, Any]:
 
 
 @api_privacy.delete("/contacts/<external_id>")
+@requires("admin")
+@body(EraseIn, required=False)
+@api_privacy.response(200, Erased)
+@api_privacy.doc(
+    parameters=[{"in": "query", "name": "reason", "schema": {"type": "string", "maxLength": 500}}]
+)
+@problems(404)
 def erase(external_id: str) -> dict[str, Any]:
-    """Erase the contact: its personal data leaves every table; 200 with the report."""
+    """Erase the contact.
+
+    Its personal data leaves every table; 200 with what was removed per table; audited."""
     state = parcours()
     reason = _reason()
     with state.engine.begin() as conn:

@@ -11,17 +11,50 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Response, request
+import marshmallow as ma
+from flask import Response, request
+from marshmallow import fields, validate
 
 from designer import ApiError, parcours
 from designer.api import authenticate
+from designer.api_schemas import Open
+from designer.rest import RestBlueprint, problems
 from engine.insights.kpis import GROUPINGS, Report, report
 from engine.insights.programs import fixed_costs, overview
 from engine.spec.problems import did_you_mean
 from engine.spec.programs import ProgramFolder, workspace_programs
 from engine.store.db import SQLITE_BEGIN
 
-api_reports = Blueprint("api_reports", __name__, url_prefix="/api")
+api_reports = RestBlueprint("api_reports", __name__, url_prefix="/api", tag="reports")
+
+
+class ReportQuery(ma.Schema):
+    program = fields.String(metadata={"description": "A program's scenarios"})
+    scenario = fields.String(metadata={"description": "One scenario"})
+    start = fields.Date(data_key="from", metadata={"description": "First day, YYYY-MM-DD"})
+    end = fields.Date(data_key="to", metadata={"description": "Last day, YYYY-MM-DD"})
+    by = fields.String(load_default="day", validate=validate.OneOf(GROUPINGS))
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+
+
+class ReportAnswer(Open):
+    """KPIs as rows (one per day, scenario, step or channel) and their totals."""
+
+    by = fields.String(required=True)
+    start = fields.String(data_key="from", allow_none=True, metadata={"format": "date"})
+    end = fields.String(data_key="to", allow_none=True, metadata={"format": "date"})
+    rows = fields.List(fields.Dict(), required=True)
+    totals = fields.Dict(required=True)
+    timezone = fields.String(required=True)
+
+
+class Programs(ma.Schema):
+    programs = fields.List(
+        fields.Dict(), required=True, metadata={"description": "Panel, pressure, KPIs, targets"}
+    )
+    timezone = fields.String(required=True)
+
+
 api_reports.before_request(authenticate)
 
 
@@ -77,8 +110,14 @@ def asked_report() -> Report:
 
 
 @api_reports.get("/reports")
-def get_report() -> Any:
-    """KPIs by day, scenario, step or channel; days in the workspace zone (`timezone`)."""
+@api_reports.arguments(ReportQuery, location="query", as_kwargs=True)
+@api_reports.alt_response(200, schema=ReportAnswer, description="The report")
+@api_reports.doc(responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+@problems(404, 409)
+def get_report(**_: Any) -> Any:
+    """KPIs by day, scenario, step or channel.
+
+    Days in the workspace zone (`timezone`); ``format=csv`` gives the rows as CSV."""
     found = asked_report()
     if request.args.get("format") == "csv":
         disposition = {"Content-Disposition": "attachment; filename=report.csv"}
@@ -87,6 +126,8 @@ def get_report() -> Any:
 
 
 @api_reports.get("/programs")
+@api_reports.response(200, Programs)
+@problems(409)
 def list_programs() -> dict[str, Any]:
     """Every program with its panel size, pressure states and KPIs against targets."""
     folder = programs_folder()

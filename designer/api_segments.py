@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from flask import Blueprint, request
+import marshmallow as ma
+from marshmallow import fields, validate
 
 from designer import ApiError, Parcours, parcours
-from designer.api import MAX_BATCH, authenticate, json_body
+from designer.api import MAX_BATCH, authenticate
+from designer.rest import RestBlueprint, problems
 from engine.audience.membership import count
 from engine.audience.segment_import import Rejected, import_members
 from engine.audience.segment_overview import details, sample, summaries, workspace_segments
@@ -20,10 +22,86 @@ from engine.spec.problems import did_you_mean
 from engine.spec.segments import Segment, SegmentFolder
 from engine.store.db import SQLITE_BEGIN
 
-api_segments = Blueprint("api_segments", __name__, url_prefix="/api")
+api_segments = RestBlueprint("api_segments", __name__, url_prefix="/api", tag="segments")
 api_segments.before_request(authenticate)
 
 PAGE, MAX_PAGE = 100, 1000
+
+
+def _external_id(value: str) -> None:
+    if not value.strip():
+        raise ma.ValidationError("An external id is not blank.")
+
+
+ExternalId = fields.String(validate=[validate.Length(1, 255), _external_id])
+
+
+class SegmentSummary(ma.Schema):
+    id = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    kind = fields.String(allow_none=True, metadata={"enum": ["condition", "manual"]})
+    count = fields.Integer(required=True)
+    change = fields.Integer(
+        allow_none=True, metadata={"description": "Since the last recorded day; null: no day"}
+    )
+    file = fields.String()
+    problems = fields.List(fields.String(), metadata={"description": "The file's errors"})
+
+
+class SegmentList(ma.Schema):
+    segments = fields.List(fields.Nested(SegmentSummary), required=True)
+
+
+class TrendDay(ma.Schema):
+    day = fields.String(required=True, metadata={"format": "date"})
+    members = fields.Integer(required=True)
+
+
+class LastChange(ma.Schema):
+    at = fields.String(required=True, metadata={"format": "date-time"})
+    reason = fields.String(allow_none=True)
+
+
+class SegmentDetails(SegmentSummary):
+    description = fields.String(allow_none=True)
+    definition = fields.Dict(
+        required=True,
+        metadata={"description": "text (in words), yaml (as written) and the condition as JSON"},
+    )
+    manual_source = fields.String(allow_none=True)
+    sample = fields.List(fields.String(), required=True)
+    trend = fields.List(fields.Nested(TrendDay), required=True)
+    last_change = fields.Nested(LastChange, allow_none=True)
+
+
+class SegmentAnswer(ma.Schema):
+    segment = fields.Nested(SegmentDetails, required=True)
+
+
+class MembersQuery(ma.Schema):
+    limit = fields.Integer(load_default=PAGE, validate=validate.Range(1, MAX_PAGE))
+    after = fields.String(
+        load_default=None, metadata={"description": "The `next` of the previous page"}
+    )
+
+
+class MembersPage(ma.Schema):
+    segment = fields.String(required=True)
+    members = fields.List(fields.String(), required=True)
+    next = fields.String(allow_none=True, required=True)
+
+
+class MemberChanges(ma.Schema):
+    add = fields.List(ExternalId, load_default=list)
+    remove = fields.List(ExternalId, load_default=list)
+
+
+class MemberChangesDone(ma.Schema):
+    segment = fields.String(required=True)
+    added = fields.Integer(required=True)
+    removed = fields.Integer(required=True)
+    unknown = fields.List(fields.String(), required=True)
+    members = fields.Integer(required=True)
 
 
 def _invalid(message: str, field: str | None = None, code: str = "invalid") -> NoReturn:
@@ -52,6 +130,7 @@ def _segment(folder: SegmentFolder, segment_id: str) -> Segment:
 
 
 @api_segments.get("/segments")
+@api_segments.response(200, SegmentList)
 def list_segments() -> dict[str, Any]:
     """Every segment of the workspace with its kind, members now and change since the last
     recorded day; a file with errors is listed with its problems."""
@@ -64,6 +143,8 @@ def list_segments() -> dict[str, Any]:
 
 
 @api_segments.get("/segments/<segment_id>")
+@api_segments.response(200, SegmentAnswer)
+@problems(404, 409)
 def get_segment(segment_id: str) -> dict[str, Any]:
     """One segment: count, definition (in words, as JSON and as written), sample, trend."""
     state = parcours()
@@ -74,21 +155,16 @@ def get_segment(segment_id: str) -> dict[str, Any]:
         return {"segment": details(conn, folder, segment_id, state.clock.now())}
 
 
-def _limit() -> int:
-    raw = request.args.get("limit", str(PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        _invalid(f"limit is a whole number from 1 to {MAX_PAGE}.", "limit")
-    return int(raw)
-
-
 @api_segments.get("/segments/<segment_id>/members")
-def get_members(segment_id: str) -> dict[str, Any]:
+@api_segments.arguments(MembersQuery, location="query", as_kwargs=True)
+@api_segments.response(200, MembersPage)
+@problems(404, 409)
+def get_members(segment_id: str, limit: int, after: str | None) -> dict[str, Any]:
     """A page of members' external ids in a stable order; pass `next` as `after` for the
     following page (null: the last page)."""
     state = parcours()
     _segment(_folder(state), segment_id)
-    limit = _limit()
-    after = request.args.get("after") or None
+    after = after or None
     with state.engine.connect() as conn:
         conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
         try:
@@ -102,19 +178,11 @@ def get_members(segment_id: str) -> dict[str, Any]:
     }
 
 
-def _external_ids(body: dict[str, Any], name: str) -> list[str]:
-    value = body.get(name, [])
-    if not isinstance(value, list):
-        _invalid(f"'{name}' is a list of external ids.", name)
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip() or len(item) > 255:
-            message = "An external id is a non-empty string of at most 255 characters."
-            _invalid(message, f"{name}.{i}")
-    return value
-
-
 @api_segments.post("/segments/<segment_id>/members")
-def post_members(segment_id: str) -> dict[str, Any]:
+@api_segments.arguments(MemberChanges)
+@api_segments.response(200, MemberChangesDone)
+@problems(404, 409)
+def post_members(body: dict[str, Any], segment_id: str) -> dict[str, Any]:
     """Add and remove contacts (external ids) of a manual segment; unknown ids are listed in
     `unknown` and the others applied. A condition segment is refused (409)."""
     state = parcours()
@@ -126,10 +194,7 @@ def post_members(segment_id: str) -> dict[str, Any]:
             f"Segment '{segment_id}' is a condition segment: its members follow its condition "
             f"and cannot be added or removed; only manual segments take a list.",
         )
-    body = json_body()
-    if not isinstance(body, dict) or not set(body) <= {"add", "remove"}:
-        _invalid('Send {"add": [external ids], "remove": [external ids]}.')
-    add, remove = _external_ids(body, "add"), _external_ids(body, "remove")
+    add, remove = body["add"], body["remove"]
     if len(add) + len(remove) > MAX_BATCH:
         _invalid(f"At most {MAX_BATCH} external ids per request.", None, "too_many")
     both = sorted(set(add) & set(remove))

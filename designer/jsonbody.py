@@ -89,6 +89,17 @@ def request_json(
     return _typed(g.get(_CACHE), expect, code)
 
 
+def json_body() -> Any:
+    """The request's JSON body: 415 if it is not JSON, 400 if malformed or nested too deep."""
+    if not request.is_json:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "Send JSON with the header Content-Type: application/json.",
+        )
+    return request_json()
+
+
 def _body() -> bytes:
     try:
         return request.get_data(cache=True)

@@ -1,7 +1,7 @@
 """The offline channels' daily batches under /api/batches, for the mail house and the call centre.
 
-Same rules as the JSON API: the header ``X-Api-Key``, errors as
-``{"error": {"code", "message", "field"}}``. See channels/ONSITE_OFFLINE.md.
+Same rules as the JSON API: the header ``X-Api-Key``, errors as RFC 9457 problems (see
+`designer.rest`). See channels/ONSITE_OFFLINE.md.
 """
 
 from __future__ import annotations
@@ -10,19 +10,52 @@ from datetime import date
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Response, request
+import marshmallow as ma
+from flask import Response, request
+from marshmallow import fields, validate
 
 from designer import ApiError, parcours
 from designer.api import authenticate, json_body
+from designer.api_schemas import Open
+from designer.rest import RestBlueprint, body, problems
 from engine.delivery.offline import ACK_STATUSES, BATCH_CHANNELS, acknowledge, batch, to_csv
 from engine.store.db import SQLITE_BEGIN
 
-api_delivery = Blueprint("api_delivery", __name__, url_prefix="/api/batches")
+api_delivery = RestBlueprint("api_delivery", __name__, url_prefix="/api/batches", tag="batches")
 api_delivery.before_request(authenticate)
 
 MAX_KEYS = 1000
 MAX_KEY_LENGTH = 200  # sends.send_key
 MAX_NOTE = 1000
+DATE = {
+    "in": "query",
+    "name": "date",
+    "description": "The day, YYYY-MM-DD; default today in the workspace zone",
+    "schema": {"type": "string", "format": "date"},
+}
+
+
+class Batch(ma.Schema):
+    channel = fields.String(required=True)
+    date = fields.String(required=True, metadata={"format": "date"})
+    items = fields.List(fields.Dict(), required=True)
+
+
+class AckIn(ma.Schema):
+    send_keys = fields.List(
+        fields.String(validate=validate.Length(1, MAX_KEY_LENGTH)),
+        required=True,
+        validate=validate.Length(1, MAX_KEYS),
+    )
+    status = fields.String(required=True, validate=validate.OneOf(ACK_STATUSES))
+    note = fields.String(allow_none=True, validate=validate.Length(max=MAX_NOTE))
+
+
+class Acknowledged(Open):
+    """The counts of the keys updated, already acknowledged and unknown."""
+
+    channel = fields.String(required=True)
+    status = fields.String(required=True)
 
 
 def _invalid(message: str, field: str | None = None, code: str = "invalid") -> NoReturn:
@@ -63,15 +96,27 @@ def _items(channel: str) -> tuple[date, list[dict[str, Any]]]:
 
 
 @api_delivery.get("/<channel>")
+@api_delivery.response(200, Batch)
+@api_delivery.doc(parameters=[DATE])
+@problems(404, 422)
 def items(channel: str) -> dict[str, Any]:
-    """The day's items not yet acknowledged (``?date=YYYY-MM-DD``, default today)."""
+    """The day's items not yet acknowledged.
+
+    ``?date=YYYY-MM-DD``, default today."""
     day, found = _items(channel)
     return {"channel": channel, "date": day.isoformat(), "items": found}
 
 
 @api_delivery.get("/<channel>.csv")
+@api_delivery.doc(
+    parameters=[DATE],
+    responses={200: {"description": "The items", "content": {"text/csv": {"schema": {}}}}},
+)
+@problems(404, 422)
 def items_csv(channel: str) -> Response:
-    """The same items as CSV (UTF-8 with a byte order mark, comma-separated)."""
+    """The day's items as CSV.
+
+    UTF-8 with a byte order mark, comma-separated."""
     day, found = _items(channel)
     body = "\ufeff" + to_csv(channel, found)
     response = Response(body.encode("utf-8"), mimetype="text/csv")
@@ -82,8 +127,13 @@ def items_csv(channel: str) -> Response:
 
 
 @api_delivery.post("/<channel>/ack")
+@body(AckIn)
+@api_delivery.alt_response(200, schema=Acknowledged, description="What changed")
+@problems(404)
 def ack(channel: str) -> dict[str, Any]:
-    """Acknowledge items: ``{"send_keys": [...], "status": "delivered"|"failed", "note"?}``."""
+    """Acknowledge items as delivered or failed.
+
+    ``{"send_keys": [...], "status": "delivered"|"failed", "note"?}``."""
     _channel(channel)
     body = json_body()
     if not isinstance(body, dict):

@@ -20,6 +20,7 @@ from engine.config import load_settings
 from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Enrollment, Event, EventInbox, JournalEntry
 from engine.worker.versions import PublishResult, publish_bundle, set_status
+from tests.problems import problem_error
 
 KEY = "test-api-key"
 AUTH = {"X-Api-Key": KEY}
@@ -76,18 +77,8 @@ def count(engine: Engine, model: Any) -> int:
 
 
 def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
-    """The response is the API's JSON error shape with `status`; returns the error object."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    body = response.get_json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "field"}
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    assert error["field"] == field
-    assert "Traceback" not in response.get_data(as_text=True)
-    return error
+    """The response is the API's problem with `status`; returns {code, message, field}."""
+    return problem_error(response, status, field)
 
 
 def publish(engine: Engine, yaml: str = SCENARIO) -> PublishResult:
@@ -182,8 +173,8 @@ def test_malformed_json_is_400(client: FlaskClient, body: bytes, field: str | No
 def test_nesting_deeper_than_32_is_400(client: FlaskClient, depth: int) -> None:
     body = "[" * depth + "]" * depth
     response = client.post("/api/events", data=body, content_type="application/json", headers=AUTH)
-    assert response.status_code == 400
-    assert response.get_json()["error"]["code"] == "too_deep"
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    assert response.get_json()["code"] == "too_deep"
 
 
 def test_nul_character_is_refused_before_the_database(client: FlaskClient) -> None:

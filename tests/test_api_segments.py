@@ -20,6 +20,7 @@ from engine.config import load_settings
 from engine.runtime.clock import VirtualClock
 from engine.spec.segments import load_segments
 from engine.store.models import SegmentChange
+from tests.problems import assert_problem
 
 KEY = "test-api-key"
 AUTH = {"X-Api-Key": KEY}
@@ -53,11 +54,7 @@ def client(app: Flask) -> FlaskClient:
 
 
 def assert_error(response: Any, status: int, code: str, field: str | None = None) -> str:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert set(error) == {"code", "message", "field"}
-    assert (error["code"], error["field"]) == (code, field)
-    return str(error["message"])
+    return str(assert_problem(response, status, code, field)["detail"])
 
 
 def test_every_route_needs_the_key(client: FlaskClient) -> None:

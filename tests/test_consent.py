@@ -45,6 +45,7 @@ from engine.runtime.clock import VirtualClock
 from engine.runtime.state import ContactView
 from engine.store.db import make_engine
 from engine.store.models import ConsentRecord, ConsentState, Contact, Pressure, Send, Suppression
+from tests.problems import problem_error
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 KEY = "test-api-key"
@@ -532,11 +533,7 @@ def confirmation_link(parcours: Parcours, send_key: str) -> tuple[Any, str]:
 
 
 def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error: dict[str, Any] = response.get_json()["error"]
-    assert set(error) == {"code", "message", "field"}
-    assert error["field"] == field
-    return error
+    return problem_error(response, status, field)
 
 
 def test_double_opt_in_end_to_end(

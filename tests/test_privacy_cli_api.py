@@ -23,6 +23,7 @@ from engine.config import load_settings
 from engine.runtime.clock import VirtualClock
 from engine.store.db import make_engine
 from engine.store.models import AuditEntry, Contact, Event, JournalEntry
+from tests.problems import assert_problem
 from tests.test_privacy import EMAIL, NAME, PHONE, seed_person
 
 KEY = "test-api-key"
@@ -144,9 +145,7 @@ def client(engine_url: str, engine: Engine, tmp_path: Path) -> Iterator[FlaskCli
 
 
 def _error(response: Any, status: int, code: str, field: str | None = None) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert (error["code"], error["field"]) == (code, field)
+    assert_problem(response, status, code, field)
 
 
 def test_api_needs_the_key(client: FlaskClient) -> None:

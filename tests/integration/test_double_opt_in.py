@@ -294,7 +294,7 @@ def test_a_broken_channels_file_refuses_the_opt_in_cleanly(
         headers=KEY,
     )
     assert response.status_code == 503
-    assert response.get_json()["error"]["code"] == "channels_invalid"
+    assert response.get_json()["code"] == "channels_invalid"
     with state.engine.connect() as conn:
         assert conn.execute(select(Send)).first() is None
     assert consents(client)["consents"] == []

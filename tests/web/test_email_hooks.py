@@ -27,6 +27,7 @@ from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Suppression
 from engine.worker.runner import Worker
 from engine.worker.versions import publish_bundle
+from tests.problems import field_of, legacy
 from tests.smtp import Smtp, smtp_server
 from tests.web.test_hooks import KEY, T0, Woken, consents, decisions, events, sends
 
@@ -259,7 +260,7 @@ def test_a_bad_signature_is_refused_and_changes_nothing(
     ]
     for answer in attempts:
         assert answer.status_code == 401, answer.get_data(as_text=True)
-        assert answer.get_json()["error"]["field"] == HEADER
+        assert field_of(answer) == HEADER
     assert sends(state, ana)[0].status == "sent"
     assert suppressions(state) == [] and events(state, "email_complained") == []
     assert [c["state"] for c in consents(client, "ana")["consents"]] == ["opted_in"]
@@ -290,12 +291,12 @@ def test_a_malformed_event_is_a_400_naming_the_field_and_nothing_is_applied(
     for payload, field in cases:
         answer = post(client, payload)
         assert answer.status_code == 400, payload
-        error = answer.get_json()["error"]
+        error = legacy(answer)
         assert (error["code"], error["field"]) == ("invalid_payload", field), payload
     broken = b"{not json"
     signature = {HEADER: callback_signature(SECRET, broken)}
     answer = client.post(PATH, data=broken, content_type="application/json", headers=signature)
-    assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "invalid_payload"
+    assert answer.status_code == 400 and answer.get_json()["code"] == "invalid_payload"
     assert sends(state, delivered["ana"][0])[0].status == "sent"  # the valid first item too
 
 
@@ -305,7 +306,7 @@ def test_a_malformed_event_is_a_400_naming_the_field_and_nothing_is_applied(
 def test_without_an_smtp_provider_the_endpoint_is_404(client: FlaskClient, workspace: Path) -> None:
     (workspace / "channels.yaml").write_text("")
     answer = post(client, {"message_id": "<x@y>", "event": "delivered"})
-    assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "not_found"
+    assert answer.status_code == 404 and answer.get_json()["code"] == "not_found"
 
 
 def test_without_a_callback_secret_the_endpoint_refuses_everything(
@@ -315,7 +316,7 @@ def test_without_a_callback_secret_the_endpoint_refuses_everything(
     path.write_text(path.read_text().replace("  callback_secret: ${EMAIL_HOOK_SECRET}\n", ""))
     answer = post(client, {"message_id": "<x@y>", "event": "delivered"})
     assert answer.status_code == 503
-    assert answer.get_json()["error"]["code"] == "callback_secret_not_set"
+    assert answer.get_json()["code"] == "callback_secret_not_set"
 
 
 def test_the_callback_secret_stays_out_of_repr_and_errors() -> None:

@@ -17,6 +17,7 @@ from designer import Parcours
 from engine.spec.loader import scenario_bundle
 from engine.store.models import AuditEntry, JournalEntry, ScenarioRecord, ScenarioVersion
 from engine.worker.versions import publish_bundle
+from tests.problems import assert_problem, field_of
 
 Login = Callable[[str], FlaskClient]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -111,16 +112,12 @@ def test_the_api_lists_and_declares(designer_app: object, state: Parcours, works
         "/api/scenarios/win-back/experiments/test/winner", json={"arm": "push"}, headers=headers
     )
     assert bad.status_code == 422
-    assert bad.get_json()["error"]["field"] == "arm"
-    assert "branches: sms-offer, email-offer" in bad.get_json()["error"]["message"]
+    assert field_of(bad) == "arm"
+    assert "branches: sms-offer, email-offer" in bad.get_json()["detail"]
     missing = client.post(
         "/api/scenarios/win-back/experiments/test/winner", json={}, headers=headers
     )
-    assert missing.get_json()["error"] == {
-        "code": "invalid",
-        "message": missing.get_json()["error"]["message"],
-        "field": "arm",
-    }
+    assert_problem(missing, 422, "invalid", "arm")
     done = client.post(
         "/api/scenarios/win-back/experiments/test/winner",
         json={"arm": "email-offer"},

@@ -25,6 +25,7 @@ from engine.runtime.clock import VirtualClock
 from engine.store.models import Contact, Event, JournalEntry, Send, Suppression
 from engine.worker.runner import Worker
 from engine.worker.versions import publish_bundle
+from tests.problems import legacy
 from tests.sms import sms_server
 
 T0 = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Paris: no quiet hours
@@ -272,7 +273,7 @@ def test_a_bad_or_missing_signature_is_refused_and_changes_nothing(
     ]
     for answer in attempts:
         assert answer.status_code == 401, answer.get_data(as_text=True)
-        error = answer.get_json()["error"]
+        error = legacy(answer)
         assert (error["code"], error["field"]) == ("unauthorized", HEADER)
     assert sends(state, delivered["ana"])[0].status == "sent"
     assert events(state, "sms_delivered") == [] and events(state, "sms_replied") == []
@@ -309,12 +310,12 @@ def test_a_malformed_callback_is_a_400_naming_the_field(
     for path, payload, field in cases:
         answer = post(client, path, payload)
         assert answer.status_code == 400, (path, payload)
-        error = answer.get_json()["error"]
+        error = legacy(answer)
         assert (error["code"], error["field"]) == ("invalid_payload", field)
     broken = b"{not json"
     answer = client.post("/hooks/sms/status", data=broken, content_type="application/json",
                          headers=signed(broken))  # fmt: skip
-    assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "invalid_payload"
+    assert answer.status_code == 400 and answer.get_json()["code"] == "invalid_payload"
     assert {s.status for s in sends(state, delivered["ana"])} == {"sent"}
 
 
@@ -419,7 +420,7 @@ def test_without_an_sms_provider_the_hooks_are_404(client: FlaskClient, workspac
     (workspace / "channels.yaml").unlink()
     for path in ("/hooks/sms/status", "/hooks/sms/inbound"):
         answer = post(client, path, {"id": "x", "status": "delivered"})
-        assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "not_found"
+        assert answer.status_code == 404 and answer.get_json()["code"] == "not_found"
 
 
 def test_without_a_callback_secret_the_hooks_refuse_everything(
@@ -429,7 +430,7 @@ def test_without_a_callback_secret_the_hooks_refuse_everything(
     path.write_text(path.read_text().replace("  callback_secret: ${SMS_CALLBACK_SECRET}\n", ""))
     answer = post(client, "/hooks/sms/status", {"id": "x", "status": "delivered"})
     assert answer.status_code == 503
-    assert answer.get_json()["error"]["code"] == "callback_secret_not_set"
+    assert answer.get_json()["code"] == "callback_secret_not_set"
 
 
 def test_the_hooks_need_no_session_nor_csrf_token(client: FlaskClient) -> None:

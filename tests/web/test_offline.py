@@ -20,6 +20,7 @@ from engine.spec.loader import scenario_bundle
 from engine.store.models import Event, Send
 from engine.worker.runner import Worker
 from engine.worker.versions import publish_bundle
+from tests.problems import field_of
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 DAY = "2025-06-02"
@@ -210,15 +211,15 @@ def test_errors(client: FlaskClient) -> None:
     assert client.post("/api/batches/mail/ack", json={"send_keys": ["x"]}).status_code == 401
     missing = client.get("/api/batches/sms", headers=API)
     assert missing.status_code == 404
-    assert missing.get_json()["error"]["code"] == "not_found"
+    assert missing.get_json()["code"] == "not_found"
     bad_date = client.get("/api/batches/mail?date=02/06/2025", headers=API)
-    assert bad_date.status_code == 422 and bad_date.get_json()["error"]["field"] == "date"
+    assert bad_date.status_code == 422 and field_of(bad_date) == "date"
     bad_status = client.post(
         "/api/batches/mail/ack", json={"send_keys": ["x"], "status": "lost"}, headers=API
     )
-    assert bad_status.status_code == 422 and bad_status.get_json()["error"]["field"] == "status"
+    assert bad_status.status_code == 422 and field_of(bad_status) == "status"
     no_keys = client.post("/api/batches/mail/ack", json={"status": "failed"}, headers=API)
-    assert no_keys.get_json()["error"]["field"] == "send_keys"
+    assert field_of(no_keys) == "send_keys"
 
 
 def test_the_batch_defaults_to_today(client: FlaskClient, state: Parcours) -> None:

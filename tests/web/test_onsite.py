@@ -140,7 +140,7 @@ def test_a_wrong_or_missing_site_key_is_refused(client: FlaskClient, state: Parc
     view(client, state, "c1", "boots", T0)
     wrong = offer(client, **{"X-Site-Key": "nope"})
     assert wrong.status_code == 401
-    assert wrong.get_json()["error"]["code"] == "unauthorized"
+    assert wrong.get_json()["code"] == "unauthorized"
     assert client.get("/onsite/offer?contact=c1").status_code == 401
     assert events(state, "onsite_shown") == []
     by_param = client.get(f"/onsite/offer?contact=c1&key={SITE_KEY}")
@@ -196,7 +196,7 @@ def test_without_a_site_key_the_endpoint_is_closed(
     (workspace / "channels.yaml").write_text("onsite:\n  provider: outbox\n", encoding="utf-8")
     r = offer(client)
     assert r.status_code == 503
-    assert r.get_json()["error"]["code"] == "onsite_not_configured"
+    assert r.get_json()["code"] == "onsite_not_configured"
 
 
 def test_a_click_may_come_as_a_form(client: FlaskClient, state: Parcours) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from designer import Parcours
 from engine.store.models import KpiDaily
 from engine.worker.versions import publish_dir
+from tests.problems import field_of
 
 DAY = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -104,12 +105,9 @@ def test_the_api_reports_and_lists_programs(designer_app: Flask, filled: Parcour
     listed = api.get("/api/programs", headers=key).get_json()["programs"]
     assert [p["id"] for p in listed] == ["basket-growth", "loyalty", "onboarding"]
     bad = api.get("/api/reports?from=March", headers=key)
-    assert bad.status_code == 422 and bad.get_json()["error"]["field"] == "from"
+    assert bad.status_code == 422 and field_of(bad) == "from"
     unknown = api.get("/api/reports?program=loyalti", headers=key)
-    assert (
-        unknown.status_code == 404
-        and "did you mean 'loyalty'" in unknown.get_json()["error"]["message"]
-    )
+    assert unknown.status_code == 404 and "did you mean 'loyalty'" in unknown.get_json()["detail"]
     assert api.get("/api/reports", headers={}).status_code == 401
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from designer.push import contact_signature
 from engine.delivery.push import push_recipient
 from engine.store.models import Contact, PushSubscription
+from tests.problems import field_of, legacy
 
 SITE_KEY = "site-key-42"
 ORIGIN = "https://shop.example"
@@ -112,7 +113,7 @@ def test_a_browser_subscribes_then_renews_then_unsubscribes(
 def test_a_bad_site_key_is_401(app: Flask, client: FlaskClient, key: Any) -> None:
     response = subscribe(client, key=key)
     assert response.status_code == 401
-    assert response.get_json()["error"]["code"] == "bad_site_key"
+    assert response.get_json()["code"] == "bad_site_key"
     assert stored(app) == []
     assert client.post("/push/unsubscribe", json={"key": key, "endpoint": "x"}).status_code == 401
 
@@ -156,7 +157,7 @@ def test_endpoints_outside_the_public_https_internet_are_refused(
 ) -> None:
     response = subscribe(client, endpoint=endpoint)
     assert response.status_code == 400
-    error = response.get_json()["error"]
+    error = legacy(response)
     assert error["code"] == "endpoint_refused"
     assert error["field"] == "subscription.endpoint"
     assert reason in error["message"]
@@ -169,7 +170,7 @@ def test_malformed_keys_are_refused_with_the_field(client: FlaskClient) -> None:
         "subscription": {"endpoint": PUBLIC_ENDPOINT, "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
     })  # fmt: skip
     assert response.status_code == 400
-    assert response.get_json()["error"]["field"] == "subscription.keys.p256dh"
+    assert field_of(response) == "subscription.keys.p256dh"
 
 
 def test_a_contact_signature_is_required_when_configured(
@@ -178,7 +179,7 @@ def test_a_contact_signature_is_required_when_configured(
     write_channels(workspace, "  contact_secret: s3cret-for-contacts\n")
     unsigned = subscribe(client)
     assert unsigned.status_code == 403
-    assert unsigned.get_json()["error"]["code"] == "bad_signature"
+    assert unsigned.get_json()["code"] == "bad_signature"
     forged = subscribe(client, signature=contact_signature("s3cret-for-contacts", "c-2"))
     assert forged.status_code == 403
     signed = subscribe(client, signature=contact_signature("s3cret-for-contacts", "c-1"))
@@ -215,7 +216,7 @@ def test_without_web_push_configured_the_endpoints_say_so(
     (workspace / "channels.yaml").unlink()
     response = subscribe(client)
     assert response.status_code == 404
-    assert response.get_json()["error"]["code"] == "push_not_configured"
+    assert response.get_json()["code"] == "push_not_configured"
     assert client.get("/push/vapid-public-key").status_code == 404
 
 
@@ -226,5 +227,5 @@ def test_a_broken_key_is_a_503_that_does_not_show_it(
     write_channels(workspace, "  ttl: 60\n")  # a changed file is read again
     response = client.get("/push/vapid-public-key")
     assert response.status_code == 503
-    assert response.get_json()["error"]["code"] == "push_misconfigured"
+    assert response.get_json()["code"] == "push_misconfigured"
     assert "bm90LWEta2V5" not in response.get_data(as_text=True)
