@@ -285,6 +285,9 @@ def create_app(
     app.register_blueprint(programs)
     app.register_blueprint(contact_privacy)
     app.register_blueprint(experiments)
+    from designer.metrics_view import metrics_view
+
+    app.register_blueprint(metrics_view)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -16,9 +16,8 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from flask import current_app, request
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from designer import ApiError, Parcours
 from designer import api_schemas as schemas
@@ -576,16 +575,14 @@ def enroll_contacts(scenario_id: str) -> dict[str, int]:
 
 
 @api.get("/health", tags=["health"])
-@api.alt_response(200, schema=schemas.Health, description="The service is up")
+@api.alt_response(200, schema=schemas.Health, description="Every check is well")
+@api.alt_response(503, schema=schemas.Health, description="A check failed: degraded or down")
 @api.doc(security=[])
-@problems(503)
-def health() -> dict[str, str]:
-    """Liveness and database check; needs no key."""
-    try:
-        with _parcours().engine.connect() as conn:
-            conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
-            conn.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        logger.exception("health check: the database did not answer")
-        raise ApiError(503, "database_unavailable", "The database did not answer.") from None
-    return {"status": "ok", "database": "ok"}
+def health() -> tuple[dict[str, Any], int]:
+    """The database, the worker's heartbeat and each configured provider (see
+    engine.service_health); 200 when all are well, else 503. Needs no key."""
+    from engine.service_health import health_report
+
+    parcours = _parcours()
+    status, checks = health_report(parcours.engine, parcours.settings)
+    return {"status": status, "checks": checks}, 200 if status == "ok" else 503

@@ -213,5 +213,12 @@ class EnrollCounts(Open):
 
 
 class Health(Open):
-    status = fields.String(required=True, metadata={"example": "ok"})
-    database = fields.String(metadata={"example": "ok"})
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(("ok", "degraded", "down")),
+        metadata={"example": "ok"},
+    )
+    checks = fields.Dict(
+        required=True,
+        metadata={"description": "database, worker and providers, each with its state"},
+    )

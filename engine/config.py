@@ -118,6 +118,24 @@ SETTINGS: tuple[Setting, ...] = (
         "DATA_DIR/secret_key.",
     ),
     Setting("LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
+    Setting(
+        "METRICS_TOKEN",
+        "",
+        "Bearer token that reads /metrics (header Authorization: Bearer ...), for Prometheus; "
+        "an API key (X-Api-Key) reads it too; empty: only an API key.",
+    ),
+    Setting(
+        "HEARTBEAT_SECONDS",
+        "5",
+        "How often each worker process records its heartbeat (table worker_heartbeats).",
+        int,
+    ),
+    Setting(
+        "WORKER_STALE_SECONDS",
+        "60",
+        "/api/health calls the worker stale when the newest heartbeat is older than this.",
+        int,
+    ),
 )
 
 
@@ -146,6 +164,9 @@ class Settings:
     retention_events_days: int = 0
     retention_journal_days: int = 0
     retention_check_hours: int = 24
+    metrics_token: str = ""
+    heartbeat_seconds: int = 5
+    worker_stale_seconds: int = 60
 
     @property
     def db_url(self) -> str:
@@ -187,6 +208,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             raise ConfigError(f"PARCOURS_{name}={values[name.lower()]} must be 0 or more")
     if values["retention_check_hours"] == 0:
         raise ConfigError("PARCOURS_RETENTION_CHECK_HOURS must be 1 or more")
+    for name in ("HEARTBEAT_SECONDS", "WORKER_STALE_SECONDS"):
+        if values[name.lower()] < 1:
+            raise ConfigError(f"PARCOURS_{name}={values[name.lower()]} must be 1 or more")
     from engine.runtime.timing import is_valid_zone
 
     if not is_valid_zone(values["timezone"]):

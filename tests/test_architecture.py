@@ -94,6 +94,8 @@ MAY_CONNECT = {
     "channels/pinned_http.py": "the one HTTP transport, over netguard's pinned connections",
     # SMTP, not HTTP: one relay the operator names, never an address from data
     "channels/email_smtp.py": "smtplib",
+    # a TCP connect to that same relay, for /api/health; no data is sent
+    "engine/service_health.py": "socket.create_connection",
 }
 
 

@@ -205,3 +205,9 @@ def delivering_channels(scenarios_dir: Path) -> frozenset[str]:
     ScenarioInvalid on a broken file."""
     config = _read(scenarios_dir)[0]
     return frozenset(n for n, s in config.items() if s["provider"] != "outbox")
+
+
+def channel_settings(scenarios_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each configured channel's settings as written, secrets still `${ENV_NAME}` references,
+    for checks that need none (the health of providers). ScenarioInvalid on a broken file."""
+    return _read(scenarios_dir)[0]

@@ -53,6 +53,7 @@ from channels import (
     TransientChannelError,
 )
 from channels.errors import AmbiguousDeliveryError, ChannelConfigError
+from engine import metrics
 from engine.delivery.heartbeat import Heartbeat
 from engine.policy.loading import withdrawals
 from engine.policy.model import Policy
@@ -179,7 +180,10 @@ class Dispatcher:
                 for row in claimed:
                     if not self._hand_over(row, now, report):
                         continue  # the lease ran out and another pass has it
+                    started = time.monotonic()
                     outcome = self._deliver(row, now, report)
+                    metrics.delivery_done(row.channel, outcome.status, time.monotonic() - started,
+                                          outcome.error, paused=outcome.refund)  # fmt: skip
                     # Recorded at once, one short transaction per send: a provider's delivery
                     # report can arrive seconds later and must find the send `sent` with its
                     # provider id.
@@ -334,6 +338,7 @@ class Dispatcher:
             ).scalars()
             mine = set(done)  # (not all: a row whose claim ran out belongs to another pass)
             cancelled |= mine
+            metrics.sends_cancelled(r.channel for r in held if r.id in mine)
             journal += [
                 {"at": now, "kind": "cancelled", "enrollment_id": r.enrollment_id,
                  "contact_id": r.contact_id, "scenario_id": r.scenario_id,

@@ -652,3 +652,19 @@ class ExperimentState(Base):
     p_values: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     looks: Mapped[int] = mapped_column(default=0, server_default="0")
     updated_at: Mapped[datetime]
+
+
+class WorkerHeartbeat(Base):
+    """A running worker process (id ``host:pid``): when it started and last beat, how many
+    batches it committed, its code version, and the last outcome of each of its providers
+    (``{channel: {"state", "at"}}``, no addresses). Written every PARCOURS_HEARTBEAT_SECONDS;
+    read by /metrics and /api/health."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime]
+    last_beat: Mapped[datetime]
+    batches: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    version: Mapped[str] = mapped_column(String(32))
+    providers: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
+from engine import metrics
 from engine.audience.changes import PRESSURE, PROFILE, mark_changed
 from engine.audience.segment_upkeep import SegmentUpkeep
 from engine.config import Settings
@@ -165,6 +166,7 @@ class Worker:
         # and once at the end rather than after every pass.
         self.rollup_interval = 0.0
         self._rolled_at = -float("inf")
+        self.batches = 0  # committed by this worker, for its heartbeat
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
@@ -189,6 +191,7 @@ class Worker:
                     segments_read=self.segments.reads,
                 )
             report.merge(counts)
+            metrics.events_read(counts.get("events", 0))
             if not counts.get("events") or counts.get("deferred_events"):
                 break
         self._segments(live, now, report)
@@ -344,6 +347,7 @@ class Worker:
     def process_batch(self, now: datetime, report: PassReport | None = None) -> int:
         """Claim one batch and advance it; returns how many enrollments were claimed."""
         report = report if report is not None else PassReport()
+        started = time.monotonic()
         rows = self.claim(now)
         _fault("after_claim")
         if not rows:
@@ -353,6 +357,7 @@ class Worker:
         except _StaleBatch:
             # Another worker took over part of this batch (our lease ran out): nothing was written.
             report.stale += len(rows)
+            metrics.batch_stale()
             logger.warning(
                 "stale batch of %d dropped by fencing",
                 len(rows),
@@ -360,6 +365,9 @@ class Worker:
             )
             return len(rows)
         _fault("after_commit")
+        self.batches += 1
+        metrics.batch_committed((t for _, t in transitions), self.delivering,
+                                time.monotonic() - started)  # fmt: skip
         report.claimed += len(rows)
         report.batches += 1
         report.steps += sum(t.steps_run for _, t in transitions)

@@ -18,9 +18,12 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.engine import Engine
 
+from engine import metrics
 from engine.config import Settings
 from engine.delivery.loop import Dispatcher
 from engine.spec.cron import cron_for
+from engine.store.db import utcnow
+from engine.worker.heartbeats import forget_worker, record_beat, this_worker
 from engine.worker.runner import GateFactory, PassReport, Worker
 from engine.worker.triggers import schedule_trigger
 
@@ -51,6 +54,8 @@ class Service:
         self._woken = threading.Event()  # set by wake(), cleared when a pass starts
         self.last_report: PassReport | None = None
         self.totals: dict[str, int] = {"steps": 0, "sends": 0, "passes": 0}
+        self.worker_id = this_worker()  # in the heartbeats
+        self.started_at = utcnow()
 
     def _every(
         self, job: Callable[[], object], job_id: str, instances: int = 1, **interval: float
@@ -64,6 +69,8 @@ class Service:
     def start(self) -> None:
         # A second instance may start while a pass runs, so that a wake is never skipped.
         self._every(self.tick, "tick", instances=2, seconds=self.settings.tick_seconds)
+        # Its own job, so that a long pass does not make the worker look dead.
+        self._every(self.heartbeat, "heartbeat", seconds=self.settings.heartbeat_seconds)
         if self.dispatcher is not None:
             self._every(self.deliver, "deliver", seconds=self.settings.tick_seconds)
         self._every(self.sync_schedules, "sync-schedules", seconds=60)
@@ -105,11 +112,25 @@ class Service:
             logger.exception("computed attributes failed; retrying in an hour",
                              extra={"action": "attributes"})  # fmt: skip
 
+    def heartbeat(self) -> None:
+        """Record that this worker is alive (engine.worker.heartbeats)."""
+        try:
+            record_beat(self.worker.engine, self.worker_id, self.started_at, utcnow(),
+                        self.worker.batches, metrics.provider_states())  # fmt: skip
+        except Exception:
+            logger.exception("heartbeat failed; retrying", extra={"action": "heartbeat"})
+
     def shutdown(self) -> None:
-        if self.scheduler.running:
+        running = self.scheduler.running
+        if running:
             self.scheduler.shutdown(wait=True)
         if self.dispatcher is not None:
             self.dispatcher.close()
+        if running:
+            try:
+                forget_worker(self.worker.engine, self.worker_id)
+            except Exception:
+                logger.exception("could not remove the heartbeat", extra={"action": "heartbeat"})
 
     def deliver(self) -> None:
         """One delivery pass (its own job: a slow provider never holds the journeys back)."""
