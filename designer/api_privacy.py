@@ -18,6 +18,7 @@ from flask import Blueprint, request
 
 from designer import ApiError, parcours
 from designer.api import authenticate, json_body
+from designer.api_scope import requires
 from engine.audience.identity import find_contact
 from engine.audience.privacy import MAX_REASON, erase_contact, export_contact
 from engine.store.db import checkpoint
@@ -47,6 +48,7 @@ def _reason() -> str | None:
 
 
 @api_privacy.get("/contacts/<external_id>/export")
+@requires("admin")
 def export(external_id: str) -> dict[str, Any]:
     """Everything held on the contact and the tombstones merged into it, as JSON."""
     state = parcours()
@@ -58,6 +60,7 @@ def export(external_id: str) -> dict[str, Any]:
 
 
 @api_privacy.delete("/contacts/<external_id>")
+@requires("admin")
 def erase(external_id: str) -> dict[str, Any]:
     """Erase the contact: its personal data leaves every table; 200 with the report."""
     state = parcours()
