@@ -276,6 +276,9 @@ def create_app(
     app.register_blueprint(programs)
     app.register_blueprint(contact_privacy)
     app.register_blueprint(experiments)
+    from designer.keys import keys
+
+    app.register_blueprint(keys)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)
