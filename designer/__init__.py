@@ -288,6 +288,9 @@ def create_app(
     from designer.metrics_view import metrics_view
 
     app.register_blueprint(metrics_view)
+    from designer.keys import keys
+
+    app.register_blueprint(keys)
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -15,14 +15,18 @@ import uuid
 from datetime import datetime
 from typing import Any, NoReturn
 
-from flask import current_app, request
+from flask import current_app, g, request
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from designer import ApiError, Parcours
 from designer import api_schemas as schemas
+from designer.api_scope import allows, scope_needed
 from designer.jsonbody import json_body
 from designer.rest import RestBlueprint, body, header, problems
+from engine.api_keys import Verified
+from engine.api_keys import any_active as any_active_key
+from engine.api_keys import verify as verify_key
 from engine.audience.identity import (
     IdentifierInvalid,
     clean_identifiers,
@@ -96,19 +100,42 @@ def _invalid(message: str, field: str | None = None, code: str = "invalid") -> N
 
 @api.before_request
 def authenticate() -> None:
-    """Require ``X-Api-Key`` to equal PARCOURS_API_KEY; the API is closed while none is set."""
+    """Require an API key (``X-Api-Key: <key>`` or ``Authorization: Bearer <key>``) whose scope
+    allows the route (designer.api_scope). PARCOURS_API_KEY is an admin key; other keys are
+    those of `parcours keys` (engine.api_keys). The API is closed (503) while there is none."""
     if request.endpoint == "api.health":
         return
-    key = _parcours().settings.api_key
-    if not key:
+    state = _parcours()
+    auth = request.authorization
+    if auth is not None and auth.type == "bearer":
+        header, given = "Authorization", (auth.token or "").strip()
+    else:
+        header, given = "X-Api-Key", request.headers.get("X-Api-Key", "").strip()
+    bootstrap = state.settings.api_key
+    granted: Verified | None = None
+    if bootstrap and given and hmac.compare_digest(given.encode(), bootstrap.encode()):
+        granted = Verified("PARCOURS_API_KEY", "admin")
+    elif given:
+        granted = verify_key(state.engine, given, state.clock.now())
+    if granted is None:
+        if not bootstrap and not any_active_key(state.engine):
+            raise ApiError(
+                503,
+                "api_key_not_set",
+                "The API is disabled because no key exists: create one with "
+                "`parcours keys create NAME --scope read|write|admin` (or set PARCOURS_API_KEY).",
+            )
+        raise ApiError(401, "unauthorized", f"Missing, wrong or revoked key in {header}.", header)
+    needed = scope_needed(current_app.view_functions.get(request.endpoint or ""), request.method)
+    if not allows(granted.scope, needed):
         raise ApiError(
-            503,
-            "api_key_not_set",
-            "The API is disabled because no key is set: set PARCOURS_API_KEY and restart.",
+            403,
+            "insufficient_scope",
+            f"This call needs a key of scope '{needed}'; the key '{granted.name}' has scope "
+            f"'{granted.scope}'.",
+            header,
         )
-    given = request.headers.get("X-Api-Key", "")
-    if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
-        raise ApiError(401, "unauthorized", "Missing or wrong X-Api-Key header.", "X-Api-Key")
+    g.api_key = granted.name  # for logs and audit entries: which key, never the key itself
 
 
 def idempotency_key() -> str | None:

@@ -68,6 +68,7 @@ def _reason() -> str | None:
 @api_privacy.get("/contacts/<external_id>/export")
 @api_privacy.alt_response(200, schema=Export, description="Everything held on the contact")
 @problems(404)
+@requires("admin")
 def export(external_id: str) -> dict[str, Any]:
     """Everything held on the contact, as JSON.
 

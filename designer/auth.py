@@ -129,6 +129,15 @@ def create_user(
     return user, password
 
 
+def new_one_time_password(user: User) -> str:
+    """Give `user` a generated password that the next sign-in must change (as the first
+    admin's); the user's open sessions end, since they carry the old hash's tail."""
+    password = secrets.token_urlsafe(12)
+    user.password_hash = hash_password(password)
+    user.must_change_password = True
+    return password
+
+
 def ensure_first_admin(engine: Engine) -> str | None:
     """With no user at all, create `admin` with a one-time password and return it."""
     with Session(engine) as db:

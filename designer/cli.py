@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
 import sys
 
 import click
 from sqlalchemy.orm import Session
 
+from engine.audit import record
 from engine.cli import cli
+from engine.cli_common import os_user
 from engine.config import Settings
 
 
@@ -27,14 +28,22 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
     from engine.worker.versions import publish_dir
 
     settings: Settings = ctx.obj
-    if not settings.api_key:
-        settings = settings.evolve(api_key=secrets.token_urlsafe(24))
-        click.echo(f"API key for this run (set PARCOURS_API_KEY to keep one): {settings.api_key}")
     engine = make_engine(settings.db_url)
     upgrade(engine)
+    if not settings.api_key:
+        from engine.api_keys import ensure_bootstrap
+
+        bootstrap = ensure_bootstrap(engine, os_user())  # only while no key exists at all
+        if bootstrap:
+            click.echo(f"API key 'bootstrap' (admin), shown this once: {bootstrap}")
+            click.echo("  it is stored hashed; `parcours keys` makes and revokes others")
     if settings.scenarios_dir.is_dir():
         with Session(engine) as session, session.begin():
             results, problems = publish_dir(session, settings.scenarios_dir, by="parcours up")
+            for r in results:
+                if r.created:
+                    record(session.connection(), os_user(), "publish", "scenario",
+                           r.scenario_id, version=r.version_number)  # fmt: skip
         for r in results:
             click.echo(
                 f"scenario {r.scenario_id}: version {r.version_number}"
@@ -109,6 +118,8 @@ def users_create(
     upgrade(engine)
     try:
         _user, chosen = create_user(engine, username, role, password, name=name)
+        with engine.begin() as conn:
+            record(conn, os_user(), "create", "user", username, role=role)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     finally:
@@ -135,6 +146,37 @@ def users_list(ctx: click.Context) -> None:
             state = " (disabled)" if user.disabled else ""
             click.echo(f"{user.username}\t{user.role}{state}")
     engine.dispose()
+
+
+@users.command("reset-password")
+@click.argument("username")
+@click.pass_context
+def users_reset_password(ctx: click.Context, username: str) -> None:
+    """Give USERNAME a one-time password, to change at the next sign-in (audited); the user's
+    open sessions end."""
+    from sqlalchemy import select
+
+    from designer.auth import new_one_time_password
+    from engine.store.db import make_engine, upgrade
+    from engine.store.models import User
+
+    settings: Settings = ctx.obj
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    try:
+        with Session(engine) as db, db.begin():
+            user = db.scalar(select(User).where(User.username == username))
+            if user is None:
+                click.echo(f"error: no user named '{username}' (parcours users list)", err=True)
+                sys.exit(1)
+            password = new_one_time_password(user)
+            record(db.connection(), os_user(), "reset_password", "user", username)
+            disabled = user.disabled
+    finally:
+        engine.dispose()
+    click.echo(f"one-time password for {username} (to change at the next sign-in): {password}")
+    if disabled:
+        click.echo(f"note: {username} is disabled; an admin enables the account on /users")
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """GET /metrics: every metric in the Prometheus text format (engine.metrics).
 
 Read with ``Authorization: Bearer <PARCOURS_METRICS_TOKEN>`` (what Prometheus sends with
-`authorization: {credentials: ...}`) or with an API key in ``X-Api-Key``. Nothing is served
-by address: behind a reverse proxy on the same machine every request comes from 127.0.0.1.
+`authorization: {credentials: ...}`) or with any API key (``X-Api-Key`` or bearer; every scope
+may read them). Nothing is served by address: behind a reverse proxy on the same machine every
+request comes from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hmac
 
 from flask import Blueprint, Response, current_app, request
 
+from engine.api_keys import verify as verify_key
 from engine.metrics import exposition
 
 metrics_view = Blueprint("metrics_view", __name__)
@@ -21,11 +23,19 @@ def _same(given: str, expected: str) -> bool:
 
 
 def _allowed() -> bool:
-    settings = current_app.extensions["parcours"].settings
+    """The metrics token as a bearer, or any usable API key (every scope reads)."""
+    state = current_app.extensions["parcours"]
+    settings = state.settings
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and _same(token.strip(), settings.metrics_token):
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    if _same(bearer, settings.metrics_token):
         return True
-    return _same(request.headers.get("X-Api-Key", ""), settings.api_key)
+    given = request.headers.get("X-Api-Key", "").strip() or bearer
+    if not given:
+        return False
+    if _same(given, settings.api_key):
+        return True
+    return verify_key(state.engine, given, state.clock.now()) is not None
 
 
 @metrics_view.get("/metrics")

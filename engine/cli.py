@@ -77,6 +77,7 @@ class ParcoursGroup(click.Group):
 @click.group(
     cls=ParcoursGroup, help="Parcours: customer journeys with consent and pressure built in."
 )
+@click.version_option(package_name="parcours", prog_name="parcours")
 @click.option(
     "--database",
     "database",
@@ -992,3 +993,9 @@ def channels_cmd(ctx: click.Context) -> None:
         click.echo(f"{name:<9} {provider:<12} {info.weight:>6.1f} {info.cost:>6.2f}")
     if not path.exists():
         click.echo(f"(no {path}: every channel goes to the outbox)")
+
+
+from engine.cli_keys import keys, push  # noqa: E402
+
+cli.add_command(keys)
+cli.add_command(push)

@@ -108,8 +108,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "API_KEY",
         "",
-        "Key for the JSON API (header X-Api-Key); empty: one is generated at "
-        "start-up and printed once.",
+        "Bootstrap key of the JSON API, with the admin scope (header X-Api-Key or "
+        "Authorization: Bearer); empty: `parcours up` creates the admin key `bootstrap` on "
+        "first start and prints it once. Named keys: `parcours keys`.",
     ),
     Setting(
         "SECRET_KEY",

@@ -115,6 +115,20 @@ def test_metrics_reads_with_the_token_or_an_api_key(app: Flask) -> None:
     assert "parcours_enrollments_due " in by_key.get_data(as_text=True)
 
 
+def test_metrics_read_with_a_named_key_of_scope_read_until_it_is_revoked(app: Flask) -> None:
+    from engine import api_keys
+
+    engine = app.extensions["parcours"].engine
+    with engine.begin() as conn:
+        secret = api_keys.create(conn, "prometheus", "read", by="ops")
+    client = app.test_client()
+    for headers in ({"X-Api-Key": secret}, {"Authorization": f"Bearer {secret}"}):
+        assert client.get("/metrics", headers=headers).status_code == 200
+    with engine.begin() as conn:
+        api_keys.revoke(conn, "prometheus", by="ops")
+    assert client.get("/metrics", headers={"X-Api-Key": secret}).status_code == 401
+
+
 def test_an_empty_token_opens_nothing(engine_url: str, tmp_path: Path) -> None:
     settings = load_settings({}, database_url=engine_url, data_dir=tmp_path, api_key="")
     app = create_app(settings, {"TESTING": True})

@@ -65,6 +65,7 @@ NOT_PERSONAL = {
     "kpi_daily": "aggregate KPI counters per journey, step, channel, arm and day",
     "experiment_state": "aggregate arm shares and p-values per split step",
     "pressure_health_days": "aggregate over-pressured counts per channel and day",
+    "api_keys": "API key names, scopes and hashes; the operators who made them, no contact",
     # found by the export through the contact's events / the audit target, not a column
     "event_inbox": "rows of the person's events (exported by event id)",
     "audit_log": "entries about the contact (exported by target)",

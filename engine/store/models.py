@@ -668,3 +668,29 @@ class WorkerHeartbeat(Base):
     batches: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     version: Mapped[str] = mapped_column(String(32))
     providers: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+
+API_KEY_SCOPES = ("read", "write", "admin")  # the designer's API scopes (designer/api_scope.py)
+
+
+class ApiKey(Base):
+    """A named key of the JSON API with a scope; only a hash of the key is kept.
+
+    The key is `pk_<prefix>_<random>`: `prefix` finds the row (and names the key in listings),
+    `hash` is the SHA-256 hex of the whole key. A fast hash is right here: the random part is
+    256 bits from `secrets`, so there is nothing to guess that a slow hash would protect, and
+    every API request checks one.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(8))  # read, write or admin
+    prefix: Mapped[str] = mapped_column(String(8), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+    last_used_at: Mapped[datetime | None]  # written at most once a minute per key
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
