@@ -75,28 +75,42 @@ class ApiError(Exception):
     RFC 9457 problem (see `designer.rest`), on the designer's own JSON routes as
     ``{"error": {"code", "message", "field"}}``."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = dict(headers or {})  # Retry-After of a 429...
 
 
 def error_response(
-    status: int, code: str, message: str, field: str | None = None
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[Response, int]:
     """The JSON error answer of this request: a problem where `designer.rest` says so."""
     from designer import rest
 
-    found = rest.handle_error(ApiError(status, code, message, field))
+    found = rest.handle_error(ApiError(status, code, message, field, headers))
     if found is not None:
         return found, status
-    return jsonify({"error": {"code": code, "message": message, "field": field}}), status
+    answer = jsonify({"error": {"code": code, "message": message, "field": field}})
+    answer.headers.update(headers or {})
+    return answer, status
 
 
 def _on_api_error(exc: ApiError) -> tuple[Response, int]:
-    return error_response(exc.status, exc.code, exc.message, exc.field)
+    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
 
 
 def _on_http_error(exc: HTTPException) -> Any:

@@ -19,7 +19,7 @@ from flask import current_app, g, request
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from designer import ApiError, Parcours
+from designer import ApiError, Parcours, api_rate
 from designer import api_schemas as schemas
 from designer.api_scope import allows, scope_needed
 from designer.jsonbody import json_body
@@ -126,6 +126,7 @@ def authenticate() -> None:
                 "`parcours keys create NAME --scope read|write|admin` (or set PARCOURS_API_KEY).",
             )
         raise ApiError(401, "unauthorized", f"Missing, wrong or revoked key in {header}.", header)
+    api_rate.check(state.settings.api_rate, granted.name)  # 429 with Retry-After over the rate
     needed = scope_needed(current_app.view_functions.get(request.endpoint or ""), request.method)
     if not allows(granted.scope, needed):
         raise ApiError(

@@ -159,7 +159,7 @@ def handle_error(exc: Exception) -> Response | None:
         if not speaks_problems():
             return None
         errors = [{"field": exc.field, "message": exc.message}] if exc.field else None
-        return problem(exc.status, exc.code, exc.message, errors)
+        return problem(exc.status, exc.code, exc.message, errors, exc.headers)
     if isinstance(exc, HTTPException):
         if not speaks_problems(_wants_json()):
             return None
@@ -336,18 +336,8 @@ def init_app(app: Flask, public_url: str) -> RestApi:
     rest.init_app(app)
     for name, text in TAGS.items():
         rest.spec.tag({"name": name, "description": text})
-    app.before_request(_bearer_as_key)
     app.after_request(_docs_policy)
     return rest
-
-
-def _bearer_as_key() -> None:
-    """``Authorization: Bearer <key>`` is read as ``X-Api-Key`` when that header is absent."""
-    if not request.path.startswith("/api/") or "X-Api-Key" in request.headers:
-        return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        request.environ["HTTP_X_API_KEY"] = token.strip()
 
 
 def _docs_policy(response: Response) -> Response:

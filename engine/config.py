@@ -137,6 +137,12 @@ SETTINGS: tuple[Setting, ...] = (
         "/api/health calls the worker stale when the newest heartbeat is older than this.",
         int,
     ),
+    Setting(
+        "API_RATE",
+        "600/minute",
+        "Requests per API key and web process, e.g. 600/minute or 20/second; over it the API "
+        "answers 429 with Retry-After. 0: no limit.",
+    ),
 )
 
 
@@ -168,6 +174,7 @@ class Settings:
     metrics_token: str = ""
     heartbeat_seconds: int = 5
     worker_stale_seconds: int = 60
+    api_rate: str = "600/minute"
 
     @property
     def db_url(self) -> str:
@@ -212,6 +219,16 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     for name in ("HEARTBEAT_SECONDS", "WORKER_STALE_SECONDS"):
         if values[name.lower()] < 1:
             raise ConfigError(f"PARCOURS_{name}={values[name.lower()]} must be 1 or more")
+    if values["api_rate"].strip() not in ("", "0"):
+        from limits import parse
+
+        try:
+            parse(values["api_rate"])
+        except ValueError:
+            raise ConfigError(
+                f"PARCOURS_API_RATE={values['api_rate']!r} is not a rate: write it as "
+                "600/minute, 20/second or 10000/hour (0 for no limit)"
+            ) from None
     from engine.runtime.timing import is_valid_zone
 
     if not is_valid_zone(values["timezone"]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
 from designer import create_app
 from engine.config import load_settings
 from engine.store import db
+from engine.worker.heartbeats import record_beat
 from tests.problems import assert_problem
 
 KEY = "test-api-key"
@@ -134,7 +136,7 @@ def test_the_key_can_come_as_a_bearer_token(client: FlaskClient) -> None:
         client.get("/api/segments", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     )
     wrong = client.get("/api/segments", headers={"Authorization": "Bearer nope"})
-    assert_problem(wrong, 401, "unauthorized", "X-Api-Key")
+    assert_problem(wrong, 401, "unauthorized", "Authorization")  # the header it came in
 
 
 # --- every operation with generated data ---------------------------------------------------------
@@ -150,11 +152,14 @@ def api_schema(tmp_path: Path) -> Iterator[Any]:
     shutil.copytree(ROOT / "scenarios" / "segments", scenarios / "segments")
     url = f"sqlite:///{tmp_path / 'parcours.db'}"
     db.upgrade(url)
-    settings = load_settings(
-        {}, database_url=url, api_key=KEY, data_dir=tmp_path, scenarios_dir=scenarios
+    settings = load_settings(  # no rate limit: every generated call reaches its route
+        {}, database_url=url, api_key=KEY, data_dir=tmp_path, scenarios_dir=scenarios, api_rate="0"
     )
     app = create_app(settings, {"TESTING": False})
     app.test_client().put("/api/contacts/c-1", json={"email": "c1@example.com"}, headers=AUTH)
+    # A worker beats, as in a running deployment: /api/health answers 200, not its 503.
+    now = datetime.now(UTC)
+    record_beat(app.extensions["parcours"].engine, "test:1", now, now + timedelta(days=1), 0, {})
     loaded = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
     loaded.config.generation.update(modes=[GenerationMode.POSITIVE])
     yield loaded
