@@ -118,6 +118,27 @@ SETTINGS: tuple[Setting, ...] = (
         "DATA_DIR/secret_key.",
     ),
     Setting("LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
+    Setting(
+        "LOG_FORMAT",
+        "text",
+        "Log lines as `text` (time, level, logger, message) or `json` (one JSON object per "
+        "line: time, level, logger, message and the record's fields such as `action`).",
+    ),
+    Setting(
+        "WEB_WORKERS",
+        "1",
+        "Processes of the web server (`parcours web`, `parcours up`); each runs WEB_THREADS "
+        "threads.",
+        int,
+    ),
+    Setting("WEB_THREADS", "8", "Threads per web server process: requests served at once.", int),
+    Setting(
+        "PROXY_HOPS",
+        "0",
+        "Reverse proxies in front of the web server (nginx: 1): their X-Forwarded-For, "
+        "X-Forwarded-Proto and X-Forwarded-Host are believed, that many hops deep; 0: none.",
+        int,
+    ),
 )
 
 
@@ -146,6 +167,10 @@ class Settings:
     retention_events_days: int = 0
     retention_journal_days: int = 0
     retention_check_hours: int = 24
+    log_format: str = "text"
+    web_workers: int = 1
+    web_threads: int = 8
+    proxy_hops: int = 0
 
     @property
     def db_url(self) -> str:
@@ -187,6 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             raise ConfigError(f"PARCOURS_{name}={values[name.lower()]} must be 0 or more")
     if values["retention_check_hours"] == 0:
         raise ConfigError("PARCOURS_RETENTION_CHECK_HOURS must be 1 or more")
+    _check_server(values)
     from engine.runtime.timing import is_valid_zone
 
     if not is_valid_zone(values["timezone"]):
@@ -194,3 +220,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             f"PARCOURS_TIMEZONE={values['timezone']!r} is not an IANA zone (e.g. Europe/Paris)"
         )
     return Settings(**values)
+
+
+def _check_server(values: Mapping[str, Any]) -> None:
+    """The web server's and the logs' settings, each refused with its variable's name."""
+    for name, least in (("WEB_WORKERS", 1), ("WEB_THREADS", 1), ("PROXY_HOPS", 0)):
+        if values[name.lower()] < least:
+            raise ConfigError(f"PARCOURS_{name}={values[name.lower()]} must be {least} or more")
+    if values["log_format"] not in ("text", "json"):
+        raise ConfigError(f"PARCOURS_LOG_FORMAT={values['log_format']!r} is not one of: text, json")

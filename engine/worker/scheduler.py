@@ -106,6 +106,12 @@ class Service:
                              extra={"action": "attributes"})  # fmt: skip
 
     def shutdown(self) -> None:
+        """Stop gracefully: the worker pass writes its batch in progress and claims no other,
+        the delivery pass records the message being delivered and releases the rest; then the
+        jobs are waited for and the channels closed."""
+        self.worker.stopping.set()
+        if self.dispatcher is not None:
+            self.dispatcher.stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self.dispatcher is not None:
@@ -144,7 +150,7 @@ class Service:
                 self._pass()
             finally:
                 self._lock.release()
-            if not self._woken.is_set():
+            if not self._woken.is_set() or self.worker.stopping.is_set():
                 return
 
     def _pass(self) -> None:
@@ -154,15 +160,15 @@ class Service:
             self.totals["passes"] += 1
             self.totals["steps"] += report.steps
             self.totals["sends"] += report.sends
-            if report.steps or report.triggers:
+            done = {name: n for name, n in report.triggers.items() if n}
+            if report.claimed or done:  # an idle pass says nothing
                 logger.info(
-                    "pass: %d enrollments, %d steps, %d sends, triggers %s",
-                    report.claimed,
-                    report.steps,
-                    report.sends,
-                    dict(report.triggers),
-                    extra={"action": "tick"},
-                )
+                    "pass: %d batches, %d enrollments, %d steps, %d sends, triggers %s",
+                    report.batches, report.claimed, report.steps, report.sends, done,
+                    extra={"action": "tick", "batches": report.batches,
+                           "enrollments": report.claimed, "steps": report.steps,
+                           "sends": report.sends},
+                )  # fmt: skip
         except Exception:
             logger.exception(
                 "worker pass failed; retrying at the next tick", extra={"action": "tick"}
