@@ -3,6 +3,7 @@ alone), on top of the engine commands."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 
@@ -178,4 +179,13 @@ def users_list(ctx: click.Context) -> None:
 
 def main() -> None:
     """Entry point of the `parcours` command."""
-    cli(prog_name="parcours")
+    try:
+        try:
+            cli(prog_name="parcours")
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe would print a trace
+    except BrokenPipeError:
+        # The reader stopped early (`parcours outbox | head -1`): stop quietly as `cat` does.
+        # Standard output points at /dev/null so that nothing else tries to write to the pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

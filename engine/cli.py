@@ -62,6 +62,7 @@ class ParcoursGroup(click.Group):
             click.Abort,
             SystemExit,
             KeyboardInterrupt,
+            BrokenPipeError,  # the reader went away (`| head`): designer.cli.main says nothing
         ):
             raise
         except Exception as exc:
@@ -819,7 +820,9 @@ def worker(ctx: click.Context, once: bool) -> None:
         return
     from engine.worker.process import run_worker
 
-    click.echo("worker running; Ctrl+C or SIGTERM stops it once its batch is written", err=True)
+    logging.getLogger("engine.worker").info(
+        "worker running; Ctrl+C or SIGTERM stops it once its batch is written"
+    )
     run_worker(service)
     engine.dispose()
 

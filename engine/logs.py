@@ -17,6 +17,14 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LIBRARIES = ("apscheduler", "alembic", "sqlalchemy", "urllib3", "gunicorn.access", "psycopg")
 
 
+class _ExpectedSkips(logging.Filter):
+    """APScheduler warns each time a job's next run comes while it still runs; for the delivery
+    and tick jobs (one instance at a time, by design) that is every second of a slow pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter for PARCOURS_LOG_FORMAT: `text`, or `json` (python-json-logger)."""
     if log_format == "json":
@@ -45,3 +53,6 @@ def configure_logging(settings: Settings, quiet: bool = False) -> None:
     chatter = logging.DEBUG if level <= logging.DEBUG else logging.WARNING
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(chatter)
+    scheduler = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, _ExpectedSkips) for f in scheduler.filters):
+        scheduler.addFilter(_ExpectedSkips())

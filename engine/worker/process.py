@@ -40,6 +40,7 @@ def run_worker(service: Service, stop: threading.Event | None = None) -> None:
         while not stop.wait(1.0):
             pass
     finally:
+        service.stop_soon()  # first: the listener may take a second to let go
         if listener is not None:
             listener.stop()
         service.shutdown()

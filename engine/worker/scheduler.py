@@ -7,6 +7,7 @@ the pass, so a restart or a second worker never fires twice). An arriving event 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -48,6 +49,8 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         )
         self._lock = threading.Lock()
+        self._idle = threading.Condition()  # notified when a job ends
+        self._running = 0  # jobs running now
         self._woken = threading.Event()  # set by wake(), cleared when a pass starts
         self.last_report: PassReport | None = None
         self.totals: dict[str, int] = {"steps": 0, "sends": 0, "passes": 0}
@@ -57,9 +60,27 @@ class Service:
     ) -> None:
         """Run `job` now, then at every interval (`instances`: how many may run at once)."""
         self.scheduler.add_job(
-            job, "interval", id=job_id, next_run_time=datetime.now(UTC),
+            self._tracked(job), "interval", id=job_id, next_run_time=datetime.now(UTC),
             max_instances=instances, **interval,
         )  # fmt: skip
+
+    def _tracked(self, job: Callable[[], object]) -> Callable[[], None]:
+        """The job, counted while it runs (shutdown waits for the count to reach 0), and
+        skipped once a stop was asked."""
+
+        @functools.wraps(job)
+        def run() -> None:
+            with self._idle:
+                self._running += 1
+            try:
+                if not self.worker.stopping.is_set():
+                    job()
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+        return run
 
     def start(self) -> None:
         # A second instance may start while a pass runs, so that a wake is never skipped.
@@ -105,15 +126,25 @@ class Service:
             logger.exception("computed attributes failed; retrying in an hour",
                              extra={"action": "attributes"})  # fmt: skip
 
-    def shutdown(self) -> None:
-        """Stop gracefully: the worker pass writes its batch in progress and claims no other,
-        the delivery pass records the message being delivered and releases the rest; then the
-        jobs are waited for and the channels closed."""
+    def stop_soon(self) -> None:
+        """Ask the running jobs to stop at their next safe point: the worker pass after the
+        batch in progress, the delivery pass after the message being delivered."""
         self.worker.stopping.set()
         if self.dispatcher is not None:
             self.dispatcher.stopping.set()
+
+    def shutdown(self) -> None:
+        """Stop gracefully: ask the jobs to stop, wait until none runs, close the channels.
+
+        (APScheduler's own `shutdown(wait=True)` holds its job store lock while it waits, so a
+        running job that reads or moves a job, as `sync_schedules` and `wake` do, would never
+        end: the jobs are waited for here, the scheduler paused, not holding that lock.)"""
+        self.stop_soon()
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.pause()
+            with self._idle:
+                self._idle.wait_for(lambda: self._running == 0)
+            self.scheduler.shutdown(wait=False)
         if self.dispatcher is not None:
             self.dispatcher.close()
 
