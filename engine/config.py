@@ -102,7 +102,8 @@ SETTINGS: tuple[Setting, ...] = (
         "TRUSTED_PROXIES",
         "0",
         "Reverse proxies in front of the server whose X-Forwarded-For is believed for the "
-        "client's address (sign-in throttling, audit, consent evidence); 0: the connection's.",
+        "client's address (sign-in throttling, audit, consent evidence); 0: the connection's. "
+        "PROXY_HOPS, when set, takes its place (and believes the scheme and host too).",
         int,
     ),
     Setting(
