@@ -127,7 +127,9 @@ def supervise(
     failed = False
     try:
         for name, command in children.items():
-            procs[name] = subprocess.Popen(list(command), env=dict(env), process_group=0)
+            procs[name] = subprocess.Popen(
+                list(command), env=dict(env), process_group=0, preexec_fn=_die_with_parent
+            )
         while not stop.wait(0.2):
             ended = [name for name, proc in procs.items() if proc.poll() is not None]
             if ended:
@@ -152,6 +154,17 @@ def supervise(
     if any(codes.values()):
         logger.error("exit statuses: %s", codes)
     return 1 if failed or any(codes.values()) else 0
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when `up` dies, even by SIGKILL (Linux), so that
+    no worker or server outlives the command that started it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the children stop with `up` only when it stops gracefully
 
 
 def child_env(settings: Settings) -> dict[str, str]:
