@@ -240,9 +240,14 @@ def create_app(
     if urlsplit(settings.public_base).scheme == "https":
         # the session (which holds the CSRF token) never travels over plain http
         app.config["SESSION_COOKIE_SECURE"] = True
-    if settings.trusted_proxies:
-        # request.remote_addr is then the client's address as the nearest proxies report it
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+    if settings.proxy_hops or settings.trusted_proxies:
+        # request.remote_addr is then the client's address as the nearest proxies report it;
+        # with PROXY_HOPS, the scheme and host too (redirects and external URLs behind nginx)
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops or settings.trusted_proxies, x_proto=hops, x_host=hops
+        )
+    # (designer.auth keeps the session cookie HttpOnly and SameSite=Lax; Secure just above)
     app.extensions["parcours"] = Parcours(
         make_engine(settings.db_url),
         settings,

@@ -1,7 +1,9 @@
-"""`parcours up`: the HTTP server and the worker in one process, on top of the engine commands."""
+"""`parcours up` (the worker and the web server, two processes) and `parcours web` (the server
+alone), on top of the engine commands."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -19,12 +21,8 @@ from engine.config import Settings
 @click.pass_context
 def up(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run everything: migrate, publish the scenarios folder, start the worker and the server."""
-    from werkzeug.serving import run_simple
-
-    from designer import create_app
     from engine.spec.lint import format_problems
     from engine.store.db import make_engine, upgrade
-    from engine.worker.scheduler import Service
     from engine.worker.versions import publish_dir
 
     settings: Settings = ctx.obj
@@ -62,24 +60,66 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
         click.echo(
             f"First sign-in: user 'admin', one-time password {first} (you will choose your own)."
         )
-    gate_factory = full_gate_factory(settings)  # a broken policy.yaml stops here, with its lines
+    full_gate_factory(settings)  # a broken policy.yaml stops here, with its lines
     from engine.delivery.loop import workspace_dispatcher
 
     dispatcher = workspace_dispatcher(engine, settings)  # a broken channels.yaml stops here
-    service = Service(engine, settings, gate_factory=gate_factory, dispatcher=dispatcher)
-    app = create_app(settings)
-    app.extensions["parcours"].wake = service.wake
-    service.start()
+    if dispatcher is not None:  # (the worker process builds its own from the same files)
+        dispatcher.close()
     where = f"http://{host or settings.host}:{port or settings.port}/"
     click.echo(
         f"Parcours is running: {where} (database {engine.url.render_as_string(hide_password=True)})"
     )
-    try:
-        run_simple(
-            host or settings.host, port or settings.port, app, threaded=True, use_reloader=False
-        )
-    finally:
-        service.shutdown()
+    engine.dispose()  # before the children start: they open their own connections
+    sys.exit(_serve_both(settings, host, port))
+
+
+def _serve_both(settings: Settings, host: str | None, port: int | None) -> int:
+    """`parcours worker` and `parcours web` as two processes; SIGTERM or Ctrl+C stops both
+    gracefully (the worker writes its batch, the server answers its requests in flight)."""
+    from designer.server import child_command, child_env, supervise
+
+    web = ["web", "--host", host or settings.host, "--port", str(port or settings.port)]
+    children = {"worker": child_command("worker"), "web": child_command(*web)}
+    return supervise(children, child_env(settings))
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default PARCOURS_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default PARCOURS_PORT).")
+@click.option(
+    "--workers", type=int, default=None, help="Server processes (default PARCOURS_WEB_WORKERS)."
+)
+@click.option(
+    "--threads", type=int, default=None, help="Threads per process (default PARCOURS_WEB_THREADS)."
+)
+@click.pass_context
+def web(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    threads: int | None,
+) -> None:
+    """Serve the designer, the API and the public pages with gunicorn (no worker inside)."""
+    from designer.server import WebServer
+    from engine.store.db import make_engine, upgrade
+
+    settings: Settings = ctx.obj
+    for name, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise click.BadParameter("must be 1 or more", param_hint=name)
+    engine = make_engine(settings.db_url)
+    upgrade(engine)  # a no-op once `parcours db upgrade` (or `up`) ran
+    engine.dispose()
+    server = WebServer(
+        settings,
+        host or settings.host,
+        port or settings.port,
+        workers or settings.web_workers,
+        threads or settings.web_threads,
+    )
+    server.run()
 
 
 @cli.group()
@@ -181,4 +221,13 @@ def users_reset_password(ctx: click.Context, username: str) -> None:
 
 def main() -> None:
     """Entry point of the `parcours` command."""
-    cli(prog_name="parcours")
+    try:
+        try:
+            cli(prog_name="parcours")
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe would print a trace
+    except BrokenPipeError:
+        # The reader stopped early (`parcours outbox | head -1`): stop quietly as `cat` does.
+        # Standard output points at /dev/null so that nothing else tries to write to the pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -62,6 +62,7 @@ class ParcoursGroup(click.Group):
             click.Abort,
             SystemExit,
             KeyboardInterrupt,
+            BrokenPipeError,  # the reader went away (`| head`): designer.cli.main says nothing
         ):
             raise
         except Exception as exc:
@@ -91,13 +92,10 @@ def cli(ctx: click.Context, database: str) -> None:
     if database:
         settings = settings.evolve(database_url=database)
     ctx.obj = settings
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if ctx.invoked_subcommand not in ("up", "worker"):
-        # One-shot commands print their own results; library chatter would only hide them.
-        logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from engine.logs import configure_logging
+
+    # One-shot commands print their own results; library chatter would only hide them.
+    configure_logging(settings, quiet=ctx.invoked_subcommand not in ("up", "worker", "web"))
 
 
 # ---------------------------------------------------------------- scenarios
@@ -795,7 +793,7 @@ def outbox(
 @click.option("--once", is_flag=True, help="Run one pass and stop.")
 @click.pass_context
 def worker(ctx: click.Context, once: bool) -> None:
-    """Run the scheduler worker (no HTTP server)."""
+    """Run the scheduler and the delivery loop (no HTTP server); SIGTERM stops it gracefully."""
     from engine.worker.scheduler import Service
 
     settings = _settings(ctx)
@@ -805,9 +803,8 @@ def worker(ctx: click.Context, once: bool) -> None:
 
     dispatcher = workspace_dispatcher(engine, settings)
     service = Service(
-        engine, settings, blocking=not once, gate_factory=full_gate_factory(settings),
-        dispatcher=dispatcher,
-    )  # fmt: skip
+        engine, settings, gate_factory=full_gate_factory(settings), dispatcher=dispatcher
+    )
     if once:
         report = service.worker.run_once()
         click.echo(
@@ -822,11 +819,13 @@ def worker(ctx: click.Context, once: bool) -> None:
             )
             dispatcher.close()
         return
-    click.echo("worker running; Ctrl+C to stop", err=True)
-    try:
-        service.start()
-    except (KeyboardInterrupt, SystemExit):
-        service.shutdown()
+    from engine.worker.process import run_worker
+
+    logging.getLogger("engine.worker").info(
+        "worker running; Ctrl+C or SIGTERM stops it once its batch is written"
+    )
+    run_worker(service)
+    engine.dispose()
 
 
 @cli.command()

@@ -102,7 +102,8 @@ SETTINGS: tuple[Setting, ...] = (
         "TRUSTED_PROXIES",
         "0",
         "Reverse proxies in front of the server whose X-Forwarded-For is believed for the "
-        "client's address (sign-in throttling, audit, consent evidence); 0: the connection's.",
+        "client's address (sign-in throttling, audit, consent evidence); 0: the connection's. "
+        "PROXY_HOPS, when set, takes its place (and believes the scheme and host too).",
         int,
     ),
     Setting(
@@ -143,6 +144,27 @@ SETTINGS: tuple[Setting, ...] = (
         "Requests per API key and web process, e.g. 600/minute or 20/second; over it the API "
         "answers 429 with Retry-After. 0: no limit.",
     ),
+    Setting(
+        "LOG_FORMAT",
+        "text",
+        "Log lines as `text` (time, level, logger, message) or `json` (one JSON object per "
+        "line: time, level, logger, message and the record's fields such as `action`).",
+    ),
+    Setting(
+        "WEB_WORKERS",
+        "1",
+        "Processes of the web server (`parcours web`, `parcours up`); each runs WEB_THREADS "
+        "threads.",
+        int,
+    ),
+    Setting("WEB_THREADS", "8", "Threads per web server process: requests served at once.", int),
+    Setting(
+        "PROXY_HOPS",
+        "0",
+        "Reverse proxies in front of the web server (nginx: 1): their X-Forwarded-For, "
+        "X-Forwarded-Proto and X-Forwarded-Host are believed, that many hops deep; 0: none.",
+        int,
+    ),
 )
 
 
@@ -175,6 +197,10 @@ class Settings:
     heartbeat_seconds: int = 5
     worker_stale_seconds: int = 60
     api_rate: str = "600/minute"
+    log_format: str = "text"
+    web_workers: int = 1
+    web_threads: int = 8
+    proxy_hops: int = 0
 
     @property
     def db_url(self) -> str:
@@ -229,6 +255,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
                 f"PARCOURS_API_RATE={values['api_rate']!r} is not a rate: write it as "
                 "600/minute, 20/second or 10000/hour (0 for no limit)"
             ) from None
+    _check_server(values)
     from engine.runtime.timing import is_valid_zone
 
     if not is_valid_zone(values["timezone"]):
@@ -236,3 +263,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             f"PARCOURS_TIMEZONE={values['timezone']!r} is not an IANA zone (e.g. Europe/Paris)"
         )
     return Settings(**values)
+
+
+def _check_server(values: Mapping[str, Any]) -> None:
+    """The web server's and the logs' settings, each refused with its variable's name."""
+    for name, least in (("WEB_WORKERS", 1), ("WEB_THREADS", 1), ("PROXY_HOPS", 0)):
+        if values[name.lower()] < least:
+            raise ConfigError(f"PARCOURS_{name}={values[name.lower()]} must be {least} or more")
+    if values["log_format"] not in ("text", "json"):
+        raise ConfigError(f"PARCOURS_LOG_FORMAT={values['log_format']!r} is not one of: text, json")

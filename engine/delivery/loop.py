@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -159,12 +160,15 @@ class Dispatcher:
         # When the current pass claimed its rows (a dispatcher runs one pass at a time): leases
         # are counted from the pass's `now`, so they follow an injected clock too.
         self._started = time.monotonic()
+        # Set on SIGTERM: the message being delivered is recorded, the rest of the batch is
+        # released (still queued) for the next worker.
+        self.stopping = threading.Event()
 
     def run_once(self, now: datetime | None = None) -> DeliveryReport:
         """Expire stale claims, then claim, deliver and record one batch."""
         now = now or self.clock.now()
         report = DeliveryReport()
-        if not self.channels:
+        if not self.channels or self.stopping.is_set():
             return report
         with self.engine.begin() as conn:
             self._expire(conn, now)
@@ -178,6 +182,8 @@ class Dispatcher:
         try:
             with Heartbeat(beat, lambda: self._renew(claimed, now)):
                 for row in claimed:
+                    if self.stopping.is_set():
+                        break
                     if not self._hand_over(row, now, report):
                         continue  # the lease ran out and another pass has it
                     started = time.monotonic()

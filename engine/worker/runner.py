@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -167,6 +168,8 @@ class Worker:
         self.rollup_interval = 0.0
         self._rolled_at = -float("inf")
         self.batches = 0  # committed by this worker, for its heartbeat
+        # Set on SIGTERM: the batch in progress is written, no other batch is claimed.
+        self.stopping = threading.Event()
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
@@ -198,6 +201,8 @@ class Worker:
         self._schedules(live, now, report)
         self._anniversaries(live, now, report)
         while max_batches is None or report.batches < max_batches:
+            if self.stopping.is_set():
+                break
             claimed = self.process_batch(now, report)
             if claimed < self.settings.batch_size:
                 break

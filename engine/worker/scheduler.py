@@ -7,6 +7,7 @@ the pass, so a restart or a second worker never fires twice). An arriving event 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -51,6 +52,8 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         )
         self._lock = threading.Lock()
+        self._idle = threading.Condition()  # notified when a job ends
+        self._running = 0  # jobs running now
         self._woken = threading.Event()  # set by wake(), cleared when a pass starts
         self.last_report: PassReport | None = None
         self.totals: dict[str, int] = {"steps": 0, "sends": 0, "passes": 0}
@@ -62,9 +65,27 @@ class Service:
     ) -> None:
         """Run `job` now, then at every interval (`instances`: how many may run at once)."""
         self.scheduler.add_job(
-            job, "interval", id=job_id, next_run_time=datetime.now(UTC),
+            self._tracked(job), "interval", id=job_id, next_run_time=datetime.now(UTC),
             max_instances=instances, **interval,
         )  # fmt: skip
+
+    def _tracked(self, job: Callable[[], object]) -> Callable[[], None]:
+        """The job, counted while it runs (shutdown waits for the count to reach 0), and
+        skipped once a stop was asked."""
+
+        @functools.wraps(job)
+        def run() -> None:
+            with self._idle:
+                self._running += 1
+            try:
+                if not self.worker.stopping.is_set():
+                    job()
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+        return run
 
     def start(self) -> None:
         # A second instance may start while a pass runs, so that a wake is never skipped.
@@ -120,10 +141,26 @@ class Service:
         except Exception:
             logger.exception("heartbeat failed; retrying", extra={"action": "heartbeat"})
 
+    def stop_soon(self) -> None:
+        """Ask the running jobs to stop at their next safe point: the worker pass after the
+        batch in progress, the delivery pass after the message being delivered."""
+        self.worker.stopping.set()
+        if self.dispatcher is not None:
+            self.dispatcher.stopping.set()
+
     def shutdown(self) -> None:
+        """Stop gracefully: ask the jobs to stop, wait until none runs, close the channels.
+
+        (APScheduler's own `shutdown(wait=True)` holds its job store lock while it waits, so a
+        running job that reads or moves a job, as `sync_schedules` and `wake` do, would never
+        end: the jobs are waited for here, the scheduler paused, not holding that lock.)"""
+        self.stop_soon()
         running = self.scheduler.running
         if running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.pause()
+            with self._idle:
+                self._idle.wait_for(lambda: self._running == 0)
+            self.scheduler.shutdown(wait=False)
         if self.dispatcher is not None:
             self.dispatcher.close()
         if running:
@@ -165,7 +202,7 @@ class Service:
                 self._pass()
             finally:
                 self._lock.release()
-            if not self._woken.is_set():
+            if not self._woken.is_set() or self.worker.stopping.is_set():
                 return
 
     def _pass(self) -> None:
@@ -175,15 +212,15 @@ class Service:
             self.totals["passes"] += 1
             self.totals["steps"] += report.steps
             self.totals["sends"] += report.sends
-            if report.steps or report.triggers:
+            done = {name: n for name, n in report.triggers.items() if n}
+            if report.claimed or done:  # an idle pass says nothing
                 logger.info(
-                    "pass: %d enrollments, %d steps, %d sends, triggers %s",
-                    report.claimed,
-                    report.steps,
-                    report.sends,
-                    dict(report.triggers),
-                    extra={"action": "tick"},
-                )
+                    "pass: %d batches, %d enrollments, %d steps, %d sends, triggers %s",
+                    report.batches, report.claimed, report.steps, report.sends, done,
+                    extra={"action": "tick", "batches": report.batches,
+                           "enrollments": report.claimed, "steps": report.steps,
+                           "sends": report.sends},
+                )  # fmt: skip
         except Exception:
             logger.exception(
                 "worker pass failed; retrying at the next tick", extra={"action": "tick"}
