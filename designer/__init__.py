@@ -266,6 +266,9 @@ def create_app(
     api_doc = rest.init_app(app, settings.public_base)
     app.register_blueprint(api)
     api_doc.register_blueprint(api_segments)
+    from designer.api_contacts import api_contacts
+
+    api_doc.register_blueprint(api_contacts)
     app.register_blueprint(api_reports)
     app.register_blueprint(api_experiments)
     app.register_blueprint(api_privacy)
