@@ -269,6 +269,9 @@ def create_app(
     from designer.api_contacts import api_contacts
 
     api_doc.register_blueprint(api_contacts)
+    from designer.api_events_bulk import api_events_bulk
+
+    api_doc.register_blueprint(api_events_bulk)
     app.register_blueprint(api_reports)
     app.register_blueprint(api_experiments)
     app.register_blueprint(api_privacy)
