@@ -272,6 +272,9 @@ def create_app(
     from designer.api_events_bulk import api_events_bulk
 
     api_doc.register_blueprint(api_events_bulk)
+    from designer.api_suppressions import api_suppressions
+
+    api_doc.register_blueprint(api_suppressions)
     app.register_blueprint(api_reports)
     app.register_blueprint(api_experiments)
     app.register_blueprint(api_privacy)

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.engine import Connection, Row
 
 from channels import channel_names
 from engine.audience.privacy import address_hashes
 from engine.errors import NotFound, ParcoursError
 from engine.policy.consent import ALL, normalize_address
-from engine.store.models import Suppression
+from engine.store.models import Contact, Suppression
 
 KEPT_REASONS = frozenset({"erasure"})
 
@@ -40,9 +40,10 @@ class SuppressionFilter:
 def suppression_page(
     conn: Connection, wanted: SuppressionFilter, after: int, limit: int
 ) -> list[Row[Any]]:
-    """Up to `limit` entries with an id above `after`, by id. IngestError (`address`) if the
-    address cannot be suppressed on the channel."""
-    query = select(Suppression).where(Suppression.id > after).order_by(Suppression.id).limit(limit)
+    """Up to `limit` entries with an id above `after`, by id, each with the external id of its
+    contact (`contact`, None when it names none). IngestError (`address`) if the address
+    cannot be suppressed on the channel."""
+    query = _with_contact().where(Suppression.id > after).order_by(Suppression.id).limit(limit)
     if wanted.channel:
         query = query.where(Suppression.channel == wanted.channel)
     if wanted.reason:
@@ -58,9 +59,17 @@ def suppression_page(
     return list(conn.execute(query))
 
 
+def _with_contact() -> Select[Suppression, str]:
+    return select(Suppression, Contact.external_id.label("contact")).outerjoin(
+        Contact, Contact.id == Suppression.contact_id
+    )
+
+
 def find_suppression(conn: Connection, suppression_id: int) -> Row[Any]:
-    """One entry; NotFound if there is none with this id."""
-    row = conn.execute(select(Suppression).where(Suppression.id == suppression_id)).first()
+    """One entry with its contact's external id; NotFound if there is none with this id."""
+    row: Row[Any] | None = conn.execute(
+        _with_contact().where(Suppression.id == suppression_id)
+    ).first()
     if row is None:
         raise NotFound(f"no suppression {suppression_id}")
     return row
