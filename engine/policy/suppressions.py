@@ -65,17 +65,15 @@ def _with_contact() -> Select[Suppression, str]:
     )
 
 
-def find_suppression(conn: Connection, suppression_id: int) -> Row[Any]:
+def find_suppression(conn: Connection, suppression_id: int) -> Any:
     """One entry with its contact's external id; NotFound if there is none with this id."""
-    row: Row[Any] | None = conn.execute(
-        _with_contact().where(Suppression.id == suppression_id)
-    ).first()
+    row: Any = conn.execute(_with_contact().where(Suppression.id == suppression_id)).first()
     if row is None:
         raise NotFound(f"no suppression {suppression_id}")
     return row
 
 
-def lift_suppression(conn: Connection, suppression_id: int) -> Row[Any]:
+def lift_suppression(conn: Connection, suppression_id: int) -> Any:
     """Take an entry off the list (marketing may reach the address again); the entry as it
     was. NotFound if there is none; SuppressionKept for an erasure."""
     row = find_suppression(conn, suppression_id)
