@@ -275,6 +275,9 @@ def create_app(
     from designer.api_suppressions import api_suppressions
 
     api_doc.register_blueprint(api_suppressions)
+    from designer.api_scenarios import api_scenarios
+
+    api_doc.register_blueprint(api_scenarios)
     app.register_blueprint(api_reports)
     app.register_blueprint(api_experiments)
     app.register_blueprint(api_privacy)

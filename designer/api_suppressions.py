@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import g
 from marshmallow import fields, validate
 from sqlalchemy.orm import Session
 
 from designer import ApiError, parcours
 from designer.api import authenticate
+from designer.api_actor import actor
 from designer.api_cursor import NEXT, PageQuery, after, next_cursor
 from designer.api_scope import requires
 from designer.auth import audit
@@ -33,12 +33,6 @@ from engine.store.db import SQLITE_BEGIN
 
 api_suppressions = RestBlueprint("api_suppressions", __name__, url_prefix="/api", tag="consents")
 api_suppressions.before_request(authenticate)
-
-
-def actor() -> str:
-    """Who the audit log names for an API call: the key's name, or "api"."""
-    name = getattr(g, "api_key_name", None)
-    return str(name) if name else "api"
 
 
 class SuppressionQuery(PageQuery):
