@@ -278,6 +278,9 @@ def create_app(
     from designer.api_scenarios import api_scenarios
 
     api_doc.register_blueprint(api_scenarios)
+    from designer.api_outbox import api_outbox
+
+    api_doc.register_blueprint(api_outbox)
     app.register_blueprint(api_reports)
     app.register_blueprint(api_experiments)
     app.register_blueprint(api_privacy)
