@@ -138,7 +138,7 @@ def get_suppression(suppression_id: int) -> dict[str, Any]:
 @api_suppressions.response(200, LiftedAnswer)
 @problems(404, 409)
 @requires("write")
-def lift(suppression_id: int) -> dict[str, Any]:
+def delete_suppression(suppression_id: int) -> dict[str, Any]:
     """Lift a suppression: marketing may reach the address on that channel again (consent
     still applies). Audited with the API key's name. An erasure's entry stays: 409."""
     try:

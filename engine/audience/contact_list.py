@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, or_, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -55,7 +56,8 @@ def _prefix(conn: Connection, q: str) -> ColumnElement[bool]:
 
 def _attribute(conn: Connection, name: str, values: list[Any]) -> ColumnElement[bool]:
     if conn.dialect.name == "postgresql":  # JSONB containment keeps the value's type
-        return or_(*(Contact.attributes.contains({name: v}) for v in values))
+        document = type_coerce(Contact.attributes, JSONB)
+        return or_(*(document.contains({name: v}) for v in values))
     if '"' in name or "\\" in name:
         raise ValueError(f"an attribute name for a filter has no quote or backslash: {name!r}")
     path = '$."' + name + '"'

@@ -64,13 +64,14 @@ def identifiers_taken(conn: Connection, rows: list[dict[str, Any]]) -> dict[int,
         return {}
     mine = resolve(conn, [(EXTERNAL_ID, row["external_id"]) for row in rows])
     holders = resolve(conn, pairs)
-    registered = set(
-        conn.execute(
+    registered = {
+        (str(kind), str(value))
+        for kind, value in conn.execute(
             select(ContactIdentifier.kind, ContactIdentifier.value).where(
                 tuple_(ContactIdentifier.kind, ContactIdentifier.value).in_(sorted(pairs))
             )
-        ).tuples()
-    )
+        )
+    }
     taken: dict[int, str] = {}
     for index, row in enumerate(rows):
         owner = mine.get((EXTERNAL_ID, row["external_id"]))
