@@ -330,12 +330,16 @@ def test_an_unchanged_row_is_not_written(app: Flask, client: FlaskClient) -> Non
     clock.advance(timedelta(days=1))
     again = bulk(client, [{"external_id": "x", "attributes": {"a": 1}}])
     assert again["results"][0]["status"] == "unchanged"
+    with engine_of(app).connect() as conn:
+        stamp = conn.execute(select(Contact.updated_at).where(Contact.external_id == "x"))
+        assert stamp.scalar_one() == T0  # not written: no segment refresh either
+    clock.advance(timedelta(days=1))
     changed = bulk(client, [{"external_id": "x", "attributes": {"b": 3}}])
     assert changed["results"][0]["status"] == "updated"
     with engine_of(app).connect() as conn:
         row = conn.execute(select(Contact).where(Contact.external_id == "x")).one()
     assert row.attributes == {"a": 1, "b": 3}  # merged key by key, as PUT does
-    assert row.updated_at == T0 + timedelta(days=1)
+    assert row.updated_at == T0 + timedelta(days=2)
 
 
 def test_bulk_limits(lite_client: FlaskClient) -> None:
