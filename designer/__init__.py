@@ -289,6 +289,21 @@ def create_app(
     api_doc.register_blueprint(api_experiments)
     api_doc.register_blueprint(api_privacy)
     api_doc.register_blueprint(api_identity)
+    from designer.api_contacts import api_contacts
+
+    api_doc.register_blueprint(api_contacts)
+    from designer.api_events_bulk import api_events_bulk
+
+    api_doc.register_blueprint(api_events_bulk)
+    from designer.api_suppressions import api_suppressions
+
+    api_doc.register_blueprint(api_suppressions)
+    from designer.api_scenarios import api_scenarios
+
+    api_doc.register_blueprint(api_scenarios)
+    from designer.api_outbox import api_outbox
+
+    api_doc.register_blueprint(api_outbox)
     app.register_blueprint(public)
     app.register_blueprint(public_links)
     app.register_blueprint(public_onsite)

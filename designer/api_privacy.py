@@ -20,6 +20,7 @@ from marshmallow import fields
 
 from designer import ApiError, parcours
 from designer.api import authenticate, json_body
+from designer.api_actor import actor
 from designer.api_schemas import Open
 from designer.api_scope import requires
 from designer.rest import RestBlueprint, body, problems
@@ -29,8 +30,6 @@ from engine.store.db import checkpoint
 
 api_privacy = RestBlueprint("api_privacy", __name__, url_prefix="/api", tag="privacy")
 api_privacy.before_request(authenticate)
-
-ACTOR = "api"  # the API key names no person
 
 
 class Export(Open):
@@ -78,7 +77,7 @@ def export(external_id: str) -> dict[str, Any]:
         contact = find_contact(conn, external_id)
         if contact is None:
             raise _not_found(external_id)
-        return export_contact(conn, contact.id, actor=ACTOR)
+        return export_contact(conn, contact.id, actor=actor())
 
 
 @api_privacy.delete("/contacts/<external_id>")
@@ -99,6 +98,6 @@ def erase(external_id: str) -> dict[str, Any]:
         contact = find_contact(conn, external_id)
         if contact is None:
             raise _not_found(external_id)
-        report = erase_contact(conn, contact.id, state.clock.now(), ACTOR, reason)
+        report = erase_contact(conn, contact.id, state.clock.now(), actor(), reason)
     checkpoint(state.engine)  # SQLite: the WAL no longer holds the old pages
     return {"erased": report.to_dict()}

@@ -57,6 +57,7 @@ TAGS = {
     "experiments": "A scenario's split steps, their results and the winner declared.",
     "reports": "KPIs from the daily rollups, and the programs.",
     "batches": "The offline channels' daily batches (mail house, call centre).",
+    "outbox": "The sends of the ledger: rendered messages, their status and why not sent.",
     "health": "Whether the service is up.",
 }
 

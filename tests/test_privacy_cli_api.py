@@ -166,7 +166,10 @@ def test_api_export_then_erase(client: FlaskClient, engine: Engine) -> None:
     _error(client.get("/api/contacts/crm-42/export", headers=AUTH), 404, "not_found")
     _error(client.delete("/api/contacts/crm-42", headers=AUTH), 404, "not_found")
     (entry,) = _audit(engine, "erase")
-    assert (entry.username, entry.details["reason"]) == ("api", "art. 17")
+    assert (entry.username, entry.details["reason"]) == (
+        "PARCOURS_API_KEY",
+        "art. 17",
+    )  # the key it came with
     assert len(_audit(engine, "export")) == 1
 
 

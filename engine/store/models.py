@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -86,7 +87,20 @@ class Contact(Base):
     """A person known to the system; personal data lives here, not in logs."""
 
     __tablename__ = "contacts"
-    __table_args__ = (Index("ix_contacts_email", "email"), Index("ix_contacts_phone", "phone"))
+    __table_args__ = (
+        Index("ix_contacts_email", "email"),
+        Index("ix_contacts_phone", "phone"),
+        # The API's search by prefix (engine.audience.contact_list), on PostgreSQL only
+        # (migration 0018): LIKE 'x%' on the lower-cased values is an index range.
+        *(
+            Index(
+                f"ix_contacts_{name}_lower",
+                func.lower(text(name)).label(name),
+                postgresql_ops={name: "text_pattern_ops"},
+            ).ddl_if(dialect="postgresql")
+            for name in ("external_id", "email")
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     external_id: Mapped[str] = mapped_column(String(255), unique=True)
