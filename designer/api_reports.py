@@ -8,11 +8,10 @@ panel and targets. Same key (``X-Api-Key``) and error shape as the rest of /api.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 import marshmallow as ma
-from flask import Response, request
+from flask import Response
 from marshmallow import fields, validate
 
 from designer import ApiError, parcours
@@ -58,16 +57,6 @@ class Programs(ma.Schema):
 api_reports.before_request(authenticate)
 
 
-def _day(name: str) -> date | None:
-    raw = request.args.get(name)
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(422, "invalid", f"'{raw}' is not a date (YYYY-MM-DD).", name) from None
-
-
 def programs_folder() -> ProgramFolder:
     """The workspace's programs; 409 when a program file has errors."""
     folder = workspace_programs(parcours().settings.scenarios_dir)
@@ -93,15 +82,12 @@ def scenarios_asked(program_id: str | None, scenario_id: str | None) -> list[str
     return scenarios
 
 
-def asked_report() -> Report:
-    """The report the query string asks for (program, scenario, from, to, by)."""
-    by = request.args.get("by", "day")
-    if by not in GROUPINGS:
-        raise ApiError(422, "invalid", f"by is one of {', '.join(GROUPINGS)}.", "by")
-    start, end = _day("from"), _day("to")
+def asked_report(asked: dict[str, Any]) -> Report:
+    """The report the query asks for (ReportQuery: program, scenario, from, to, by)."""
+    start, end, by = asked.get("start"), asked.get("end"), asked["by"]
     if start and end and start > end:
         raise ApiError(422, "invalid", "'from' is after 'to'.", "from")
-    scenarios = scenarios_asked(request.args.get("program"), request.args.get("scenario"))
+    scenarios = scenarios_asked(asked.get("program"), asked.get("scenario"))
     state = parcours()
     with state.engine.connect() as conn:
         conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
@@ -114,12 +100,12 @@ def asked_report() -> Report:
 @api_reports.alt_response(200, schema=ReportAnswer, description="The report")
 @api_reports.doc(responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
 @problems(404, 409)
-def get_report(**_: Any) -> Any:
+def get_report(**asked: Any) -> Any:
     """KPIs by day, scenario, step or channel.
 
     Days in the workspace zone (`timezone`); ``format=csv`` gives the rows as CSV."""
-    found = asked_report()
-    if request.args.get("format") == "csv":
+    found = asked_report(asked)
+    if asked["format"] == "csv":
         disposition = {"Content-Disposition": "attachment; filename=report.csv"}
         return Response(found.to_csv(), mimetype="text/csv", headers=disposition)
     return {**found.to_json(), "timezone": parcours().settings.timezone}

@@ -57,15 +57,26 @@ def forget_probes() -> None:
 
 
 def smtp_reachable(host: str, port: int, ttl: float = PROBE_TTL) -> bool:
-    """Whether `host:port` accepts a TCP connection; an answer is reused for `ttl` seconds."""
+    """Whether `host:port` accepts a TCP connection; an answer is reused for `ttl` seconds.
+
+    A server that greets in plain text (``220``) is told ``QUIT`` and its answer read, so the
+    probe ends as an SMTP session does rather than as a dropped connection; an implicit-TLS
+    port greets nobody before the handshake and is left at the connection."""
     key = (host, port)
     with _probes_lock:
         kept = _probes.get(key)
     if kept is not None and time.monotonic() - kept[0] < ttl:
         return kept[1]
     try:
-        with socket.create_connection(key, timeout=SMTP_TIMEOUT):
+        with socket.create_connection(key, timeout=SMTP_TIMEOUT) as conn:
             reachable = True
+            conn.settimeout(0.5)
+            try:
+                if conn.recv(512).startswith(b"220"):
+                    conn.sendall(b"QUIT\r\n")
+                    conn.recv(512)
+            except OSError:
+                pass  # no greeting in time (implicit TLS): connecting was the answer
     except OSError:
         reachable = False
     with _probes_lock:

@@ -52,6 +52,7 @@ SECRETS = (EMAIL, OLD_EMAIL, PHONE, NAME)
 # Tables that hold nothing about a contact, and why (a new table must be placed here or be
 # found by the export through a contact column).
 NOT_PERSONAL = {
+    "worker_heartbeats": "worker processes (host:pid), their beats and providers' states",
     "scenarios": "journeys as designed",
     "scenario_versions": "published journey snapshots",
     "schedule_firings": "scheduled fan-outs (scenario, time, cursor)",

@@ -1,4 +1,5 @@
-"""`parcours up` as a real process: sign in, call the API with the printed key, SIGTERM.
+"""`parcours up` as a real process: sign in, call the API with a scoped key, read /metrics,
+SIGTERM.
 
 The worker and the web server are two children of `up`; SIGTERM must stop both gracefully
 (exit 0) and leave nothing half-written: each enrollment has either moved on (its send exists,
@@ -98,12 +99,35 @@ class _Output:
 def _api(base: str, path: str, key: str, body: object, method: str = "POST") -> int:
     req = urllib.request.Request(
         base + path,
-        data=json.dumps(body).encode(),
+        data=None if body is None else json.dumps(body).encode(),
         method=method,
         headers={"Content-Type": "application/json", "X-Api-Key": key},
     )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as refused:
+        refused.close()
+        return int(refused.code)
+
+
+def _new_key(env: dict[str, str], name: str, scope: str) -> str:
+    """`parcours keys create` while `up` runs: the key is printed once, on stdout."""
+    made = subprocess.run(
+        [sys.executable, "-m", "designer", "keys", "create", name, "--scope", scope],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return made.stdout.strip().splitlines()[-1]
+
+
+def _metric(base: str, key: str, name: str) -> float:
+    """The sum of every series of `name` in /metrics (all processes added up)."""
+    req = urllib.request.Request(f"{base}/metrics", headers={"X-Api-Key": key})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return int(resp.status)
+        text = resp.read().decode()
+    found = [line for line in text.splitlines()
+             if line.startswith(name + "{") or line.startswith(name + " ")]  # fmt: skip
+    return sum(float(line.rsplit(" ", 1)[1]) for line in found)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -168,9 +192,12 @@ def test_up_signs_in_serves_the_api_and_stops_on_sigterm_losing_nothing(tmp_path
     out = _Output(proc)
     base = f"http://127.0.0.1:{port}"
     try:
-        key = out.find(r"API key[^:]*: (\S+)")
+        bootstrap = out.find(r"API key[^:]*: (\S+)")
         password = out.find(r"one-time password (\S+)")
         _wait_health(base, proc, out)
+        key = _new_key(env, "shop", "write")  # what an integration gets: no more than it needs
+        reader = _new_key(env, "prometheus", "read")
+        assert key.startswith("pk_") and key != bootstrap
 
         reached, cookie = _sign_in(base, password)
         assert urllib.parse.urlsplit(reached).path == "/account/password"  # choose your own
@@ -184,6 +211,8 @@ def test_up_signs_in_serves_the_api_and_stops_on_sigterm_losing_nothing(tmp_path
             for i in range(CONTACTS)
         ]
         assert _api(base, "/api/events", key, events) == 202
+        assert _api(base, "/api/contacts/c0", key, None, "DELETE") == 403  # erasure needs admin
+        assert _api(base, "/api/contacts/c0", reader, {"email": "x@example.com"}, "PUT") == 403
         engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'parcours.db'}")
         deadline = time.monotonic() + 20
         with engine.connect() as conn:
@@ -191,6 +220,12 @@ def test_up_signs_in_serves_the_api_and_stops_on_sigterm_losing_nothing(tmp_path
             while not conn.scalar(select(func.count(Send.id))) and time.monotonic() < deadline:
                 time.sleep(0.02)
                 conn.rollback()
+        # The worker's counters reach the web's /metrics (one folder for both processes).
+        deadline = time.monotonic() + 20
+        while _metric(base, reader, "parcours_sends_total") < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _metric(base, reader, "parcours_sends_total") >= 1
+        assert _metric(base, reader, "parcours_events_total") >= 1  # counted by the worker
         proc.send_signal(signal.SIGTERM)  # with the pass perhaps still running
         assert proc.wait(60) == 0, out.text()
     finally:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, type_coerce
+from sqlalchemy import Select, func, or_, select, type_coerce, union
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
@@ -45,7 +45,14 @@ def _prefix(conn: Connection, q: str) -> ColumnElement[bool]:
     external_id, email = func.lower(Contact.external_id), func.lower(Contact.email)
     if conn.dialect.name == "postgresql":  # the expressions of the 0018 indexes
         pattern = _like(prefix)
-        return or_(external_id.like(pattern, escape="\\"), email.like(pattern, escape="\\"))
+        # Each index read on its own, then joined by id: with an OR and ORDER BY id LIMIT the
+        # planner may walk the primary key instead, hoping to meet matches early, which reads
+        # the whole table for a rare prefix.
+        matches = union(
+            select(Contact.id).where(external_id.like(pattern, escape="\\")),
+            select(Contact.id).where(email.like(pattern, escape="\\")),
+        )
+        return Contact.id.in_(select(matches.subquery().c.id))
     # SQLite: a range on the email index (emails are stored lower-case); the external id is
     # matched as each row is read (a small embedded workspace)
     return or_(
