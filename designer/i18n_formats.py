@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_skeleton
+from babel.dates import format_skeleton, get_datetime_format
 from babel.numbers import format_decimal as babel_decimal
 from babel.numbers import format_percent
 from flask import Flask, current_app, has_app_context
@@ -87,22 +87,34 @@ def _aware(instant: datetime | str) -> datetime:
     return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
 
 
+def _local(local: datetime, clock: str) -> str:
+    """The day, the 24-hour time and the zone label, joined the language's way (CLDR)."""
+    lang = current_language()
+    on = format_skeleton("yMMMd", local, tzinfo=local.tzinfo, locale=lang)
+    at = format_skeleton(clock, local, tzinfo=local.tzinfo, locale=lang)
+    glue = str(get_datetime_format("medium", locale=lang))
+    return glue.replace("{1}", on).replace("{0}", at) + " " + zone_label(local)
+
+
 def when(instant: datetime | str | None, in_zone: ZoneInfo | None = None) -> str:
     """An instant to the minute, in the workspace zone (or `in_zone`), with the zone's label."""
     if instant is None or instant == "":
         return DASH
-    local = _aware(instant).astimezone(in_zone or zone())
-    text = format_skeleton("yMMMdHm", local, tzinfo=local.tzinfo, locale=current_language())
-    return f"{text} {zone_label(local)}"
+    return _local(_aware(instant).astimezone(in_zone or zone()), "Hm")
+
+
+def when_in(instant: datetime | str | None, zone_name: str | None) -> str:
+    """As `when`, in a contact's own zone (the workspace's when unknown or invalid)."""
+    from engine.runtime.timing import zone_for
+
+    return when(instant, zone_for(zone_name, zone().key))
 
 
 def when_seconds(instant: datetime | str | None) -> str:
     """As `when`, to the second (the audit log and the worker's journal)."""
     if instant is None or instant == "":
         return DASH
-    local = _aware(instant).astimezone(zone())
-    text = format_skeleton("yMMMdHms", local, tzinfo=local.tzinfo, locale=current_language())
-    return f"{text} {zone_label(local)}"
+    return _local(_aware(instant).astimezone(zone()), "Hms")
 
 
 def day(value: date | str | None) -> str:
@@ -126,7 +138,7 @@ def short_day(value: date | str) -> str:
 def globals_() -> dict[str, Any]:
     return {"number": number, "percent": percent, "money": money, "when": when, "day": day,
             "short_day": short_day, "signed": signed, "when_seconds": when_seconds,
-            "timezone_name": lambda: zone().key}  # fmt: skip
+            "when_in": when_in}  # fmt: skip
 
 
 def init_app(app: Flask) -> None:

@@ -471,7 +471,7 @@ def contact(external_id: str) -> Any:
         barometer_rows=barometer_rows, journeys=journeys, names=names, items=items, older=older,
         paged=cursor is not None, cfg_half_life=policy.pressure.half_life,
         computed_words=computed_labels(), segment_names=segment_names(), notices=notices,
-        **details,
+        now=now, **details,
     )  # fmt: skip
 
 

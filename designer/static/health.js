@@ -12,7 +12,7 @@
     var block = document.getElementById("health-data");
     if (!block || typeof Chart === "undefined") return;
     var data = JSON.parse(block.textContent);
-    var fmt = new Intl.NumberFormat(data.lang || "en", { maximumFractionDigits: 2 });
+    var fmt = new Intl.NumberFormat(document.documentElement.lang || data.lang || "en", { maximumFractionDigits: 2 });
     data.cards.forEach(function (card) {
       var canvas = document.getElementById("chart-health-" + card.channel);
       if (!canvas) return;
