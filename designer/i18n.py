@@ -33,7 +33,7 @@ from typing import IO, Any
 import flask_babel
 from babel.messages.extract import extract_python
 from babel.messages.pofile import read_po
-from flask import Flask, current_app, has_request_context, request, session
+from flask import Flask, current_app, g, has_request_context, request, session
 
 LANGUAGES = ("en", "fr")
 HERE = Path(__file__).parent / "translations"
@@ -78,9 +78,20 @@ def catalog(lang: str) -> dict[str, str]:
     }
 
 
+def _follow_override() -> None:
+    """`g.lang`, set by code that renders for someone else (or by a test), wins over the
+    request's language; Flask-Babel caches the locale per request, so forget it on a change."""
+    wanted = g.get("lang")
+    if wanted in LANGUAGES:
+        locale = flask_babel.get_locale()
+        if locale is None or locale.language != wanted:
+            flask_babel.refresh()
+
+
 def current_language() -> str:
     if not has_request_context():
         return "en"
+    _follow_override()
     locale = flask_babel.get_locale()
     lang = locale.language if locale is not None else "en"
     return lang if lang in LANGUAGES else "en"
@@ -88,12 +99,16 @@ def current_language() -> str:
 
 def gettext(message: str, **values: Any) -> str:
     """The message in the current language, with %(name)s values filled in."""
+    if has_request_context():
+        _follow_override()
     return flask_babel.gettext(message, **values)
 
 
 def ngettext(singular: str, plural: str, n: int, **values: Any) -> str:
     """The singular or plural form for `n` (French: 0 and 1 take the singular), `%(num)s`
     being `n` written the language's way (10,002 / 10 002) unless given."""
+    if has_request_context():
+        _follow_override()
     if "num" not in values:
         from designer.i18n_formats import number
 
@@ -108,6 +123,8 @@ def lazy_gettext(message: str, **values: Any) -> Any:
 
 def _choose_language() -> str:
     """Called by Flask-Babel once per request, whenever a message is first translated."""
+    if g.get("lang") in LANGUAGES:
+        return str(g.lang)
     asked = request.args.get("lang")
     if asked in LANGUAGES:
         return asked
