@@ -13,6 +13,7 @@
   function chart(id, config) {
     var el = document.getElementById(id);
     if (!el || !window.Chart) return;
+    window.Chart.defaults.locale = lang;  // the axes' figures, written the page's way
     config.options = Object.assign({
       responsive: true, maintainAspectRatio: false, animation: { duration: 300 },
       plugins: { legend: { position: "bottom" }, tooltip: { mode: "index", intersect: false,

@@ -188,6 +188,7 @@
 
   function chart(id, options) {
     if (charts[id]) charts[id].destroy();
+    window.Chart.defaults.locale = lang;
     charts[id] = new window.Chart($(id), options);
   }
   function baseOptions() {

@@ -85,6 +85,11 @@ def test_main_pages_in_each_language(page_for: PageFor, site: Site, lang: str) -
         ".label({dataset: {label: 'x'}, parsed: {y: 10002.5}})"
     )
     assert tooltip == "x: " + FIGURE[lang] + {"en": ".5", "fr": ",5"}[lang]
+    ticks = page.evaluate(
+        "() => Chart.getChart('kpi-daily-chart').scales.y.ticks.map(t => String(t.label))"
+    )
+    thousands = {"en": "10,000", "fr": f"10{NNBSP}000"}[lang]
+    assert thousands in ticks, ticks  # the axis too, not only the tooltips
     last_day = page.evaluate("() => Chart.getChart('kpi-daily-chart').data.labels.at(-1)")
     month = datetime.now(UTC).astimezone(ZoneInfo("Europe/Paris"))
     assert str(month.day) in last_day and not re.search(r"\d{4}-\d\d", last_day), last_day
