@@ -41,6 +41,7 @@ from designer import throttle
 from designer.forms import Choice, Flag, Form, Secret, Text, parse
 from designer.forms import query as query_values
 from designer.i18n import gettext as _
+from designer.i18n import ngettext
 from engine.store.models import USER_ROLES, AuditEntry, User
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,7 +98,11 @@ def _dummy_hash() -> str:
 def password_problem(password: str) -> str | None:
     """Why a new password is refused, or None."""
     if len(password) < MIN_PASSWORD:
-        return _("A password needs at least %(n)d characters.", n=MIN_PASSWORD)
+        return ngettext(
+            "A password needs at least %(num)s character.",
+            "A password needs at least %(num)s characters.",
+            MIN_PASSWORD,
+        )
     return None
 
 
@@ -275,7 +280,11 @@ def login() -> Any:
             if wait:
                 _audit_failure(db, username, address, "throttled")
         if wait:
-            error = _("Too many failed attempts: try again in %(n)d seconds.", n=wait)
+            error = ngettext(
+                "Too many failed attempts: try again in %(num)s second.",
+                "Too many failed attempts: try again in %(num)s seconds.",
+                wait,
+            )
             page = render_template("login.html", error=error, username=username)
             return page, 429, {"Retry-After": str(wait)}
         with Session(state.engine) as db, db.begin():

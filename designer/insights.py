@@ -24,8 +24,9 @@ from designer import parcours
 from designer.auth import requires
 from designer.forms import Form, Integer, Text
 from designer.forms import query as query_values
-from designer.i18n import current_language
+from designer.i18n import current_language, ngettext
 from designer.i18n import gettext as _
+from designer.i18n_formats import number, percent, when
 from designer.pressure_board import board
 from designer.pressure_health import health_view
 from designer.segment_files import segment_names
@@ -184,39 +185,18 @@ def computed_labels() -> dict[str, dict[str, str]]:
     return {"stages": stages, "classes": classes}
 
 
-def number(value: float, digits: int = 0) -> str:
-    text = f"{value:,.{digits}f}"
-    if current_language() == "fr":
-        return text.replace(",", "\u202f").replace(".", ",")
-    return text
-
-
-def percent(share: float) -> str:
-    """A share (0.25) as a percentage, with the language's spacing: 25.0% or 25,0 %."""
-    return number(100 * share, 1) + ("\u202f%" if current_language() == "fr" else "%")
-
-
 def span(delta: timedelta) -> str:
     """A duration in words: 7 days, 12 hours, 30 minutes."""
     seconds = int(delta.total_seconds())
     if seconds % 86400 == 0:
-        return _("%(n)s days", n=seconds // 86400) if seconds != 86400 else _("1 day")
+        return ngettext("%(num)s day", "%(num)s days", seconds // 86400)
     if seconds % 3600 == 0:
-        return _("%(n)s hours", n=seconds // 3600)
-    return _("%(n)s minutes", n=number(seconds / 60))
+        return ngettext("%(num)s hour", "%(num)s hours", seconds // 3600)
+    return ngettext("%(num)s minute", "%(num)s minutes", round(seconds / 60))
 
 
 def _zone() -> Any:
     return zone_for(None, parcours().settings.timezone)
-
-
-def when(instant: datetime | str | None) -> str:
-    """An instant in the workspace's time zone, to the minute."""
-    if instant is None:
-        return "—"
-    if isinstance(instant, str):
-        instant = datetime.fromisoformat(instant)
-    return instant.astimezone(_zone()).strftime("%Y-%m-%d %H:%M")
 
 
 def ago(instant: datetime | None) -> str:
@@ -497,7 +477,7 @@ def contact(external_id: str) -> Any:
         barometer_rows=barometer_rows, journeys=journeys, names=names, items=items, older=older,
         paged=cursor is not None, cfg_half_life=policy.pressure.half_life,
         computed_words=computed_labels(), segment_names=segment_names(), notices=notices,
-        **details,
+        now=now, **details,
     )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ from designer.editor import (
     sms_length,
 )
 from designer.i18n import gettext as _
+from designer.i18n_formats import number
 from designer.jsonbody import request_json
 from designer.workspace import Workspace, write_atomically
 from engine.spec.expressions import (
@@ -129,7 +130,7 @@ def check_part(part: str, source: str, data: Mapping[str, Any]) -> list[Problem]
         return {**found, "severity": severity}
 
     if len(source.encode("utf-8")) > MAX_PART_BYTES:
-        limit = f"{MAX_PART_BYTES:,}"
+        limit = number(MAX_PART_BYTES)
         return [problem("template.limit", _("Over %(limit)s bytes.", limit=limit), None)]
     html = part == "html"
     try:

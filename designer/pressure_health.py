@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from designer.i18n import current_language
 from designer.i18n import gettext as _
+from designer.i18n_formats import percent
 from engine.policy.health import ChannelHealth, SignalReading, health
 from engine.policy.model import HEALTH_SIGNALS, OVER_PRESSURED, Policy
 
@@ -43,12 +44,7 @@ def advice(signal: str) -> str:
 
 
 def _rate(value: float | None) -> str:
-    if value is None:
-        return "—"
-    text = f"{100 * value:,.2f}"
-    if current_language() == "fr":
-        return text.replace(",", "\u202f").replace(".", ",") + "\u202f%"
-    return text + "%"
+    return percent(value, 2)
 
 
 def _crossed(s: SignalReading) -> str:

@@ -35,6 +35,8 @@ from designer.editor_words import node_types
 from designer.editor_words import strings as canvas_strings
 from designer.i18n import current_language
 from designer.i18n import gettext as _
+from designer.i18n_formats import number as formatted
+from designer.i18n_formats import when
 from designer.jsonbody import request_json
 from designer.simulation_competition import VERBS, compare
 from designer.simulation_journeys import Lineup, lineup
@@ -85,8 +87,7 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int:
 
 def shown(number: int) -> str:
     """A number as the page's language writes it (20,000 / 20 000)."""
-    text = f"{number:,}"
-    return text.replace(",", "\u202f") if current_language() == "fr" else text
+    return formatted(number)
 
 
 def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
@@ -202,6 +203,8 @@ def summary(
         "scenario": {"id": sid, "name": scenario.name},
         "options": options.to_dict(),
         "start": report["start"],
+        # written here, in the workspace zone with its label, like every time of the designer
+        "start_label": when(report["start"]),
         "end": report["end"],
         "contacts": report["contacts"],
         "totals": _totals(sid, result),

@@ -31,7 +31,11 @@ SETTINGS: tuple[Setting, ...] = (
         "PostgreSQL: postgresql://user@host:5432/db.",
     ),
     Setting("SCENARIOS_DIR", "scenarios", "Folder of scenario YAML files published at start-up."),
-    Setting("TIMEZONE", "Europe/Paris", "Workspace zone, used when a contact's zone is unknown."),
+    Setting(
+        "TIMEZONE",
+        "Europe/Paris",
+        "Workspace zone: used when a contact's zone is unknown, and for the designer's times.",
+    ),
     Setting("BATCH_SIZE", "500", "Enrollments claimed and committed together.", int),
     Setting("TICK_SECONDS", "1.0", "Interval of the worker's tick.", float),
     Setting("LEASE_SECONDS", "60", "How long a claimed batch stays reserved to one worker.", int),

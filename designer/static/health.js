@@ -12,7 +12,10 @@
     var block = document.getElementById("health-data");
     if (!block || typeof Chart === "undefined") return;
     var data = JSON.parse(block.textContent);
-    var fmt = new Intl.NumberFormat(data.lang || "en", { maximumFractionDigits: 2 });
+    var lang = document.documentElement.lang || data.lang || "en";
+    var fmt = new Intl.NumberFormat(lang, { maximumFractionDigits: 2 });
+    var dayFmt = new Intl.DateTimeFormat(lang, { day: "numeric", month: "short", timeZone: "UTC" });
+    Chart.defaults.locale = lang;
     data.cards.forEach(function (card) {
       var canvas = document.getElementById("chart-health-" + card.channel);
       if (!canvas) return;
@@ -25,7 +28,7 @@
       });
       new Chart(canvas, {
         type: "line",
-        data: { labels: data.days.map(function (d) { return d.slice(5); }), datasets: sets },
+        data: { labels: data.days.map(function (d) { return dayFmt.format(new Date(d + "T00:00:00Z")); }), datasets: sets },
         options: {
           animation: false,
           interaction: { mode: "index", intersect: false },

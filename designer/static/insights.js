@@ -44,7 +44,7 @@
     var block = document.getElementById("pressure-data");
     if (!block || typeof Chart === "undefined") return;
     var data = JSON.parse(block.textContent);
-    var lang = data.lang || "en";
+    var lang = document.documentElement.lang || data.lang || "en";
     var fmt = new Intl.NumberFormat(lang);
     var labels = data.labels;
 

@@ -4,14 +4,16 @@
   var dataEl = document.getElementById("kpi-chart-data");
   if (!dataEl) return;
   var data = JSON.parse(dataEl.textContent);
-  var fmt = new Intl.NumberFormat(data.lang, { maximumFractionDigits: 2 });
-  var dayFmt = new Intl.DateTimeFormat(data.lang, { day: "numeric", month: "short", timeZone: "UTC" });
+  var lang = document.documentElement.lang || data.lang || "en";
+  var fmt = new Intl.NumberFormat(lang, { maximumFractionDigits: 2 });
+  var dayFmt = new Intl.DateTimeFormat(lang, { day: "numeric", month: "short", timeZone: "UTC" });
   var days = data.days.map(function (d) { return dayFmt.format(new Date(d + "T00:00:00Z")); });
   var colours = ["#4f6bed", "#2bb673", "#f5a623", "#d0021b", "#9013fe", "#50e3c2", "#8b572a"];
 
   function chart(id, config) {
     var el = document.getElementById(id);
     if (!el || !window.Chart) return;
+    window.Chart.defaults.locale = lang;  // the axes' figures, written the page's way
     config.options = Object.assign({
       responsive: true, maintainAspectRatio: false, animation: { duration: 300 },
       plugins: { legend: { position: "bottom" }, tooltip: { mode: "index", intersect: false,

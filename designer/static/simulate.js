@@ -12,7 +12,6 @@
   var percent = new Intl.NumberFormat(lang, { style: "percent", maximumFractionDigits: 1 });
   var signed = new Intl.NumberFormat(lang, { signDisplay: "exceptZero" });
   var dayLabel = new Intl.DateTimeFormat(lang, { day: "numeric", month: "short", timeZone: "UTC" });
-  var startLabel = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" });
   var COLORS = { email: "#4f46e5", sms: "#0f9d6b", push: "#c77700", call: "#0e8fd6", mail: "#7c5cff", onsite: "#d4334a" };
   var SPARE = ["#64748b", "#db2777", "#0891b2", "#65a30d"];
   var charts = {};
@@ -129,7 +128,7 @@
     var o = data.options, t = data.totals;
     status.replaceChildren(el("span", { text: text("done", {
       contacts: number.format(data.contacts), days: number.format(o.days),
-      start: startLabel.format(new Date(data.start)), s: number.format(data.elapsed),
+      start: data.start_label, s: number.format(data.elapsed),
     }) }));
     $("simulate-empty").hidden = true;
     results.hidden = false;
@@ -189,6 +188,7 @@
 
   function chart(id, options) {
     if (charts[id]) charts[id].destroy();
+    window.Chart.defaults.locale = lang;
     charts[id] = new window.Chart($(id), options);
   }
   function baseOptions() {

@@ -117,12 +117,12 @@ def test_contact_page_lists_identifiers_and_merges(
     seed_merge(engine)
     page = text(as_role("viewer"), "/contacts/crm-1")
     identifiers = section(page, "identifiers")
-    assert "Loyalty card LC-4417 import 2025-05-31 11:00" in identifiers  # Paris time
+    assert "Loyalty card LC-4417 import May 31, 2025, 11:00 CEST" in identifiers  # Paris time
     assert "Email marie@example.com api" in identifiers
     assert "External id web-9 merge" in identifiers
     merges = section(page, "merges")
     assert "Absorbed web-9" in merges
-    assert "2025-06-02 09:00 · by alice · identified by an event" in merges
+    assert "Jun 2, 2025, 09:00 CEST · by alice · identified by an event" in merges
 
 
 def test_the_timeline_shows_the_merge(
@@ -172,7 +172,7 @@ def test_an_erased_contact_shows_a_plain_page(
         conn.execute(update(Contact).where(Contact.id == ids["crm-2"])
                      .values(erased_at=T0 - timedelta(days=1)))  # fmt: skip
     page = text(as_role("viewer"), "/contacts/crm-2", status=410)
-    assert "This contact was erased on 2025-06-01 11:00." in page
+    assert "This contact was erased on Jun 1, 2025, 11:00 CEST." in page
     assert "pierre@example.com" not in page and "Pressure barometer" not in page
     text(as_role("viewer"), "/contacts/nobody", status=404)
 

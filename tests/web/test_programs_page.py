@@ -135,7 +135,7 @@ def test_program_and_journey_pages_show_the_health_of_their_journeys(
     basket = viewer.get("/programs/basket-growth").get_data(as_text=True)
     card = basket[basket.index('data-testid="pressure-health"') :]
     assert 'class="healthcard raised" data-channel="email"' in card
-    assert "200 sends" in card and "Bounce rate" in card and "1 signal(s) raised" in card
+    assert "200 sends" in card and "Bounce rate" in card and "1 signal raised" in card
     assert "Bounces: clean the addresses before sending again." in card
     assert "static/health.js" in basket
     journey = viewer.get("/scenarios/win-back").get_data(as_text=True)

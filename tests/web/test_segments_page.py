@@ -356,7 +356,7 @@ def test_the_contact_page_lists_the_segments_the_contact_is_in(
     page = client.get("/contacts/c5").get_data(as_text=True)
     block = page.split('data-testid="segments"')[1].split("</section>")[0]
     assert '<a href="/segments/newsletter-subscribers">Newsletter subscribers</a>' in block
-    assert "since 2025-06-02 11:00" in block  # entered at the second build, Paris time
+    assert "since Jun 2, 2025, 11:00 CEST" in block  # entered at the second build, Paris time
     other = client.get("/contacts/c2").get_data(as_text=True)
     assert "In no segment." in other.split('data-testid="segments"')[1].split("</section>")[0]
 

@@ -57,6 +57,7 @@ def test_a_generated_run_counts_steps_sends_and_policy(login: Login) -> None:
     data = response.get_json()
     totals, steps = data["totals"], {s["id"]: s for s in data["steps"]}
     assert data["contacts"] == 60 and data["scenario"]["id"] == "cart-abandonment"
+    assert data["start_label"] == "Mar 3, 2025, 10:00 CET"  # workspace zone, with its label
     # Steps in reading order, from the start; everyone who entered reached the first step.
     assert data["steps"][0]["id"] == "wait-1h"
     assert 0 < totals["entered"] == steps["wait-1h"]["reached"]

@@ -414,6 +414,7 @@
       });
     }
 
+    var numberFormat = new Intl.NumberFormat(document.documentElement.lang || "en");
     function paintCounts() {
       Object.keys(numOf).forEach(function (id) {
         var node = element.querySelector("#node-" + numOf[id]);
@@ -424,7 +425,8 @@
         if (!c) return;
         Object.keys(c).forEach(function (label) {
           var pill = el("span", "pc-count");
-          pill.appendChild(el("b", null, String(c[label])));
+          var n = c[label];  // written the page's way (10,002 / 10 002)
+          pill.appendChild(el("b", null, typeof n === "number" ? numberFormat.format(n) : String(n)));
           pill.appendChild(document.createTextNode(" " + label));
           pill.setAttribute("data-testid", "count-" + id + "-" + label);
           box.appendChild(pill);
