@@ -27,21 +27,22 @@ from designer.rest import RestBlueprint, body, header, problems
 from engine.api_keys import Verified
 from engine.api_keys import any_active as any_active_key
 from engine.api_keys import verify as verify_key
+from engine.audience.contact_upsert import (
+    CREATED,
+    clean_contact_body,
+    identifiers_taken,
+    upsert_rows,
+)
 from engine.audience.identity import (
-    IdentifierInvalid,
-    clean_identifiers,
     find_contact,
     identifiers_of,
-    resolve,
 )
 from engine.audience.ingest import (
     RowInvalid,
-    clean_contact,
     clean_event,
     contact_profile,
     parse_instant,
     record_events,
-    upsert_contacts,
 )
 from engine.audience.membership import contact_segments
 from engine.delivery.channel_config import delivering_channels
@@ -64,7 +65,6 @@ from engine.store.db import SQLITE_BEGIN
 from engine.store.models import (
     ConsentRecord,
     Contact,
-    ContactIdentifier,
     Enrollment,
     Event,
     Suppression,
@@ -246,56 +246,26 @@ def put_contact(external_id: str) -> dict[str, Any]:
     the URL. `identifiers` ({"loyalty_card": "L-1"}) are added; one another contact holds: 409.
     """
     parcours = _parcours()
-    body = json_body()
-    if not isinstance(body, dict):
-        _invalid("A contact is a JSON object of profile fields and attributes.")
-    if "attributes" in body and not isinstance(body["attributes"], dict | None):
-        _invalid("attributes must be a JSON object.", "attributes")
-    for name in ("external_id", "id"):
-        if body.get(name) not in (None, "") and str(body[name]) != external_id:
-            _invalid(f"'{name}' in the body differs from the URL's '{external_id}'.", name)
-    body = dict(body)
     settings = current_identity(parcours.settings.scenarios_dir)
     try:
-        identifiers = clean_identifiers(body.pop("identifiers", None), settings)
-        row = clean_contact({**body, "external_id": external_id})
-    except IdentifierInvalid as exc:
-        _invalid(exc.message, exc.field)
+        row = clean_contact_body(json_body(), external_id, settings)
     except RowInvalid as exc:
-        _invalid(exc.message, exc.field)
-    if row["external_id"] != external_id:
-        _invalid("An external id cannot start or end with spaces.", "external_id")
+        _invalid(exc.message[:1].upper() + exc.message[1:] + ".", exc.field or None)
     now = parcours.clock.now()
     with parcours.engine.begin() as conn:
-        _check_identifiers_free(conn, external_id, identifiers)
-        created, _ = upsert_contacts(conn, [{**row, "identifiers": identifiers}], now)
-        contact = find_contact(conn, external_id)  # an absorbed id names the survivor
-        answer = contact_answer(conn, contact)
-    return {**answer, "created": created == 1}
-
-
-def _check_identifiers_free(
-    conn: Connection, external_id: str, identifiers: list[tuple[str, str]]
-) -> None:
-    """409 naming the field when another contact holds one of the identifiers."""
-    if not identifiers:
-        return
-    mine = find_contact(conn, external_id)
-    for (kind, value), holder in resolve(conn, identifiers).items():
-        # email and phone also name a contact by its profile's address: only registered
-        # identifiers are taken
-        registered = conn.execute(
-            select(ContactIdentifier.id).where(
-                ContactIdentifier.kind == kind, ContactIdentifier.value == value
-            )
-        ).first()
-        if registered is not None and (mine is None or holder != mine.id):
+        taken = identifiers_taken(conn, [row])
+        if taken:
+            kind = taken[0]
             raise ApiError(
                 409,
                 "identifier_taken",
                 f"This {kind} already identifies another contact (POST /api/identify merges them).",
                 f"identifiers.{kind}",
             )
+        (status,) = upsert_rows(conn, [row], now)  # an unchanged contact is not written
+        contact = find_contact(conn, external_id)  # an absorbed id names the survivor
+        answer = contact_answer(conn, contact)
+    return {**answer, "created": status == CREATED}
 
 
 @api.get("/contacts/<external_id>")
