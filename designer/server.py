@@ -46,16 +46,15 @@ class _Logs(glogging.Logger):  # type: ignore[misc]
 
 
 def web_app(settings: Settings) -> Flask:
-    """The application as the web server serves it: on PostgreSQL an accepted event wakes
-    the workers of other processes (NOTIFY); on SQLite they find it at their next tick."""
+    """The application as the web server serves it: an accepted event wakes the workers of
+    other processes (NOTIFY on PostgreSQL, a datagram on SQLite: engine.worker.wake)."""
     from designer import create_app
     from engine.worker.wake import notify_workers
 
     app = create_app(settings)
     state = app.extensions["parcours"]
-    if state.engine.dialect.name == "postgresql":
-        engine = state.engine
-        state.wake = lambda: notify_workers(engine)
+    engine = state.engine
+    state.wake = lambda: notify_workers(engine)
     return app
 
 

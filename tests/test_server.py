@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,10 +157,25 @@ def _settle(passes: list[float]) -> None:
             return
 
 
-def test_notify_is_nothing_on_sqlite(tmp_path: Path) -> None:
+def test_on_sqlite_a_datagram_wakes_each_registered_worker(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
-    notify_workers(engine)  # no error, no channel: the worker polls
-    assert WakeListener.for_engine(engine, lambda: None) is None
+    notify_workers(engine)  # no worker yet: nothing to do, no error
+    woken = [threading.Event(), threading.Event()]
+    listeners = [WakeListener.for_engine(engine, w.set) for w in woken]
+    try:
+        for listener in listeners:
+            assert listener is not None
+            listener.start()
+        assert len(list((tmp_path / ".x.db.wake").glob("*.port"))) == 2
+        notify_workers(engine)  # what the web process does after it commits an event
+        assert all(w.wait(5) for w in woken)
+    finally:
+        for listener in listeners:
+            assert listener is not None
+            listener.stop()
+    assert not list((tmp_path / ".x.db.wake").glob("*.port"))  # a stopped worker deregisters
+    notify_workers(engine)
+    assert WakeListener.for_engine(make_engine("sqlite://"), lambda: None) is None  # in memory
     engine.dispose()
 
 

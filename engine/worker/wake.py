@@ -1,16 +1,22 @@
 """Waking a worker that runs in another process when an event arrives.
 
 On PostgreSQL the web process says `NOTIFY parcours_wake` after it commits an event, and each
-worker holds one connection that LISTENs and runs its tick at once. On SQLite there is no such
-channel between processes: the worker finds the event at its next tick (PARCOURS_TICK_SECONDS,
-one second by default).
+worker holds one connection that LISTENs and runs its tick at once. On SQLite (one machine by
+nature) each worker listens on a UDP port of 127.0.0.1 and writes that port in a file of the
+folder ``.<database file>.wake/`` beside the database; the web process sends one datagram to
+every port listed. A datagram carries nothing but "look now": a worker that missed it finds
+the event at its next tick anyway (PARCOURS_TICK_SECONDS).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
@@ -20,13 +26,74 @@ CHANNEL = "parcours_wake"
 RECONNECT_SECONDS = 5.0
 
 
+def wake_folder(engine: Engine) -> Path | None:
+    """Where the workers of a SQLite file register their wake ports; None for other databases
+    and for an in-memory SQLite (no other process can share it)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    path = Path(database).resolve()
+    return path.parent / f".{path.name}.wake"
+
+
 def notify_workers(engine: Engine) -> None:
-    """Wake every worker listening on this database (PostgreSQL; nothing to do on SQLite)."""
-    if engine.dialect.name != "postgresql":
+    """Wake every worker of this database: NOTIFY on PostgreSQL, a datagram to each registered
+    port on SQLite."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+            conn.commit()
         return
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
-        conn.commit()
+    folder = wake_folder(engine)
+    if folder is None or not folder.is_dir():
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for entry in folder.glob("*.port"):
+            with contextlib.suppress(OSError, ValueError):  # a worker that just stopped
+                sender.sendto(b"wake", ("127.0.0.1", int(entry.read_text())))
+
+
+class PortWakeListener:
+    """SQLite: a thread waiting for datagrams on a port of 127.0.0.1 registered in the
+    database's wake folder; each calls `wake`. `stop` removes the registration."""
+
+    def __init__(self, folder: Path, wake: Callable[[], None], timeout: float = 1.0) -> None:
+        self.folder = folder
+        self.wake = wake
+        self.timeout = timeout
+        self.listening = threading.Event()
+        self._stop = threading.Event()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(timeout)
+        self.port = int(self._socket.getsockname()[1])
+        self._entry = folder / f"{os.getpid()}-{self.port}.port"
+        self._thread = threading.Thread(target=self._run, name="wake-listener", daemon=True)
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._entry.write_text(str(self.port))
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._entry.unlink(missing_ok=True)
+        self._thread.join(self.timeout + 1)
+        self._socket.close()
+
+    def _run(self) -> None:
+        self.listening.set()
+        while not self._stop.is_set():
+            try:
+                self._socket.recv(64)
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed by stop
+            try:
+                self.wake()
+            except Exception:
+                logger.exception("waking the worker failed", extra={"action": "wake"})
 
 
 class WakeListener:
@@ -47,9 +114,14 @@ class WakeListener:
         self._thread = threading.Thread(target=self._run, name="wake-listener", daemon=True)
 
     @classmethod
-    def for_engine(cls, engine: Engine, wake: Callable[[], None]) -> WakeListener | None:
-        """A listener on PostgreSQL; None on SQLite (the tick polls)."""
-        return cls(engine, wake) if engine.dialect.name == "postgresql" else None
+    def for_engine(
+        cls, engine: Engine, wake: Callable[[], None]
+    ) -> WakeListener | PortWakeListener | None:
+        """LISTEN on PostgreSQL, a registered port on a SQLite file, None for in-memory SQLite."""
+        if engine.dialect.name == "postgresql":
+            return cls(engine, wake)
+        folder = wake_folder(engine)
+        return PortWakeListener(folder, wake) if folder is not None else None
 
     def start(self) -> None:
         self._thread.start()

@@ -68,6 +68,7 @@ def test_up_serves_the_api_and_the_worker_sends(tmp_path: Path) -> None:
         PARCOURS_SCENARIOS_DIR=str(scenarios),
         PARCOURS_PORT=str(port),
         PARCOURS_API_KEY="test-key",
+        PARCOURS_TICK_SECONDS="30",
     )
     cli = [sys.executable, "-c", "from designer.cli import main; main()"]
     proc = subprocess.Popen(
@@ -94,7 +95,8 @@ def test_up_serves_the_api_and_the_worker_sends(tmp_path: Path) -> None:
             key="test-key",
         )
         assert status == 202 and body["recorded"] == 1
-        # The worker is its own process: on SQLite it finds the event at its next tick (1 s).
+        # The tick runs every 30 s here: a send within a few seconds proves the event woke the
+        # worker, a process of its own (a datagram on SQLite, engine.worker.wake).
         deadline = time.monotonic() + 10
         sent: list[dict] = []  # type: ignore[type-arg]
         while time.monotonic() < deadline and not sent:
