@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import marshmallow as ma
-from flask import Response, request
+from flask import Response
 from marshmallow import fields, validate
 
 from designer import ApiError, parcours
@@ -27,12 +27,13 @@ api_delivery.before_request(authenticate)
 MAX_KEYS = 1000
 MAX_KEY_LENGTH = 200  # sends.send_key
 MAX_NOTE = 1000
-DATE = {
-    "in": "query",
-    "name": "date",
-    "description": "The day, YYYY-MM-DD; default today in the workspace zone",
-    "schema": {"type": "string", "format": "date"},
-}
+
+
+class DayQuery(ma.Schema):
+    day = fields.Date(
+        data_key="date",
+        metadata={"description": "The day, YYYY-MM-DD; default today in the workspace zone"},
+    )
 
 
 class Batch(ma.Schema):
@@ -72,52 +73,42 @@ def _channel(channel: str) -> str:
     return channel
 
 
-def _day() -> date:
-    given = request.args.get("date")
-    if not given:
-        return _today()
-    try:
-        return date.fromisoformat(given)
-    except ValueError:
-        _invalid(f"'{given[:40]}' is not a date (YYYY-MM-DD).", "date")
-
-
 def _today() -> date:
     state = parcours()
     return state.clock.now().astimezone(ZoneInfo(state.settings.timezone)).date()
 
 
-def _items(channel: str) -> tuple[date, list[dict[str, Any]]]:
+def _items(channel: str, day: date | None) -> tuple[date, list[dict[str, Any]]]:
     state = parcours()
-    day = _day()
+    day = day or _today()
     with state.engine.connect() as conn:
         conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # read only: no write lock
         return day, batch(conn, _channel(channel), day, state.settings.timezone)
 
 
 @api_delivery.get("/<channel>")
+@api_delivery.arguments(DayQuery, location="query", as_kwargs=True)
 @api_delivery.response(200, Batch)
-@api_delivery.doc(parameters=[DATE])
-@problems(404, 422)
-def items(channel: str) -> dict[str, Any]:
+@problems(404)
+def items(channel: str, day: date | None = None) -> dict[str, Any]:
     """The day's items not yet acknowledged.
 
     ``?date=YYYY-MM-DD``, default today."""
-    day, found = _items(channel)
+    day, found = _items(channel, day)
     return {"channel": channel, "date": day.isoformat(), "items": found}
 
 
 @api_delivery.get("/<channel>.csv")
+@api_delivery.arguments(DayQuery, location="query", as_kwargs=True)
 @api_delivery.doc(
-    parameters=[DATE],
     responses={200: {"description": "The items", "content": {"text/csv": {"schema": {}}}}},
 )
-@problems(404, 422)
-def items_csv(channel: str) -> Response:
+@problems(404)
+def items_csv(channel: str, day: date | None = None) -> Response:
     """The day's items as CSV.
 
     UTF-8 with a byte order mark, comma-separated."""
-    day, found = _items(channel)
+    day, found = _items(channel, day)
     body = "\ufeff" + to_csv(channel, found)
     response = Response(body.encode("utf-8"), mimetype="text/csv")
     response.headers["Content-Disposition"] = (
