@@ -1,8 +1,9 @@
 """The JSON API under /api: events in, contact profiles and consents, suppressions, manual
 entries, health.
 
-Every route but ``/api/health`` needs the header ``X-Api-Key``. Errors are RFC 9457 problems
-(see `designer.rest`); the schemas are in `designer.api_schemas`.
+Every route but ``/api/health`` needs an API key (``X-Api-Key`` or ``Authorization: Bearer``)
+whose scope allows it (`authenticate`, designer.api_scope). Errors are RFC 9457 problems (see
+`designer.rest`); the schemas are in `designer.api_schemas`.
 """
 
 from __future__ import annotations
