@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,10 +18,10 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from designer import Parcours, create_app
+from designer import Parcours, auth, create_app
 from designer.auth import create_user
 from engine.config import load_settings
-from engine.store import db
+from tests.web.conftest import _quick_hash
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PARCOURS_CHROMIUM", "/usr/bin/chromium")
@@ -74,13 +75,18 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     """The designer on a fresh SQLite database with a copy of the example scenarios, served on
     a free port; users admin, marketer and viewer (password PASSWORD)."""
     workspace = tmp_path / "scenarios"
     shutil.copytree(REPO / "scenarios", workspace)
-    url = f"sqlite:///{tmp_path / 'site.db'}"
-    db.upgrade(url)
+    path = tmp_path / "site.db"
+    with sqlite3.connect(sqlite_template) as source, sqlite3.connect(path) as copy:
+        source.backup(copy)  # the run's migrated template (tests/conftest.py)
+    url = f"sqlite:///{path}"
+    # sign-in flows, not the hash's cost (see tests/web/conftest.py)
+    monkeypatch.setattr(auth, "hash_password", _quick_hash)
+    auth._dummy_hash.cache_clear()
     settings = load_settings(
         {}, database_url=url, data_dir=tmp_path, scenarios_dir=workspace, api_key="browser-key"
     )

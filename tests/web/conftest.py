@@ -3,19 +3,21 @@ and one user per role (password PASSWORD)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
 
-from designer import Parcours, create_app
+from designer import Parcours, auth, create_app
 from designer.auth import create_user
 from engine.config import load_settings
-from engine.store import db
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
@@ -30,10 +32,31 @@ def workspace(tmp_path: Path) -> Path:
     return folder
 
 
+@functools.cache
+def _quick_hash(password: str) -> str:
+    return generate_password_hash(password, method="pbkdf2:sha256:1000")
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """These tests are about sign-in flows, not the hash's cost: users get a cheap hash (a
+    stored hash names its method, so checking it is cheap too). A test marked
+    `real_password_hash` keeps the product's, its unknown-user hash included."""
+    auth._dummy_hash.cache_clear()  # made with whichever hash this test uses
+    if request.node.get_closest_marker("real_password_hash") is None:
+        monkeypatch.setattr(auth, "hash_password", _quick_hash)
+    yield
+    auth._dummy_hash.cache_clear()
+
+
 @pytest.fixture
-def designer_app(tmp_path: Path, workspace: Path) -> Iterator[Flask]:
-    url = f"sqlite:///{tmp_path / 'designer.db'}"
-    db.upgrade(url)
+def designer_app(tmp_path: Path, workspace: Path, sqlite_template: Path) -> Iterator[Flask]:
+    path = tmp_path / "designer.db"
+    with sqlite3.connect(sqlite_template) as source, sqlite3.connect(path) as copy:
+        source.backup(copy)  # the run's migrated template (tests/conftest.py)
+    url = f"sqlite:///{path}"
     settings = load_settings(
         {}, database_url=url, data_dir=tmp_path, scenarios_dir=workspace, api_key="k"
     )

@@ -95,6 +95,7 @@ def test_two_processes_share_the_counters(
         other.extensions["parcours"].engine.dispose()
 
 
+@pytest.mark.real_password_hash
 def test_unknown_and_disabled_names_cost_one_password_hash_like_known_ones(
     designer_app: Flask, state: Parcours, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
