@@ -96,6 +96,8 @@ MAY_CONNECT = {
     "channels/email_smtp.py": "smtplib",
     # a TCP connect to that same relay, for /api/health; no data is sent
     "engine/service_health.py": "socket.create_connection",
+    # UDP datagrams to 127.0.0.1 only, the ports this machine's workers registered (SQLite wake)
+    "engine/worker/wake.py": "socket.socket",
 }
 
 
