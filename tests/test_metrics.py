@@ -341,12 +341,11 @@ def _generic_plan(conn: Any, name: str, query: Any) -> str:
 
 
 @pytest.mark.pg
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a PostgreSQL plan only
 def test_gauge_queries_use_indexes_on_postgresql(pg_admin: Engine, db_url: str) -> None:
     """With sequential scans priced out and the generic plan forced, each statement's plan must
     find an index: one whose predicate the planner cannot match (a bound 'active' against the
     partial index of due enrollments) would still scan the table."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("a PostgreSQL plan")
     from engine.store import db
 
     db.upgrade(db_url)
