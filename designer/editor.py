@@ -26,7 +26,7 @@ from channels.registry import channel_info, channel_names
 from designer import parcours
 from designer.auth import audit, can, requires
 from designer.condition_choices import condition_choices
-from designer.editor_entry import START_FORM, STARTS, AudienceError, count_audience, first_trigger
+from designer.editor_entry import START_FORM, STARTS, AudienceError, StartForm, count_audience
 from designer.editor_words import node_types as node_types  # re-exported for the live view
 from designer.editor_words import strings as strings
 from designer.forms import Choice, Form, Identifier, Integer, Name, parse
@@ -253,7 +253,8 @@ def new() -> Any:
         values, errors = parse(NewScenarioForm(), request.form)
         if "id" not in errors and ws.exists(values["id"]):
             errors["id"] = _("A scenario with this id already exists.")
-        trigger = first_trigger(form, _segments(ws), errors)
+        start, start_errors = parse(StartForm(_segments(ws)), request.form)
+        errors.update(start_errors)
         if not errors:
             doc = load(
                 "format_version: 1\nid: x\nname: x\nobjective: other\npriority: 50\n"
@@ -264,7 +265,7 @@ def new() -> Any:
                 name=values["name"],
                 objective=values["objective"],
                 priority=values["priority"],
-                triggers=[trigger],
+                triggers=[start["trigger"]],
             )
             try:
                 ws.write(values["id"], dump(doc), None)

@@ -7,15 +7,15 @@ number the marketer sees while editing the audience is what the database would a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import available_timezones
 
-from marshmallow import ValidationError
+from marshmallow import ValidationError, post_load, validates_schema
 from sqlalchemy import Connection, func, select
 
+from designer.forms import Choice, Form, Text
 from designer.i18n import gettext as _
 from engine.audience.preview import preview
 from engine.policy.model import PressureConfig
@@ -30,30 +30,58 @@ EVENT_NAME = re.compile(r"^\S.{0,199}$")
 SAMPLE = 10
 
 
-def first_trigger(
-    form: Mapping[str, str], segments: list[str], errors: dict[str, str]
-) -> dict[str, Any]:
-    """The trigger the new-journey form describes; a message per wrong field in `errors`."""
-    start = form["start"]
-    if start == "event":
-        if not EVENT_NAME.match(form["event"]):
-            errors["event"] = _("Name the event that starts the journey, e.g. order_placed.")
-        return {"event": form["event"]}
-    if start == "segment":
-        if form["segment"] not in segments:
-            errors["segment"] = _("Choose one of the workspace's segments.")
-        return {"segment_entered": form["segment"]}
-    if start == "schedule":
-        at = LOCAL_TIME.match(form["at"])
-        if at is None:
-            errors["at"] = _("A time of day is HH:MM, e.g. 09:00.")
-        if form["timezone"] not in available_timezones():
-            errors["timezone"] = _("Choose a time zone, e.g. Europe/Paris.")
-        cron = f"{int(at.group(2))} {int(at.group(1))} * * *" if at else ""
-        return {"schedule": cron, "timezone": form["timezone"]}
-    if start != "manual":
-        errors["start"] = _("Choose how the journey starts.")
-    return {"manual": True}
+class StartForm(Form):
+    """How a new journey starts, as the new-journey form sends it: the fields of the start
+    chosen are checked, the others ignored. Loads to ``{"trigger": ...}``."""
+
+    start = Choice(STARTS, error="start", load_default="manual")
+    event = Text(load_default="")
+    segment = Text(load_default="")
+    at = Text(load_default="")
+    timezone = Text(load_default="")
+
+    def __init__(self, segments: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.segments = segments
+
+    def words(self) -> dict[str, str]:
+        return {
+            "start": _("Choose how the journey starts."),
+            "event": _("Name the event that starts the journey, e.g. order_placed."),
+            "segment": _("Choose one of the workspace's segments."),
+            "at": _("A time of day is HH:MM, e.g. 09:00."),
+            "timezone": _("Choose a time zone, e.g. Europe/Paris."),
+        }
+
+    @validates_schema
+    def _chosen_start(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        wrong: dict[str, str] = {}
+        start = data["start"]
+        if start == "event" and not EVENT_NAME.match(data["event"]):
+            wrong["event"] = "event"
+        elif start == "segment" and data["segment"] not in self.segments:
+            wrong["segment"] = "segment"
+        elif start == "schedule":
+            if not LOCAL_TIME.match(data["at"]):
+                wrong["at"] = "at"
+            if data["timezone"] not in available_timezones():
+                wrong["timezone"] = "timezone"
+        if wrong:
+            raise ValidationError({field: [key] for field, key in wrong.items()})
+
+    @post_load
+    def _trigger(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        start = data["start"]
+        if start == "event":
+            return {"trigger": {"event": data["event"]}}
+        if start == "segment":
+            return {"trigger": {"segment_entered": data["segment"]}}
+        if start == "schedule":
+            at = LOCAL_TIME.match(data["at"])
+            assert at is not None  # checked by _chosen_start
+            cron = f"{int(at.group(2))} {int(at.group(1))} * * *"
+            return {"trigger": {"schedule": cron, "timezone": data["timezone"]}}
+        return {"trigger": {"manual": True}}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from jinja2 import TemplateError
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
+from marshmallow import ValidationError, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,6 +36,7 @@ from designer.editor import (
     json_response,
     sms_length,
 )
+from designer.forms import Form, Text, parse
 from designer.i18n import gettext as _
 from designer.i18n_formats import number
 from designer.jsonbody import request_json
@@ -436,26 +438,54 @@ def _new_form() -> dict[str, str]:
 STARTERS = {"text": "{{ contact.first_name }},\n", "html": "<p>{{ contact.first_name }},</p>\n"}
 
 
+def _template_name(value: str) -> None:
+    if not valid_template_name(value):
+        raise ValidationError("template")
+
+
+def _known_channel(value: str) -> None:
+    if value not in channel_names():
+        raise ValidationError("channel")
+
+
+class NewTemplateForm(Form):
+    """A new template: its folder's name and the channel it is written for."""
+
+    name = Text(
+        required=True,
+        validate=[validate.Length(max=MAX_NAME, error="template"), _template_name],
+        error_messages={"required": "template", "invalid": "template"},
+    )
+    channel = Text(load_default="email", validate=_known_channel)
+
+    def words(self) -> dict[str, str]:
+        return {
+            "template": _("Letters, digits, '-' and '_' only; start with a letter or digit."),
+            "channel": _("Choose a channel."),
+        }
+
+
 @library.post("/templates")
 @requires("marketer")
 def create() -> Any:
     """A new template folder, with the parts its channel takes (JSON: the parts given)."""
     body = request_json(optional=True) if request.is_json else None
     source = body if isinstance(body, dict) else request.form
-    form = {k: str(source.get(k) or v).strip() for k, v in _new_form().items()}
-    errors: dict[str, str] = {}
-    name, root = form["name"], _root()
-    if len(name) > MAX_NAME or not valid_template_name(name):
-        errors["name"] = _("Letters, digits, '-' and '_' only; start with a letter or digit.")
-    elif (root / name).exists():
+    form = {k: str(source.get(k) or v).strip() for k, v in _new_form().items()}  # shown back
+    # JSON gives the parts themselves; the form, the channel whose parts the template starts with.
+    asked = NewTemplateForm(only=("name",)) if isinstance(body, dict) else NewTemplateForm()
+    values, errors = parse(asked, source)
+    root = _root()
+    if "name" not in errors and (root / values["name"]).exists():
         errors["name"] = _("A template with this name already exists.")
+    name = values.get("name", "")
     if isinstance(body, dict):
         parts = _parts_field(body, {})
-    elif form["channel"] in channel_names():
-        wanted = channel_info(form["channel"]).parts
+    elif "channel" in values:
+        wanted = channel_info(values["channel"]).parts
         parts = {p: STARTERS.get(p, "") for p in wanted if p in TEMPLATE_PARTS}
     else:
-        parts, errors["channel"] = {}, _("Choose a channel.")
+        parts = {}
     if not errors:
         _problems, refused = _refusal(parts, {})
         if refused is not None:

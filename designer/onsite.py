@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from channels.errors import ChannelConfigError
 from designer import ApiError, parcours
@@ -90,16 +91,45 @@ def cors(response: Response) -> Response:
     return response
 
 
-def _contact(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID:
-        raise ApiError(422, "invalid", "'contact' is the contact's external id.", "contact")
-    return value
+class OfferQuery(Schema):
+    """``?contact=`` of an offer request: the visitor's external id, as the site knows it."""
+
+    class Meta:
+        unknown = EXCLUDE  # the site key and cache busters ride along
+
+    contact = fields.String(
+        required=True, validate=[validate.Length(max=MAX_ID), validate.Regexp(r".*\S")]
+    )
+
+
+class ClickBody(OfferQuery):
+    """A click on an offer shown: the offer's id and the contact's."""
+
+    offer = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+MESSAGES = {
+    "contact": "'contact' is the contact's external id.",
+    "offer": "'offer' is the id of the offer shown.",
+}
+
+
+def _load(schema: Schema, source: Any) -> dict[str, Any]:
+    """The parsed request, or a 422 at the first wrong field."""
+    try:
+        loaded: dict[str, Any] = schema.load(source)
+    except ValidationError as exc:
+        wrong = [f for f in MESSAGES if isinstance(exc.messages, dict) and f in exc.messages]
+        if not wrong:
+            raise ApiError(422, "invalid", 'Send {"offer": ..., "contact": ...}.') from None
+        raise ApiError(422, "invalid", MESSAGES[wrong[0]], wrong[0]) from None
+    return loaded
 
 
 @public_onsite.get("/offer")
 def offer() -> dict[str, Any]:
     """``{"offer": {id, title, body, url, image}}`` shown once, or ``{"offer": null}``."""
-    contact = _contact(request.args.get("contact"))
+    contact = _load(OfferQuery(), request.args)["contact"]
     state = parcours()
     now = state.clock.now()
     with state.engine.begin() as conn:
@@ -112,13 +142,8 @@ def offer() -> dict[str, Any]:
 @public_onsite.post("/click")
 def click() -> dict[str, Any]:
     """``{"offer", "contact", "key"}`` (JSON or a form) → ``{"url"}``; counted once per offer."""
-    body = json_body() if request.is_json else request.form.to_dict()
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid", 'Send {"offer": ..., "contact": ...}.')
-    contact = _contact(body.get("contact"))
-    send_key = body.get("offer")
-    if not isinstance(send_key, str) or not send_key or len(send_key) > 200:
-        raise ApiError(422, "invalid", "'offer' is the id of the offer shown.", "offer")
+    asked = _load(ClickBody(), json_body() if request.is_json else request.form)
+    contact, send_key = asked["contact"], asked["offer"]
     state = parcours()
     now = state.clock.now()
     with state.engine.begin() as conn:

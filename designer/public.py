@@ -10,8 +10,10 @@ import ipaddress
 import logging
 
 from flask import Blueprint, Response, current_app, make_response, render_template, request
+from marshmallow import validate
 
 from designer import Parcours
+from designer.forms import Form, Secret, parse
 from engine.delivery.links import ExpiredLink, InvalidLink, verify
 from engine.errors import IngestError, NotFound
 from engine.policy.consent import ALL, DOI_MAX_AGE, DOI_SALT, confirm_double_opt_in
@@ -21,6 +23,13 @@ logger = logging.getLogger(__name__)
 public = Blueprint("public", __name__)
 
 MAX_TOKEN = 2048  # a genuine token is a few hundred characters
+
+
+class LinkQuery(Form):
+    """``?token=`` of a signed link, as the message carried it."""
+
+    token = Secret(required=True, validate=validate.Length(max=MAX_TOKEN))
+
 
 MESSAGES = {
     "confirmed": {
@@ -77,9 +86,10 @@ def _client_ip() -> str | None:
 def confirm_consent() -> Response:
     """Confirm a double opt-in from the link of the confirmation message."""
     parcours: Parcours = current_app.extensions["parcours"]
-    token = request.args.get("token", "")
-    if not token or len(token) > MAX_TOKEN:
+    asked, wrong = parse(LinkQuery(), request.args)
+    if wrong:
         return _page("invalid", 400)
+    token = asked["token"]
     policy = parcours.policy()
     now = parcours.clock.now()
     try:

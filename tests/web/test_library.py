@@ -249,6 +249,25 @@ def test_marketer_creates_a_template(login: Login, workspace: Path, state: Parco
     )
 
 
+def test_the_new_template_form_names_each_wrong_field(login: Login, workspace: Path) -> None:
+    marketer = login("marketer")
+    before = sorted(p.name for p in (workspace / "templates").iterdir())
+    cases = [
+        ({"name": "../evil", "channel": "email"}, "start with a letter or digit"),
+        ({"name": "x" * 101, "channel": "email"}, "start with a letter or digit"),
+        ({"name": "  ", "channel": "email"}, "start with a letter or digit"),
+        ({"name": "fine", "channel": "pigeon"}, "Choose a channel."),
+    ]
+    for form, message in cases:
+        page = marketer.post("/templates", data={**form, "csrf_token": marketer.csrf})  # type: ignore[attr-defined]
+        assert page.status_code == 400, form
+        assert message in page.get_data(as_text=True), form
+    assert sorted(p.name for p in (workspace / "templates").iterdir()) == before
+    # JSON names its own parts: the channel is not asked for, a wrong name is at its field.
+    answer = send(marketer, "POST", "/templates", {"name": 5, "parts": {"text": "x"}})
+    assert answer.status_code == 422 and answer.get_json()["error"]["field"] == "name"
+
+
 def test_editor_page_has_no_inline_script(login: Login) -> None:
     page = login("marketer").get("/templates/welcome")
     html = page.get_data(as_text=True)

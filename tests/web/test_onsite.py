@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from designer import Parcours
+from designer.onsite import MESSAGES
 from engine.delivery.onsite import safe_link
 from engine.runtime.clock import VirtualClock
 from engine.spec.loader import scenario_bundle
@@ -214,3 +215,29 @@ def test_only_web_links_are_handed_to_the_page() -> None:
     assert safe_link("javascript:alert(1)") is None
     assert safe_link("//evil.example/x") is None
     assert safe_link("data:text/html,x") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"offer": "s1"}, "contact"),
+        ({"offer": "s1", "contact": "   "}, "contact"),
+        ({"offer": "s1", "contact": "c" * 256}, "contact"),
+        ({"offer": "s1", "contact": 7}, "contact"),
+        ({"contact": "c1"}, "offer"),
+        ({"contact": "c1", "offer": ""}, "offer"),
+        ({"contact": "c1", "offer": "o" * 201}, "offer"),
+    ],
+)
+def test_a_wrong_click_is_refused_at_its_field(
+    client: FlaskClient, body: dict[str, Any], field: str
+) -> None:
+    r = client.post("/onsite/click", json={**body, "key": SITE_KEY})
+    assert r.status_code == 422, r.get_data(as_text=True)
+    assert r.get_json()["errors"] == [{"field": field, "message": MESSAGES[field]}]
+
+
+@pytest.mark.parametrize("contact", ["", "%20%20", "c" * 256])
+def test_an_offer_for_no_contact_is_refused(client: FlaskClient, contact: str) -> None:
+    r = offer(client, contact)
+    assert r.status_code == 422 and r.get_json()["errors"][0]["field"] == "contact"
