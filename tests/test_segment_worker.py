@@ -435,9 +435,9 @@ def test_an_idle_pass_asks_a_few_questions_whatever_the_number_of_segments(
 # ------------------------------------------------------------------ several workers (PostgreSQL)
 
 
+# SQLite has one writer at a time (nothing to put off) and commits history ids in order.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_refresh_puts_off_a_segment_another_worker_holds(engine: Engine, workspace: Path) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: nothing to put off")
     ids = add_contacts(engine, {"external_id": "a"})
     w = worker(engine, workspace)
     w.run_once(NOW)
@@ -453,11 +453,10 @@ def test_a_refresh_puts_off_a_segment_another_worker_holds(engine: Engine, works
     assert in_segment(engine, "buyers") == {ids["a"]}
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_changes_are_fired_only_once_their_writer_has_committed(
     engine: Engine, workspace: Path
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite commits history ids in order")
     publish(engine, scenario("vip-welcome", "  - segment_entered: vip"))
     ids = add_contacts(engine, {"external_id": "a"}, {"external_id": "b"})
     w = worker(engine, workspace)
