@@ -30,7 +30,7 @@ $(CHROMIUM):
 	else echo "browser tests need Chromium: sudo apt-get install -y chromium" >&2; fi
 
 test: lint $(CHROMIUM)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadscope
 
 bench: $(BIN)/parcours
 	$(BIN)/python bench/steps.py
