@@ -47,12 +47,24 @@ def _iso(instant: datetime | None) -> str | None:
     return instant.isoformat() if instant is not None else None
 
 
-def _kept_events() -> Any:
-    """Events that must stay: a running journey's trigger, or not yet read by the trigger pass."""
-    started = select(Enrollment.trigger_event_id).where(
-        Enrollment.status == "active", Enrollment.trigger_event_id.is_not(None)
+def _unneeded_events() -> Any:
+    """Events that may go: no running journey started from them, and read by the trigger pass.
+
+    Correlated on the event's contact, so each event looks up its own contact's active
+    enrollments (``ix_enrollments_contact_id_status``) instead of every active enrollment of the
+    base being read for every batch.
+    """
+    started = (
+        select(Enrollment.id)
+        .where(
+            Enrollment.contact_id == Event.contact_id,
+            Enrollment.status == "active",
+            Enrollment.trigger_event_id == Event.id,
+        )
+        .exists()
     )
-    return Event.id.in_(started) | Event.id.in_(select(EventInbox.event_id))
+    unread = select(EventInbox.event_id).where(EventInbox.event_id == Event.id).exists()
+    return ~started & ~unread  # two anti-joins (an OR of the two would read each one whole)
 
 
 def _purge_events(engine: Engine, before: datetime, dry_run: bool, batch: int) -> int:
@@ -61,7 +73,7 @@ def _purge_events(engine: Engine, before: datetime, dry_run: bool, batch: int) -
         with engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(Event).where(old, ~_kept_events())
+                    select(func.count()).select_from(Event).where(old, _unneeded_events())
                 ).scalar_one()
             )
     done, last = 0, 0
@@ -76,7 +88,7 @@ def _purge_events(engine: Engine, before: datetime, dry_run: bool, batch: int) -
                 return done
             last = ids[-1]
             gone = conn.execute(
-                delete(Event).where(id_in(Event.id, ids, conn.dialect.name), ~_kept_events())
+                delete(Event).where(id_in(Event.id, ids, conn.dialect.name), _unneeded_events())
             )
             done += int(gone.rowcount or 0)
 
@@ -93,7 +105,9 @@ def _purge_journal(engine: Engine, before: datetime, dry_run: bool, batch: int) 
         with engine.begin() as conn:
             ids = list(
                 conn.execute(
-                    select(JournalEntry.id).where(old).order_by(JournalEntry.id).limit(batch)
+                    # Oldest first through ix_journal_at: the last, empty batch reads
+                    # nothing instead of the whole journal in id order.
+                    select(JournalEntry.id).where(old).order_by(JournalEntry.at).limit(batch)
                 ).scalars()
             )
             if not ids:
