@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_up import _free_port
 from tests.test_metrics import parse, value
+from tests.up_process import free_port, parcours_up
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -30,7 +27,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
 @pytest.mark.slow
 def test_up_reports_its_worker_in_health_and_metrics(tmp_path: Path) -> None:
     (tmp_path / "scenarios").mkdir()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(
@@ -38,21 +35,9 @@ def test_up_reports_its_worker_in_health_and_metrics(tmp_path: Path) -> None:
         PARCOURS_PORT=str(port), PARCOURS_API_KEY="k", PARCOURS_METRICS_TOKEN="t",
         PARCOURS_HEARTBEAT_SECONDS="1",
     )  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from designer.cli import main; main()", "up"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        status, body = 0, ""
-        for _ in range(150):
-            try:
-                status, body = _get(f"{base}/api/health")
-                if status == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.2)
+    with parcours_up(env, port) as up:  # healthy: the worker has beaten
+        base = up.base
+        status, body = _get(f"{base}/api/health")
         assert status == 200, body
         assert json.loads(body)["checks"]["worker"]["state"] == "ok"
         assert _get(f"{base}/metrics")[0] == 401
@@ -63,6 +48,3 @@ def test_up_reports_its_worker_in_health_and_metrics(tmp_path: Path) -> None:
         ages = [v for (name, _), v in samples.items()
                 if name == "parcours_worker_heartbeat_age_seconds"]  # fmt: skip
         assert len(ages) == 1 and ages[0] < 10
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)

@@ -6,16 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -27,6 +20,7 @@ from engine.audience.membership import rebuild
 from engine.spec.segments import load_segment_text
 from engine.store.db import make_engine, utcnow
 from engine.store.models import SegmentChange, SegmentCount
+from tests.up_process import parcours_up
 
 ROOT = Path(__file__).resolve().parents[1]
 Run = Callable[..., Result]
@@ -175,33 +169,11 @@ def test_segment_import_modes_and_refusals(run: Run, workspace: Path, engine_url
 # --- parcours up -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _up(env: dict[str, str]) -> str:
     """Start `parcours up`, wait until it answers, stop it; its output."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from designer.cli import main; main()", "up"],
-        env={**env, "PARCOURS_PORT": str(port)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        for _ in range(150):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        else:
-            pytest.fail("parcours up did not answer within 30 s")
-    finally:
-        proc.terminate()
-        output: Any = proc.communicate(timeout=20)[0]
-    return str(output)
+    with parcours_up(env) as up:
+        pass
+    return up.output
 
 
 @pytest.mark.slow

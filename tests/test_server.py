@@ -33,6 +33,7 @@ from tests.delivery_crash import (
     statuses,
     write_workspace,
 )
+from tests.up_process import STARTUP_SECONDS
 
 NOW = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
 
@@ -57,7 +58,7 @@ def test_sigterm_lets_the_message_in_flight_finish_and_releases_the_rest(
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
-            assert receiver.held.wait(30), "the worker delivered nothing"
+            assert receiver.held.wait(STARTUP_SECONDS), "the worker delivered nothing"
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.5)  # the signal is handled while the provider still has the message
             receiver.release()

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from sqlalchemy import func, select
 
 from engine.store.db import SQLITE_BEGIN, make_engine
 from engine.store.models import Enrollment, Send
+from tests.up_process import STARTUP_SECONDS, free_port, healthy, not_started
 
 SCENARIO = """\
 format_version: 1
@@ -59,12 +59,6 @@ steps:
 CONTACTS = 60
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _Output:
     """Collects a process's output lines on a thread (a full pipe would block the process)."""
 
@@ -81,7 +75,7 @@ class _Output:
     def text(self) -> str:
         return "".join(self.lines)
 
-    def find(self, pattern: str, timeout: float = 30) -> str:
+    def find(self, pattern: str, timeout: float = STARTUP_SECONDS) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = re.search(pattern, self.text())
@@ -159,17 +153,8 @@ def _sign_in(base: str, password: str) -> tuple[str, str]:
 
 
 def _wait_health(base: str, proc: subprocess.Popen[str], out: _Output) -> None:
-    for _ in range(150):
-        if proc.poll() is not None:
-            pytest.fail(f"parcours up exited {proc.returncode}:\n{out.text()}")
-        try:
-            with urllib.request.urlopen(f"{base}/api/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"parcours up did not answer within 30 s:\n{out.text()}")
+    if not healthy(base, proc):
+        pytest.fail(not_started(proc, out.text()))
 
 
 @pytest.mark.slow
@@ -177,7 +162,7 @@ def test_up_signs_in_serves_the_api_and_stops_on_sigterm_losing_nothing(tmp_path
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
     (scenarios / "thank-you.yaml").write_text(SCENARIO, encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
     env.update(
         PARCOURS_DATA_DIR=str(tmp_path / "data"),

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.up_process import CLI, free_port, parcours_up
 
 SCENARIO = """\
 # Thanks a contact right after a purchase.
@@ -31,12 +31,6 @@ steps:
       subject: "Merci {{ contact.first_name }}"
       text: "Commande de {{ event.total }} EUR bien reçue."
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _request(
@@ -61,7 +55,7 @@ def test_up_serves_the_api_and_the_worker_sends(tmp_path: Path) -> None:
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
     (scenarios / "thank-you.yaml").write_text(SCENARIO, encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
     env.update(
         PARCOURS_DATA_DIR=str(tmp_path / "data"),
@@ -70,20 +64,8 @@ def test_up_serves_the_api_and_the_worker_sends(tmp_path: Path) -> None:
         PARCOURS_API_KEY="test-key",
         PARCOURS_TICK_SECONDS="30",
     )
-    cli = [sys.executable, "-c", "from designer.cli import main; main()"]
-    proc = subprocess.Popen(
-        [*cli, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if _request(f"{base}/api/health")[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        else:
-            pytest.fail("parcours up did not answer within 20 s")
+    with parcours_up(env, port) as up:
+        base = up.base
         assert _request(f"{base}/api/events", {"contact": "c1", "name": "x"}, key="wrong")[0] == 401
         status, _ = _request(
             f"{base}/api/contacts/c1", {"email": "c1@example.com"}, "test-key", "PUT"
@@ -95,20 +77,17 @@ def test_up_serves_the_api_and_the_worker_sends(tmp_path: Path) -> None:
             key="test-key",
         )
         assert status == 202 and body["recorded"] == 1
-        # The tick runs every 30 s here: a send within a few seconds proves the event woke the
-        # worker, a process of its own (a datagram on SQLite, engine.worker.wake).
-        deadline = time.monotonic() + 10
+        # The tick runs every 30 s here: a send well before it proves the event woke the worker,
+        # a process of its own (a datagram on SQLite, engine.worker.wake).
+        deadline = time.monotonic() + 20
         sent: list[dict] = []  # type: ignore[type-arg]
         while time.monotonic() < deadline and not sent:
             out = subprocess.run(
-                [*cli, "outbox", "--json"], env=env, capture_output=True, text=True, check=True
+                [*CLI, "outbox", "--json"], env=env, capture_output=True, text=True, check=True
             )
             sent = json.loads(out.stdout)
             time.sleep(0.3)
         assert len(sent) == 1
         assert sent[0]["parts"]["subject"] == "Merci " and "42" in sent[0]["parts"]["text"]
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=20)[0]
-    assert "scenario thank-you: version 1 published" in output
-    assert "Traceback" not in output
+    assert "scenario thank-you: version 1 published" in up.output
+    assert "Traceback" not in up.output

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,9 +15,8 @@ from sqlalchemy import select
 
 from engine.store.db import make_engine
 from engine.store.models import AuditEntry
-from tests.integration.test_up import SCENARIO, _free_port
-
-CLI = [sys.executable, "-c", "from designer.cli import main; main()"]
+from tests.integration.test_up import SCENARIO
+from tests.up_process import free_port, parcours_up
 
 
 def _status(url: str, key: str = "") -> int:
@@ -32,26 +28,12 @@ def _status(url: str, key: str = "") -> int:
         return int(exc.code)
 
 
-def _start_and_stop(env: dict[str, str], base: str, key: str = "") -> tuple[str, int]:
+def _start_and_stop(env: dict[str, str], port: int, key: str = "") -> tuple[str, int]:
     """Start `parcours up`, wait for it, ask for an export with `key`, stop: (output, status)."""
-    proc = subprocess.Popen(
-        [*CLI, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        for _ in range(100):
-            try:
-                if _status(f"{base}/api/health") == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        else:
-            pytest.fail("parcours up did not answer within 20 s")
-        status = _status(f"{base}/api/contacts/nobody/export", key) if key else 0
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=20)[0]
-    assert "Traceback" not in output
-    return output, status
+    with parcours_up(env, port) as up:
+        status = _status(f"{up.base}/api/contacts/nobody/export", key) if key else 0
+    assert "Traceback" not in up.output
+    return up.output, status
 
 
 @pytest.mark.slow
@@ -59,25 +41,23 @@ def test_first_start_makes_the_bootstrap_key_once(tmp_path: Path) -> None:
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
     (scenarios / "thank-you.yaml").write_text(SCENARIO, encoding="utf-8")
-    port = _free_port()
+    port = free_port()  # the same at each start
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
     env.update(
         PARCOURS_DATA_DIR=str(tmp_path / "data"),
         PARCOURS_SCENARIOS_DIR=str(scenarios),
-        PARCOURS_PORT=str(port),
         PARCOURS_TICK_SECONDS="30",
         LOGNAME="ops-anne",
     )
-    base = f"http://127.0.0.1:{port}"
-    first, _ = _start_and_stop(env, base)
+    first, _ = _start_and_stop(env, port)
     found = re.findall(r"API key 'bootstrap' \(admin\), shown this once: (pk_\S+)", first)
     assert len(found) == 1, first
     key = found[0]
 
-    second, status = _start_and_stop(env, base, key)
+    second, status = _start_and_stop(env, port, key)
     assert status == 404  # past the key and the admin scope: there is no such contact
     assert "API key" not in second and key not in second
-    assert _start_and_stop(env, base, key + "x")[1] == 401
+    assert _start_and_stop(env, port, key + "x")[1] == 401
 
     engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'parcours.db'}")
     try:
