@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import ChainableUndefined, Template, TemplateError, meta, nodes
@@ -116,17 +117,90 @@ def _data_keys_used(ast: nodes.Template) -> set[str]:
     return used
 
 
+# A workspace's scenarios share their templates (one templates/ folder, the same footer in many
+# messages): each distinct source is parsed, checked and compiled once per process. Bounded, as
+# the designer's process lives long.
+CACHED_SOURCES = 4096
+_COMPILED: dict[tuple[bool, str], Template] = {}
+
+
+def _compiled(html: bool, source: str, ast: nodes.Template | None = None) -> Template:
+    """The template of `source` (parsed as `ast` when given), compiled once; raises
+    TemplateError. Shared between scenarios: never mutated after this."""
+    key = (html, source)
+    template = _COMPILED.get(key)
+    if template is None:
+        template = (HTML_ENV if html else TEXT_ENV).from_string(ast or source)
+        # Our environments have no globals; a plain dict spares every render from walking the
+        # ChainMap Jinja keeps there.
+        template.globals = {}
+        if len(_COMPILED) >= CACHED_SOURCES:
+            del _COMPILED[next(iter(_COMPILED))]  # the oldest
+        _COMPILED[key] = template
+    return template
+
+
+# Templates made only of these nodes bind no name: the names they read are the Name nodes, so
+# the code generation jinja2.meta runs to find them is spared (most message templates).
+_PLAIN_NODES = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Name,
+    nodes.Getattr,
+    nodes.Getitem,
+    nodes.Const,
+    nodes.Filter,
+    nodes.Test,
+    nodes.If,
+    nodes.CondExpr,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Concat,
+)
+_SPECIAL_NAMES = frozenset(("self", "loop", "caller", "varargs", "kwargs", "super"))
+
+
+def _undeclared(env: Sandbox, ast: nodes.Template) -> set[str]:
+    """The top-level names a template reads; raises TemplateError on an unknown filter/test."""
+    plain = all(isinstance(node, _PLAIN_NODES) for node in ast.find_all(nodes.Node))
+    if plain:
+        names = {n.name for n in ast.find_all(nodes.Name)}
+        filters = {n.name for n in ast.find_all(nodes.Filter)}
+        tests = {n.name for n in ast.find_all(nodes.Test)}
+        known = filters <= set(env.filters) and tests <= set(env.tests)
+        if known and not names & _SPECIAL_NAMES:
+            return names
+    return meta.find_undeclared_variables(ast)
+
+
+@lru_cache(maxsize=CACHED_SOURCES)
+def _checked(source: str, part: str, html: bool) -> tuple[TemplateIssue, ...]:
+    return tuple(_check_source(source, part, {}, html))
+
+
 def check_source(
     source: str, part: str, data: Mapping[str, Any], html: bool = False
 ) -> list[TemplateIssue]:
     """Compile-check a template: syntax, unknown top-level variables, unknown `data.x` keys."""
+    if not data:  # most messages: nothing but the source decides the issues
+        return list(_checked(source, part, html))
+    return _check_source(source, part, data, html)
+
+
+def _check_source(
+    source: str, part: str, data: Mapping[str, Any], html: bool
+) -> list[TemplateIssue]:
     from engine.spec.problems import did_you_mean
 
     env = HTML_ENV if html else TEXT_ENV
     try:
         ast = env.parse(source)
         # Unknown filters and tests surface here, not in parse().
-        undeclared = meta.find_undeclared_variables(ast)
+        undeclared = _undeclared(env, ast)
     except TemplateError as exc:
         return [
             TemplateIssue(part, f"template does not compile: {exc}", getattr(exc, "lineno", None))
@@ -164,7 +238,7 @@ def check_source(
         )
     # Last: compiling may change the tree, and a part that reads private names is not rendered.
     if not issues or all(i.code == "template.unknown_variable" for i in issues):
-        issues += _trial_issues(env.from_string(ast), part, data)
+        issues += _trial_issues(_compiled(html, source, ast), part, data)
     return issues
 
 
@@ -214,14 +288,7 @@ class CompiledTemplate:
 
 def compile_template(name: str, parts: Mapping[str, str]) -> CompiledTemplate:
     """Compile template parts; a part named `html` is autoescaped. Raises TemplateError."""
-    compiled = {
-        part: (HTML_ENV if part == "html" else TEXT_ENV).from_string(source)
-        for part, source in parts.items()
-    }
-    for template in compiled.values():
-        # Our environments have no globals; a plain dict spares every render from walking the
-        # ChainMap Jinja keeps there.
-        template.globals = {}
+    compiled = {part: _compiled(part == "html", source) for part, source in parts.items()}
     return CompiledTemplate(name, compiled)
 
 
