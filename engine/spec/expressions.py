@@ -8,7 +8,7 @@ loops, calls and time (engine.spec.sandbox) and the rendered output is capped.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -164,8 +164,21 @@ _PLAIN_NODES = (
 _SPECIAL_NAMES = frozenset(("self", "loop", "caller", "varargs", "kwargs", "super"))
 
 
-def _undeclared(env: Sandbox, ast: nodes.Template) -> set[str]:
-    """The top-level names a template reads; raises TemplateError on an unknown filter/test."""
+# Filters whose output is about as short as their input: a plain template using only these,
+# with no loop and no call, renders lint's sample data to a few times its own length at most.
+_SHORT_FILTERS = frozenset(
+    "abs capitalize default d first last length count lower upper title trim truncate round "
+    "striptags escape e wordcount int float".split()
+)
+_TRIAL_FREE_LENGTH = 2_000  # x6 (escaping) stays far below MAX_OUTPUT
+# Sources whose trial render cannot go over the budget: lint neither renders nor compiles them
+# (compile_template compiles them when first rendered). Bounded like _COMPILED.
+_TRIAL_FREE: dict[tuple[bool, str], None] = {}
+
+
+def _undeclared(env: Sandbox, ast: nodes.Template) -> tuple[set[str], bool]:
+    """The top-level names a template reads, and whether it is plain (no binding, loop or call:
+    its code generation cannot fail); raises TemplateError on an unknown filter or test."""
     plain = all(isinstance(node, _PLAIN_NODES) for node in ast.find_all(nodes.Node))
     if plain:
         names = {n.name for n in ast.find_all(nodes.Name)}
@@ -173,8 +186,14 @@ def _undeclared(env: Sandbox, ast: nodes.Template) -> set[str]:
         tests = {n.name for n in ast.find_all(nodes.Test)}
         known = filters <= set(env.filters) and tests <= set(env.tests)
         if known and not names & _SPECIAL_NAMES:
-            return names
-    return meta.find_undeclared_variables(ast)
+            return names, filters <= _SHORT_FILTERS
+    return meta.find_undeclared_variables(ast), False
+
+
+def _trial_free(html: bool, source: str) -> None:
+    if len(_TRIAL_FREE) >= CACHED_SOURCES:
+        del _TRIAL_FREE[next(iter(_TRIAL_FREE))]
+    _TRIAL_FREE[(html, source)] = None
 
 
 @lru_cache(maxsize=CACHED_SOURCES)
@@ -200,7 +219,7 @@ def _check_source(
     try:
         ast = env.parse(source)
         # Unknown filters and tests surface here, not in parse().
-        undeclared = _undeclared(env, ast)
+        undeclared, short = _undeclared(env, ast)
     except TemplateError as exc:
         return [
             TemplateIssue(part, f"template does not compile: {exc}", getattr(exc, "lineno", None))
@@ -238,7 +257,10 @@ def _check_source(
         )
     # Last: compiling may change the tree, and a part that reads private names is not rendered.
     if not issues or all(i.code == "template.unknown_variable" for i in issues):
-        issues += _trial_issues(_compiled(html, source, ast), part, data)
+        if short and not data and len(source) <= _TRIAL_FREE_LENGTH:
+            _trial_free(html, source)  # nothing in it can loop, call or grow
+        else:
+            issues += _trial_issues(_compiled(html, source, ast), part, data)
     return issues
 
 
@@ -286,10 +308,29 @@ class CompiledTemplate:
         return out
 
 
+class _Parts(Mapping[str, Template]):
+    """Part name → compiled template; a source lint found trial-free is compiled when first
+    rendered (once per process), the others at once."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = dict(sources)
+        for part, source in self.sources.items():
+            if (part == "html", source) not in _TRIAL_FREE:
+                _compiled(part == "html", source)  # raises TemplateError now
+
+    def __getitem__(self, part: str) -> Template:
+        return _compiled(part == "html", self.sources[part])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
 def compile_template(name: str, parts: Mapping[str, str]) -> CompiledTemplate:
     """Compile template parts; a part named `html` is autoescaped. Raises TemplateError."""
-    compiled = {part: _compiled(part == "html", source) for part, source in parts.items()}
-    return CompiledTemplate(name, compiled)
+    return CompiledTemplate(name, _Parts(parts))
 
 
 def compile_expression(source: str) -> Callable[..., Any]:
