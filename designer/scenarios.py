@@ -72,10 +72,14 @@ class Row:
 
 
 def _file_hash(file: ScenarioFile) -> str | None:
-    try:
-        return content_hash(workspace().bundle(file.id))
-    except ScenarioInvalid:
-        return None
+    """The hash the file would publish under (kept with the file's lint while it is unchanged)."""
+    if "hash" not in file.memo:
+        try:
+            file.memo["hash"] = content_hash(workspace().bundle(file.id))
+        except ScenarioInvalid:
+            file.memo["hash"] = None
+    found: str | None = file.memo["hash"]
+    return found
 
 
 def scenario_rows() -> list[Row]:

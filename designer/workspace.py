@@ -11,7 +11,9 @@ import hashlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,33 @@ from engine.spec.lint import scenario_files
 from engine.spec.loader import LintResult, lint_document, read_scenario_text, scenario_bundle
 
 SCENARIO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+
+
+# A file's lint result depends on its text and on the folder's templates/, segments/ and
+# channels.yaml; while none of these changed, the list page and the editor reuse it instead of
+# linting every file on every request (500 journeys: seconds). Bounded; shared by the threads.
+LINTED_FILES = 2048
+_linted: OrderedDict[tuple[str, str, tuple[Any, ...]], tuple[LintResult, dict[str, Any]]] = (
+    OrderedDict()
+)
+_linted_lock = threading.Lock()
+
+
+def folder_stamp(folder: Path) -> tuple[Any, ...]:
+    """What, beside a scenario's own text, its lint reads from the folder: each file's name,
+    size and modification time."""
+    stamp: list[Any] = []
+    for sub in ("templates", "segments"):
+        for dirpath, _dirs, names in sorted(os.walk(folder / sub)):
+            for name in sorted(names):
+                stat = os.stat(os.path.join(dirpath, name))
+                stamp.append((dirpath, name, stat.st_size, stat.st_mtime_ns))
+    try:
+        stat = os.stat(folder / "channels.yaml")
+        stamp.append(("channels.yaml", stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        pass
+    return tuple(stamp)
 
 
 class Conflict(Exception):
@@ -38,6 +67,8 @@ class ScenarioFile:
     path: Path
     text: str
     result: LintResult
+    # what pages derive from the file (its bundle's hash...), kept with its cached lint
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -79,19 +110,32 @@ class Workspace:
             return []
         return [p.stem for p in scenario_files([self.folder]) if SCENARIO_ID.match(p.stem)]
 
-    def load(self, scenario_id: str) -> ScenarioFile:
+    def load(self, scenario_id: str, stamp: tuple[Any, ...] | None = None) -> ScenarioFile:
+        """A file and its lint (`stamp`: the folder's, when the caller has it already)."""
         path = self.path_for(scenario_id)
         text = read_scenario_text(path)
-        return ScenarioFile(scenario_id, path, text, self.lint(text, path))
+        key = (str(path), text_hash(text), folder_stamp(self.folder) if stamp is None else stamp)
+        with _linted_lock:
+            found = _linted.get(key)
+            if found is not None:
+                _linted.move_to_end(key)
+        if found is None:
+            found = (self.lint(text, path), {})
+            with _linted_lock:
+                _linted[key] = found
+                while len(_linted) > LINTED_FILES:
+                    _linted.popitem(last=False)
+        return ScenarioFile(scenario_id, path, text, *found)
 
     def lint(self, text: str, path: Path | None = None) -> LintResult:
         return lint_document(text, str(path) if path else None, self.templates)
 
     def all(self) -> list[ScenarioFile]:
         found = []
+        stamp = folder_stamp(self.folder)
         for scenario_id in self.ids():
             try:
-                found.append(self.load(scenario_id))
+                found.append(self.load(scenario_id, stamp))
             except Exception:  # an unreadable file is listed by lint, not here
                 continue
         return found

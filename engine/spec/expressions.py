@@ -8,9 +8,10 @@ loops, calls and time (engine.spec.sandbox) and the rendered output is capped.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import ChainableUndefined, Template, TemplateError, meta, nodes
@@ -116,17 +117,109 @@ def _data_keys_used(ast: nodes.Template) -> set[str]:
     return used
 
 
+# A workspace's scenarios share their templates (one templates/ folder, the same footer in many
+# messages): each distinct source is parsed, checked and compiled once per process. Bounded, as
+# the designer's process lives long.
+CACHED_SOURCES = 4096
+_COMPILED: dict[tuple[bool, str], Template] = {}
+
+
+def _compiled(html: bool, source: str, ast: nodes.Template | None = None) -> Template:
+    """The template of `source` (parsed as `ast` when given), compiled once; raises
+    TemplateError. Shared between scenarios: never mutated after this."""
+    key = (html, source)
+    template = _COMPILED.get(key)
+    if template is None:
+        template = (HTML_ENV if html else TEXT_ENV).from_string(ast or source)
+        # Our environments have no globals; a plain dict spares every render from walking the
+        # ChainMap Jinja keeps there.
+        template.globals = {}
+        if len(_COMPILED) >= CACHED_SOURCES:
+            del _COMPILED[next(iter(_COMPILED))]  # the oldest
+        _COMPILED[key] = template
+    return template
+
+
+# Templates made only of these nodes bind no name: the names they read are the Name nodes, so
+# the code generation jinja2.meta runs to find them is spared (most message templates).
+_PLAIN_NODES = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Name,
+    nodes.Getattr,
+    nodes.Getitem,
+    nodes.Const,
+    nodes.Filter,
+    nodes.Test,
+    nodes.If,
+    nodes.CondExpr,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Concat,
+)
+_SPECIAL_NAMES = frozenset(("self", "loop", "caller", "varargs", "kwargs", "super"))
+
+
+# Filters whose output is about as short as their input: a plain template using only these,
+# with no loop and no call, renders lint's sample data to a few times its own length at most.
+_SHORT_FILTERS = frozenset(
+    "abs capitalize default d first last length count lower upper title trim truncate round "
+    "striptags escape e wordcount int float".split()
+)
+_TRIAL_FREE_LENGTH = 2_000  # x6 (escaping) stays far below MAX_OUTPUT
+# Sources whose trial render cannot go over the budget: lint neither renders nor compiles them
+# (compile_template compiles them when first rendered). Bounded like _COMPILED.
+_TRIAL_FREE: dict[tuple[bool, str], None] = {}
+
+
+def _undeclared(env: Sandbox, ast: nodes.Template) -> tuple[set[str], bool]:
+    """The top-level names a template reads, and whether it is plain (no binding, loop or call:
+    its code generation cannot fail); raises TemplateError on an unknown filter or test."""
+    plain = all(isinstance(node, _PLAIN_NODES) for node in ast.find_all(nodes.Node))
+    if plain:
+        names = {n.name for n in ast.find_all(nodes.Name)}
+        filters = {n.name for n in ast.find_all(nodes.Filter)}
+        tests = {n.name for n in ast.find_all(nodes.Test)}
+        known = filters <= set(env.filters) and tests <= set(env.tests)
+        if known and not names & _SPECIAL_NAMES:
+            return names, filters <= _SHORT_FILTERS
+    return meta.find_undeclared_variables(ast), False
+
+
+def _trial_free(html: bool, source: str) -> None:
+    if len(_TRIAL_FREE) >= CACHED_SOURCES:
+        del _TRIAL_FREE[next(iter(_TRIAL_FREE))]
+    _TRIAL_FREE[(html, source)] = None
+
+
+@lru_cache(maxsize=CACHED_SOURCES)
+def _checked(source: str, part: str, html: bool) -> tuple[TemplateIssue, ...]:
+    return tuple(_check_source(source, part, {}, html))
+
+
 def check_source(
     source: str, part: str, data: Mapping[str, Any], html: bool = False
 ) -> list[TemplateIssue]:
     """Compile-check a template: syntax, unknown top-level variables, unknown `data.x` keys."""
+    if not data:  # most messages: nothing but the source decides the issues
+        return list(_checked(source, part, html))
+    return _check_source(source, part, data, html)
+
+
+def _check_source(
+    source: str, part: str, data: Mapping[str, Any], html: bool
+) -> list[TemplateIssue]:
     from engine.spec.problems import did_you_mean
 
     env = HTML_ENV if html else TEXT_ENV
     try:
         ast = env.parse(source)
         # Unknown filters and tests surface here, not in parse().
-        undeclared = meta.find_undeclared_variables(ast)
+        undeclared, short = _undeclared(env, ast)
     except TemplateError as exc:
         return [
             TemplateIssue(part, f"template does not compile: {exc}", getattr(exc, "lineno", None))
@@ -164,7 +257,10 @@ def check_source(
         )
     # Last: compiling may change the tree, and a part that reads private names is not rendered.
     if not issues or all(i.code == "template.unknown_variable" for i in issues):
-        issues += _trial_issues(env.from_string(ast), part, data)
+        if short and not data and len(source) <= _TRIAL_FREE_LENGTH:
+            _trial_free(html, source)  # nothing in it can loop, call or grow
+        else:
+            issues += _trial_issues(_compiled(html, source, ast), part, data)
     return issues
 
 
@@ -212,17 +308,29 @@ class CompiledTemplate:
         return out
 
 
+class _Parts(Mapping[str, Template]):
+    """Part name → compiled template; a source lint found trial-free is compiled when first
+    rendered (once per process), the others at once."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = dict(sources)
+        for part, source in self.sources.items():
+            if (part == "html", source) not in _TRIAL_FREE:
+                _compiled(part == "html", source)  # raises TemplateError now
+
+    def __getitem__(self, part: str) -> Template:
+        return _compiled(part == "html", self.sources[part])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
 def compile_template(name: str, parts: Mapping[str, str]) -> CompiledTemplate:
     """Compile template parts; a part named `html` is autoescaped. Raises TemplateError."""
-    compiled = {
-        part: (HTML_ENV if part == "html" else TEXT_ENV).from_string(source)
-        for part, source in parts.items()
-    }
-    for template in compiled.values():
-        # Our environments have no globals; a plain dict spares every render from walking the
-        # ChainMap Jinja keeps there.
-        template.globals = {}
-    return CompiledTemplate(name, compiled)
+    return CompiledTemplate(name, _Parts(parts))
 
 
 def compile_expression(source: str) -> Callable[..., Any]:

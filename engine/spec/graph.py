@@ -113,7 +113,7 @@ def check_partial_graph(data: Any, steps: Mapping[str, model.Step]) -> list[Prob
 def _raw_targets(raw: Any, ids: set[str]) -> list[str]:
     kind = raw.get("type") if isinstance(raw, Mapping) else None
     if isinstance(kind, str) and kind in NODE_TYPES:
-        found = _raw_edges(NODE_TYPES[kind].schema().fields, raw)
+        found = _raw_edges(NODE_TYPES[kind].loader.fields, raw)
         return [t for _, t in found if isinstance(t, str)]
     return sorted(_mentioned(raw) & ids)
 
@@ -220,7 +220,7 @@ def check_raw_edges(data: Any) -> list[Problem]:
         kind = raw.get("type") if isinstance(raw, Mapping) else None
         if not isinstance(kind, str) or kind not in NODE_TYPES:
             continue
-        schema = NODE_TYPES[kind].schema()
+        schema = NODE_TYPES[kind].loader
         for path, target in _raw_edges(schema.fields, raw):
             if isinstance(target, str) and target and target not in known:
                 problems.append(_missing(str(step_id), path, target, known))

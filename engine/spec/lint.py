@@ -7,8 +7,11 @@ named ``segments`` or ``programs``, or a file inside one, is read as such, not a
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import NotFound, ScenarioInvalid
@@ -111,20 +114,57 @@ def _lint_file(path: Path) -> tuple[LintResult | None, list[Problem]]:
     return result, result.problems
 
 
-def _scenario_id(result: LintResult) -> str | None:
+@dataclass(frozen=True)
+class _Linted:
+    """What the checks across files need of one file's lint (small, so a worker process can
+    send it back): its problems, its id and the scenarios its start_scenario steps name."""
+
+    file: Path
+    problems: list[Problem]
+    scenario_id: str | None = None
+    id_at: tuple[int | None, int | None] = (None, None)
+    starts: tuple[tuple[str, str, tuple[int | None, int | None]], ...] = ()  # step, id, where
+
+
+def _located(result: LintResult, path: tuple[str, ...]) -> tuple[int | None, int | None]:
+    return result.positions.locate(path) or (None, None)
+
+
+def _lint_one(path: Path) -> _Linted:
+    result, problems = _lint_file(path)
+    if result is None:
+        return _Linted(path, problems)
     found = result.data.get("id") if isinstance(result.data, Mapping) else None
-    return found if isinstance(found, str) else None
+    starts = tuple(
+        (step.id, step.scenario, _located(result, ("steps", step.id, "scenario")))
+        for step in (result.draft.steps.values() if result.draft else ())
+        if isinstance(step, StartScenarioStep)
+    )
+    scenario_id = found if isinstance(found, str) else None
+    return _Linted(path, problems, scenario_id, _located(result, ("id",)), starts)
 
 
-def _placed(problem: Problem, result: LintResult, file: Path) -> Problem:
-    line, column = result.positions.locate(problem.path) or (None, None)
-    return replace(problem, file=str(file), line=line, column=column)
+PARALLEL_FROM = 64  # files; below, starting worker processes costs more than it saves
+
+
+def _lint_all(files: list[Path]) -> list[_Linted]:
+    """Each file's lint, in order; on several cores, by forked worker processes (the modules
+    are loaded already), as each file's lint is independent of the others'."""
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
+    if len(files) < PARALLEL_FROM or workers < 2 or "fork" not in mp.get_all_start_methods():
+        return [_lint_one(f) for f in files]
+    chunk = max(1, len(files) // (workers * 4))
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        return list(pool.map(_lint_one, files, chunksize=chunk))
+
+
+def _at(problem: Problem, file: Path, where: tuple[int | None, int | None]) -> Problem:
+    return replace(problem, file=str(file), line=where[0], column=where[1])
 
 
 def lint_paths(paths: list[Path]) -> list[Problem]:
     """Every problem of every scenario under `paths`, plus duplicate ids and unknown scenarios."""
     problems: list[Problem] = []
-    results: list[tuple[Path, LintResult]] = []
     for policy in policy_files(paths):
         from engine.policy.loader import lint_policy_file
 
@@ -146,25 +186,21 @@ def lint_paths(paths: list[Path]) -> list[Problem]:
     reported = {str(f) for f in linted_files(paths)}
     for folder in segment_folders(paths):
         problems += [p for p in lint_segment_folder(folder).problems if p.file in reported]
-    for file in scenario_files(paths):
-        result, found = _lint_file(file)
-        problems += found
-        if result is not None:
-            results.append((file, result))
+    linted = _lint_all(scenario_files(paths))
     owners: dict[str, Path] = {}
-    for file, result in results:
-        scenario_id = _scenario_id(result)
-        if scenario_id is None:
+    for one in linted:
+        problems += one.problems
+        if one.scenario_id is None:
             continue
-        if scenario_id in owners:
-            message = f"Scenario id '{scenario_id}' is also used by {owners[scenario_id]}."
+        if one.scenario_id in owners:
+            message = f"Scenario id '{one.scenario_id}' is also used by {owners[one.scenario_id]}."
             hint = "give each scenario its own id"
             problem = Problem("scenario.duplicate_id", message, ("id",), hint=hint)
-            problems.append(_placed(problem, result, file))
+            problems.append(_at(problem, one.file, one.id_at))
         else:
-            owners[scenario_id] = file
+            owners[one.scenario_id] = one.file
     if any(path.is_dir() for path in paths):
-        problems += _unknown_scenarios(results, list(owners))
+        problems += _unknown_scenarios(linted, list(owners))
     problems += _program_problems(paths, list(owners), reported)
     return sorted(
         problems, key=lambda p: (p.file or "", p.line is None, p.line or 0, p.column or 0)
@@ -184,17 +220,17 @@ def _program_problems(paths: list[Path], scenarios: list[str], reported: set[str
     return problems
 
 
-def _unknown_scenarios(results: list[tuple[Path, LintResult]], known: list[str]) -> list[Problem]:
+def _unknown_scenarios(linted: list[_Linted], known: list[str]) -> list[Problem]:
     """`start_scenario` steps naming a scenario that none of the linted files defines."""
     problems = []
-    for file, result in results:
-        for step in result.draft.steps.values() if result.draft else ():
-            if isinstance(step, StartScenarioStep) and step.scenario not in known:
-                path = ("steps", step.id, "scenario")
-                hint = did_you_mean(step.scenario, known) or f"scenarios are: {', '.join(known)}"
-                message = f"No scenario with id '{step.scenario}' among the linted files."
-                problem = Problem("graph.unknown_scenario", message, path, step=step.id, hint=hint)
-                problems.append(_placed(problem, result, file))
+    for one in linted:
+        for step_id, scenario, where in one.starts:
+            if scenario not in known:
+                path = ("steps", step_id, "scenario")
+                hint = did_you_mean(scenario, known) or f"scenarios are: {', '.join(known)}"
+                message = f"No scenario with id '{scenario}' among the linted files."
+                problem = Problem("graph.unknown_scenario", message, path, step=step_id, hint=hint)
+                problems.append(_at(problem, one.file, where))
     return problems
 
 

@@ -24,7 +24,7 @@ from engine.spec.graph import check_graph, check_partial_graph, check_raw_edges
 from engine.spec.model import Scenario, Step
 from engine.spec.problems import Problem, has_errors
 from engine.spec.sandbox import LIMITS
-from engine.spec.schema import ScenarioSchema, load_document
+from engine.spec.schema import load_document, scenario_schema
 from engine.spec.schema_problems import loadable_steps, schema_problems
 from engine.spec.segments import (
     SEGMENTS_FOLDER,
@@ -142,7 +142,7 @@ def lint_document(
     if segments is None and templates_root is not None:
         segments = segment_ids(templates_root.parent / SEGMENTS_FOLDER)
     if segments is not None:
-        found = _guarded(problems, "segments", lambda: segment_references(data, ScenarioSchema()))
+        found = _guarded(problems, "segments", lambda: segment_references(data, scenario_schema()))
         problems += unknown_segment_problems(found or [], segments)
     try:
         kwargs = _guarded(problems, "structure", lambda: load_document(data))

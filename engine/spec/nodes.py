@@ -10,6 +10,7 @@ import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from marshmallow import (
@@ -366,6 +367,12 @@ class NodeType:
     @property
     def model_class(self) -> builtins.type[model.Step]:
         return self.schema.model_class
+
+    @cached_property
+    def loader(self) -> StepSchema:
+        """The schema's one shared instance: building one copies every field, and a marshmallow
+        schema keeps nothing between loads."""
+        return self.schema()
 
 
 NODE_TYPES: dict[str, NodeType] = {}

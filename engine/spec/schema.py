@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import time, timedelta
+from functools import cache
 from typing import Any
 
 from marshmallow import (
@@ -265,7 +266,7 @@ class StepsField(fields.Field[Any]):
                 errors[step_id] = {"type": [f"{msg} {hint}"]}
                 continue
             try:
-                steps[step_id] = NODE_TYPES[kind].schema().build(step_id, raw)
+                steps[step_id] = NODE_TYPES[kind].loader.build(step_id, raw)
             except ValidationError as exc:
                 errors[step_id] = exc.messages
         if errors:
@@ -317,9 +318,15 @@ class ScenarioSchema(_Strict):
         return data
 
 
+@cache
+def scenario_schema() -> ScenarioSchema:
+    """The scenario schema's one shared instance (see NodeType.loader)."""
+    return ScenarioSchema()
+
+
 def load_document(data: Any) -> dict[str, Any]:
     """Validate a parsed YAML document; return Scenario keyword arguments (no templates yet)."""
     if not isinstance(data, Mapping):
         raise ValidationError({"_schema": ["A scenario file is a mapping (id, name, steps, ...)."]})
-    result: dict[str, Any] = ScenarioSchema().load(data)
+    result: dict[str, Any] = scenario_schema().load(data)
     return result

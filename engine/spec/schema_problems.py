@@ -16,7 +16,7 @@ from engine.spec.graph import KEY
 from engine.spec.model import Step
 from engine.spec.nodes import NODE_TYPES
 from engine.spec.problems import Problem, did_you_mean
-from engine.spec.schema import KindField, ScenarioSchema, StepsField
+from engine.spec.schema import KindField, StepsField, scenario_schema
 
 Path = tuple[str | int, ...]
 _HINT = re.compile(r"^(?P<message>.*?)[.;]?\s+(?P<hint>did you mean '[^']*'\?|use one of .*)$")
@@ -43,7 +43,7 @@ def _field_named(schema: Schema, key: str | int) -> fields.Field[Any] | None:
 def node_at(path: Path, data: Any, root: Schema | None = None) -> Schema | fields.Field[Any] | None:
     """The schema (for a mapping) or field that reads the document at `path`, if known;
     `root` is the document's schema (a scenario's by default)."""
-    node: Schema | fields.Field[Any] | None = root or ScenarioSchema()
+    node: Schema | fields.Field[Any] | None = root or scenario_schema()
     raw = data
     for part in path:
         node = child_node(node, raw, part) if node is not None else None
@@ -65,7 +65,7 @@ def child_node(
     if isinstance(node, StepsField):
         step = raw.get(part) if isinstance(raw, Mapping) else None
         kind = step.get("type") if isinstance(step, Mapping) else None
-        return NODE_TYPES[kind].schema() if isinstance(kind, str) and kind in NODE_TYPES else None
+        return NODE_TYPES[kind].loader if isinstance(kind, str) and kind in NODE_TYPES else None
     if isinstance(node, fields.Dict) and node.value_field is not None:
         return node.value_field
     return None
@@ -145,7 +145,7 @@ def loadable_steps(data: Any) -> dict[str, Step]:
         kind = raw.get("type") if isinstance(raw, Mapping) else None
         if isinstance(kind, str) and kind in NODE_TYPES:
             try:
-                steps[str(step_id)] = NODE_TYPES[kind].schema().build(str(step_id), raw)
+                steps[str(step_id)] = NODE_TYPES[kind].loader.build(str(step_id), raw)
             except ValidationError:
                 continue  # already reported by the schema pass
     return steps

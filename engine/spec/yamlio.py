@@ -36,15 +36,29 @@ rewritten into it by the first edit.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
-from ruamel.yaml import YAML, events, nodes
+from ruamel.yaml import YAML, nodes
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
+
+try:  # libyaml through PyYAML reads the events ten times faster than ruamel's pure Python
+    import yaml as pyyaml  # type: ignore[import-untyped]
+    from yaml import events  # type: ignore[import-untyped]
+    from yaml.error import MarkedYAMLError, YAMLError  # type: ignore[import-untyped]
+    from yaml.reader import ReaderError  # type: ignore[import-untyped]
+
+    _LIBYAML = getattr(pyyaml, "__with_libyaml__", False)
+except ImportError:  # the same events from ruamel, slower
+    pyyaml = None
+    from ruamel.yaml import events  # type: ignore[no-redef]
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError  # type: ignore[assignment]
+    from ruamel.yaml.reader import ReaderError  # type: ignore[assignment]
+
+    _LIBYAML = False
 
 from engine.errors import NotFound, ScenarioInvalid
 from engine.spec import roundtrip
@@ -117,97 +131,171 @@ def _event_mark(event: events.Event) -> Mark:
     return event.start_mark.line + 1, event.start_mark.column + 1
 
 
-def _scan(stream: Iterator[events.Event], filename: str | None) -> list[Problem]:
-    """Check the event stream against the limits; stop at the first breach."""
-    depth = count = documents = 0
-    problems: list[Problem] = []
-    for event in stream:
-        if isinstance(event, events.DocumentStartEvent):
-            documents += 1
-            if documents > 1:
-                message = "Only one YAML document per file (remove the second '---')."
-                return [_problem("yaml.syntax", message, filename, _event_mark(event))]
-        if isinstance(event, events.AliasEvent):
-            message = f"Aliases (*{event.anchor}) are not allowed; repeat the value."
-            return [_problem("yaml.alias", message, filename, _event_mark(event))]
-        if not isinstance(event, events.NodeEvent):
-            if isinstance(event, events.CollectionEndEvent):
-                depth -= 1
-            continue
-        if event.anchor is not None:
-            message = f"Anchors (&{event.anchor}) are not allowed; repeat the value."
-            return [_problem("yaml.alias", message, filename, _event_mark(event))]
-        tag = getattr(event, "tag", None)
-        if tag is not None and str(tag) not in CORE_TAGS:
-            message = f"Tag '{tag}' is not allowed; only plain YAML values are."
-            problems.append(_problem("yaml.tag", message, filename, _event_mark(event)))
-        count += 1
-        if count > MAX_NODES:
-            message = f"More than {MAX_NODES:,} values; split the file."
-            return [_problem("yaml.limit", message, filename, _event_mark(event))]
-        if isinstance(event, events.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                message = f"Nesting deeper than {MAX_DEPTH} levels."
-                return [_problem("yaml.limit", message, filename, _event_mark(event))]
-    return problems
+_SKIP = object()  # the value of a key that was refused: its events are checked, not built
 
 
 class _Builder:
-    """Turns composed nodes into plain data, recording positions and duplicate keys."""
+    """Builds plain data from the event stream in one pass: the limits checked on every event
+    before anything is built from it, positions and duplicate keys recorded, scalars read by
+    ruamel's YAML 1.2 rules (``yes`` and ``09:00`` are text)."""
 
-    def __init__(self, yaml: YAML, filename: str | None) -> None:
-        self.yaml = yaml
+    def __init__(self, filename: str | None) -> None:
         self.filename = filename
         self.keys: dict[Path, Mark] = {}
         self.values: dict[Path, Mark] = {}
-        self.problems: list[Problem] = []
+        self.problems: list[Problem] = []  # duplicate keys, keys that are not text, bad scalars
+        self.tags: list[Problem] = []  # tags beyond the core ones: reported alone, as a scan
 
-    def build(self, node: nodes.Node, path: Path) -> Any:
-        self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if isinstance(node, nodes.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, nodes.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        try:
-            value = self.yaml.constructor.construct_object(node, deep=True)
-        except Exception:  # e.g. `!!bool maybe`: ruamel raises KeyError, ValueError...
-            message = f"'{node.value}' cannot be read as {str(node.tag).rsplit(':', 1)[-1]}."
-            self.problems.append(_problem("yaml.tag", message, self.filename, self.values[path]))
+    def run(self, stream: Iterable[events.Event]) -> Any:
+        """The document's data; ScenarioInvalid at the first breach of a limit."""
+        depth = count = documents = 0
+        root: Any = None
+        # one frame per open collection: [container, path, pending key (None, a key, _SKIP)]
+        frames: list[list[Any]] = []
+        for event in stream:
+            kind = type(event)
+            if kind is events.MappingEndEvent or kind is events.SequenceEndEvent:
+                depth -= 1
+                frames.pop()
+                continue
+            if kind is events.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    message = "Only one YAML document per file (remove the second '---')."
+                    self._breach("yaml.syntax", message, event)
+            if kind is events.AliasEvent:
+                self._breach(
+                    "yaml.alias",
+                    f"Aliases (*{event.anchor}) are not allowed; repeat the value.",
+                    event,
+                )
+            if not isinstance(event, events.NodeEvent):
+                continue
+            if event.anchor is not None:
+                message = f"Anchors (&{event.anchor}) are not allowed; repeat the value."
+                self._breach("yaml.alias", message, event)
+            tag = event.tag
+            if tag is not None and str(tag) not in CORE_TAGS:
+                message = f"Tag '{tag}' is not allowed; only plain YAML values are."
+                self.tags.append(_problem("yaml.tag", message, self.filename, _event_mark(event)))
+            count += 1
+            if count > MAX_NODES:
+                self._breach(
+                    "yaml.limit", f"More than {MAX_NODES:,} values; split the file.", event
+                )
+            opens = kind is events.MappingStartEvent or kind is events.SequenceStartEvent
+            if opens:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    self._breach("yaml.limit", f"Nesting deeper than {MAX_DEPTH} levels.", event)
+            value, path = self._node(event, frames)
+            if not frames:
+                root = value
+            if opens:
+                frames.append([value, path, None])
+        return root
+
+    def _breach(self, code: str, message: str, event: events.Event) -> None:
+        raise ScenarioInvalid([_problem(code, message, self.filename, _event_mark(event))])
+
+    def _node(self, event: events.NodeEvent, frames: list[list[Any]]) -> tuple[Any, Path]:
+        """Place one node in its parent: the value (the new container, or _SKIP when refused)
+        and its path."""
+        mark = _event_mark(event)
+        if frames:
+            parent, path, pending = frames[-1]
+            if parent is _SKIP:
+                return _SKIP, path
+            if isinstance(parent, dict) and pending is None:  # a key
+                frames[-1][2] = self._key(event, parent, path, mark)
+                return _SKIP, path  # a key that is a collection is refused, with its contents
+            if isinstance(parent, dict):
+                frames[-1][2] = None
+                if pending is _SKIP:
+                    return _SKIP, path
+                here = (*path, pending)
+            else:
+                here = (*path, len(parent))
+        else:
+            parent, here = None, ()
+        self.values[here] = mark
+        if isinstance(event, events.MappingStartEvent):
+            value: Any = {}
+        elif isinstance(event, events.SequenceStartEvent):
+            value = []
+        else:
+            value = self._scalar(event, mark)
+        if isinstance(parent, dict):
+            parent[here[-1]] = value
+        elif parent is not None:
+            parent.append(value)
+        return value, here
+
+    def _key(self, event: events.NodeEvent, parent: dict[str, Any], path: Path, mark: Mark) -> Any:
+        if not isinstance(event, events.ScalarEvent):
+            message = "Keys must be plain text, not lists or mappings."
+            self.problems.append(_problem("yaml.key", message, self.filename, mark))
+            return _SKIP
+        key = str(event.value)
+        if key in parent:
+            first = self.keys[(*path, key)][0]
+            message = f"Duplicate key '{key}' (first on line {first}, again on {mark[0]})."
+            problem = _problem("yaml.duplicate_key", message, self.filename, mark)
+            lines: dict[str, object] = {"lines": [first, mark[0]]}
+            self.problems.append(replace(problem, path=(*path, key), extra=lines))
+            return _SKIP
+        self.keys[(*path, key)] = mark
+        parent[key] = None  # holds the key's place (and catches a repeat before its value)
+        return key
+
+    def _scalar(self, event: events.ScalarEvent, mark: Mark) -> Any:
+        tag = event.tag
+        value = _read_scalar(None if tag is None else str(tag), event.value, event.implicit)
+        if value is _BAD:
+            read_as = str(tag).rsplit(":", 1)[-1]
+            message = f"'{event.value}' cannot be read as {read_as}."
+            self.problems.append(_problem("yaml.tag", message, self.filename, mark))
             return None
-        if isinstance(value, date):
-            return str(node.value)  # dates stay text, as written; fields parse what they need
         return value
 
-    def _mapping(self, node: nodes.MappingNode, path: Path) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if not isinstance(key_node, nodes.ScalarNode):
-                message = "Keys must be plain text, not lists or mappings."
-                self.problems.append(_problem("yaml.key", message, self.filename, key_mark))
-                continue
-            key = str(key_node.value)
-            if key in out:
-                first = self.keys[(*path, key)][0]
-                message = f"Duplicate key '{key}' (first on line {first}, again on {key_mark[0]})."
-                problem = _problem("yaml.duplicate_key", message, self.filename, key_mark)
-                lines: dict[str, object] = {"lines": [first, key_mark[0]]}
-                self.problems.append(replace(problem, path=(*path, key), extra=lines))
-                continue
-            self.keys[(*path, key)] = key_mark
-            out[key] = self.build(value_node, (*path, key))
-        return out
+
+_BAD = object()  # a scalar its tag cannot read
+_SAFE = YAML(typ="safe", pure=True)
+
+
+@lru_cache(maxsize=65_536)  # the same words come back in every file: type, next, email...
+def _read_scalar(tag: str | None, text: str, implicit: tuple[bool, bool]) -> Any:
+    """A scalar's value by ruamel's YAML 1.2 rules (``yes`` and ``09:00`` are text), or _BAD."""
+    if tag is None or tag == "!":
+        tag = str(_SAFE.resolver.resolve(nodes.ScalarNode, text, implicit))
+    node = nodes.ScalarNode(tag, text)
+    constructor = _SAFE.constructor
+    try:
+        value = constructor.construct_object(node, deep=True)
+    except Exception:  # e.g. `!!bool maybe`: ruamel raises KeyError, ValueError...
+        return _BAD
+    finally:
+        constructor.constructed_objects.pop(node, None)
+    if isinstance(value, date):
+        return text  # dates stay text, as written; fields parse what they need
+    return value
 
 
 def _syntax_problem(exc: YAMLError, text: str, filename: str | None) -> Problem:
     if isinstance(exc, ReaderError):
-        mark = _index_mark(text, exc.position) if exc.position is not None else None
+        index = exc.position
+        if index is not None and _LIBYAML:  # libyaml counts the offset in UTF-8 bytes
+            index = len(text.encode("utf-8")[:index].decode("utf-8", "ignore"))
+        mark = _index_mark(text, index) if index is not None else None
         char = (
             exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or " ")
         )
         message = f"Character U+{char:04X} is not allowed in YAML."
         return _problem("yaml.encoding", message, filename, mark)
+    if isinstance(exc, MarkedYAMLError) and "nesting depth" in str(exc.problem):
+        # libyaml stops at its own depth (1,000) while scanning ahead, before our limit is seen
+        message = f"Nesting deeper than {MAX_DEPTH} levels."
+        return _problem("yaml.limit", message, filename, (exc.problem_mark.line + 1, 1))
     if isinstance(exc, MarkedYAMLError):
         where = exc.problem_mark or exc.context_mark
         mark = (where.line + 1, where.column + 1) if where is not None else None
@@ -218,21 +306,27 @@ def _syntax_problem(exc: YAMLError, text: str, filename: str | None) -> Problem:
     return _problem("yaml.syntax", f"YAML error: {exc}", filename, None)
 
 
+def _events(text: str) -> Iterable[events.Event]:
+    if pyyaml is None:
+        stream: Iterable[events.Event] = YAML(typ="safe", pure=True).parse(text)
+    else:
+        stream = pyyaml.parse(text, Loader=getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader))
+    return stream
+
+
 def parse_yaml(text: str, filename: str | None = None) -> tuple[Any, Positions]:
-    """Parse untrusted scenario text into plain data and positions; raise ScenarioInvalid."""
+    """Parse untrusted scenario text into plain data and positions; raise ScenarioInvalid.
+
+    The text is read into events (by libyaml when PyYAML has it), each checked against the
+    limits before the builder places it: one pass."""
     if text.startswith("\ufeff"):
         text = text[1:]
     problems = _check_text(text, filename)
     if problems:
         raise ScenarioInvalid(problems)
-    yaml = YAML(typ="safe", pure=True)
+    builder = _Builder(filename)
     try:
-        problems = _scan(yaml.parse(text), filename)
-        if problems:
-            raise ScenarioInvalid(problems)
-        root = yaml.compose(text)
-        builder = _Builder(yaml, filename)
-        data = None if root is None else builder.build(root, ())
+        data = builder.run(_events(text))
     except ScenarioInvalid:
         raise
     except YAMLError as exc:
@@ -240,6 +334,8 @@ def parse_yaml(text: str, filename: str | None = None) -> tuple[Any, Positions]:
     except Exception as exc:  # untrusted input through a third-party parser: never a traceback
         message = f"The file could not be read as YAML ({type(exc).__name__})."
         raise ScenarioInvalid([_problem("yaml.syntax", message, filename, None)]) from None
+    if builder.tags:
+        raise ScenarioInvalid(builder.tags)
     if builder.problems:
         raise ScenarioInvalid(builder.problems)
     return data, Positions(builder.keys, builder.values)

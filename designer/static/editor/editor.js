@@ -267,13 +267,42 @@
         });
       });
       var x = df.canvas_x, y = df.canvas_y, z = df.zoom;
-      df.import({ drawflow: { Home: { data: data } } }, false);
+      // Drawflow's import lays out each node's connections in turn, reading positions between
+      // writes: one page layout per step (seconds for 200 steps). Its per-node update is left
+      // out of the import and every path laid out at once below.
+      var perNode = df.updateConnectionNodes;
+      df.updateConnectionNodes = function () {};
+      try { df.import({ drawflow: { Home: { data: data } } }, false); }
+      finally { df.updateConnectionNodes = perNode; }
       df.canvas_x = x; df.canvas_y = y; df.zoom = z; df.zoom_last_value = z;
       df.precanvas.style.transform = "translate(" + x + "px, " + y + "px) scale(" + z + ")";
       df.node_selected = null; df.connection_selected = null;
       decorate();
+      layoutConnections();  // once the nodes are marked: their ports sit where they end up
       drawBlocks();
       element.classList.toggle("pc-is-empty", ids.length === 0);
+    }
+
+    // Every connection's path, as Drawflow's updateConnectionNodes draws it: all the ports'
+    // positions read first (one layout), then all the paths written.
+    function layoutConnections() {
+      var pre = df.precanvas, z = df.zoom || 1, origin = pre.getBoundingClientRect();
+      var ux = pre.clientWidth / (pre.clientWidth * z) || 0, uy = pre.clientHeight / (pre.clientHeight * z) || 0;
+      function centre(port) {
+        var r = port.getBoundingClientRect();
+        return [port.offsetWidth / 2 + (r.x - origin.x) * ux, port.offsetHeight / 2 + (r.y - origin.y) * uy];
+      }
+      var paths = [];
+      element.querySelectorAll("svg.connection").forEach(function (svg) {
+        var c = svg.classList;  // connection node_in_node-A node_out_node-B output_N input_N
+        var into = element.querySelector("#" + c[1].replace("node_in_", ""));
+        var from = element.querySelector("#" + c[2].replace("node_out_", ""));
+        var end = into && into.querySelector("." + c[4]), start = from && from.querySelector("." + c[3]);
+        if (!end || !start || svg.querySelector(".point")) return;  // no reroute points here
+        var a = centre(start), b = centre(end);
+        paths.push([svg.children[0], df.createCurvature(a[0], a[1], b[0], b[1], df.curvature, "openclose")]);
+      });
+      paths.forEach(function (p) { p[0].setAttributeNS(null, "d", p[1]); });
     }
 
     // ---- the entry block (before the start step) and the goal/exit block (after the last one)
@@ -387,8 +416,12 @@
           port.setAttribute("data-exit", exits[i].key);
           port.title = exits[i].label;
         });
-        heights[id] = node.offsetHeight || DEFAULT_H;
         if (id === selected) { node.classList.add("selected"); df.node_selected = node; }
+      });
+      // heights read once every node is marked: reading between writes lays the page out per step
+      Object.keys(numOf).forEach(function (id) {
+        var node = element.querySelector("#node-" + numOf[id]);
+        if (node) heights[id] = node.offsetHeight || DEFAULT_H;
       });
       paintProblems(); paintCounts();
     }
