@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlglot
 from sqlalchemy import event
 
 from engine.config import load_settings
@@ -31,7 +32,6 @@ from engine.store.db import make_engine
 from engine.store.models import Base
 from engine.worker.runner import PassReport, Worker
 
-sqlglot = pytest.importorskip("sqlglot", reason="sqlglot reads the captured statements")
 exp = sqlglot.exp
 
 ROOT = Path(__file__).resolve().parent.parent

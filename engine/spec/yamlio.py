@@ -42,27 +42,20 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
+# libyaml through PyYAML reads the events ten times faster than ruamel's pure Python; PyYAML's
+# wheels carry it (a build without it falls back to PyYAML's own Python parser).
+import yaml as pyyaml
 from ruamel.yaml import YAML, nodes
 from ruamel.yaml.comments import CommentedMap
-
-try:  # libyaml through PyYAML reads the events ten times faster than ruamel's pure Python
-    import yaml as pyyaml  # type: ignore[import-untyped]
-    from yaml import events  # type: ignore[import-untyped]
-    from yaml.error import MarkedYAMLError, YAMLError  # type: ignore[import-untyped]
-    from yaml.reader import ReaderError  # type: ignore[import-untyped]
-
-    _LIBYAML = getattr(pyyaml, "__with_libyaml__", False)
-except ImportError:  # the same events from ruamel, slower
-    pyyaml = None
-    from ruamel.yaml import events  # type: ignore[no-redef]
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError  # type: ignore[assignment]
-    from ruamel.yaml.reader import ReaderError  # type: ignore[assignment]
-
-    _LIBYAML = False
+from yaml import events
+from yaml.error import MarkedYAMLError, YAMLError
+from yaml.reader import ReaderError
 
 from engine.errors import NotFound, ScenarioInvalid
 from engine.spec import roundtrip
 from engine.spec.problems import Problem
+
+_LIBYAML = bool(getattr(pyyaml, "__with_libyaml__", False))
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32
@@ -307,17 +300,14 @@ def _syntax_problem(exc: YAMLError, text: str, filename: str | None) -> Problem:
 
 
 def _events(text: str) -> Iterable[events.Event]:
-    if pyyaml is None:
-        stream: Iterable[events.Event] = YAML(typ="safe", pure=True).parse(text)
-    else:
-        stream = pyyaml.parse(text, Loader=getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader))
-    return stream
+    loader = pyyaml.CSafeLoader if _LIBYAML else pyyaml.SafeLoader
+    return pyyaml.parse(text, Loader=loader)  # type: ignore[no-any-return]
 
 
 def parse_yaml(text: str, filename: str | None = None) -> tuple[Any, Positions]:
     """Parse untrusted scenario text into plain data and positions; raise ScenarioInvalid.
 
-    The text is read into events (by libyaml when PyYAML has it), each checked against the
+    The text is read into events (by libyaml), each checked against the
     limits before the builder places it: one pass."""
     if text.startswith("\ufeff"):
         text = text[1:]
