@@ -2,12 +2,13 @@
 
 A fresh database holds a marketing journey "signup → email" (no wait, the full policy gate of
 scenarios/policy.yaml, the embedded outbox so nothing leaves the machine) and one opted-in
-contact per event to come. The product runs as it is deployed: `parcours web` (gunicorn) and
-`parcours worker`, each its own process. A paced client (`--clients` threads, one keep-alive
-connection each) posts one event per request (`POST /api/events`) at a steady rate for
-`--seconds`; an observer thread polls the send ledger and notes when each send becomes visible
-(committed). Latency = that moment minus the moment the client posted the event; the ledger's
-`created_at` (the worker's clock at the start of its pass) is printed too.
+contact per event to come. The product runs as the README's deployment runs it: `parcours web
+--workers 2` (gunicorn, 8 threads each) and `parcours worker`, each its own process. A paced
+client (`--clients` threads, one keep-alive connection each) posts one event per request
+(`POST /api/events`) at a steady rate for `--seconds`; an observer thread polls the send
+ledger and notes when each send becomes visible (committed). Latency = that moment minus the
+moment the client posted the event; the ledger's `created_at` (the worker's clock at the start
+of its pass) is printed too.
 
 The baseline, measured in the same run against the same processes: 1 event a second for
 `--baseline-seconds`, the unloaded event-to-send latency. Checks: every answer 202, every event
@@ -25,6 +26,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -229,11 +231,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_product(env: dict[str, str], port: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+def start_product(
+    env: dict[str, str], port: int, logs: Path, web_workers: int
+) -> list[subprocess.Popen[bytes]]:
     """`parcours web` and `parcours worker`, as the deployment runs them; waits for health."""
     cli = [sys.executable, "-m", "designer"]
+    web = [*cli, "web", "--port", str(port), "--workers", str(web_workers)]
     procs = [
-        subprocess.Popen([*cli, "web", "--port", str(port)], env=env, cwd=ROOT,
+        subprocess.Popen(web, env=env, cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=(logs / "web.log").open("wb")),
         subprocess.Popen([*cli, "worker"], env=env, cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=(logs / "worker.log").open("wb")),
@@ -289,7 +294,7 @@ def run(kind: str, args: argparse.Namespace, tmp: Path) -> tuple[list[Phase], li
         engine = make_engine(url)
         contact_ids = seed(engine, load_settings(env).scenarios_dir, total)
         port = free_port()
-        procs = start_product(env, port, tmp)
+        procs = start_product(env, port, tmp, args.web_workers)
         observer = Observer(engine)
         observer.start()
         for phase in phases:
@@ -351,8 +356,11 @@ def main() -> None:
     parser.add_argument("--baseline-seconds", type=float, default=10.0, help="at 1 event/s")
     parser.add_argument("--db", default="postgresql", help="postgresql, sqlite or both (a,b)")
     parser.add_argument("--clients", type=int, default=32, help="client threads (connections)")
+    parser.add_argument("--web-workers", type=int, default=2, help="parcours web --workers")
     parser.add_argument("--drain-limit", type=float, default=300.0, help="seconds to wait")
     args = parser.parse_args()
+    # a SIGTERM runs the clean-up too: the child processes stop, the databases are dropped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failures: list[str] = []
     print(f"events posted one per request; phases of {args.seconds:.0f} s at {args.rates}/s, "
           f"baseline 1/s for {args.baseline_seconds:.0f} s")  # fmt: skip
