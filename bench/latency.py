@@ -96,7 +96,7 @@ class Observer(threading.Thread):
     def __init__(self, engine: Engine, every: float = 0.005) -> None:
         super().__init__(name="observer", daemon=True)
         self.engine, self.every = engine, every
-        self.seen: dict[int, tuple[float, datetime]] = {}
+        self.seen: dict[int, tuple[float, datetime | str]] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -307,7 +307,7 @@ def run(kind: str, args: argparse.Namespace, tmp: Path) -> tuple[list[Phase], li
                 seen = observer.seen.get(contact_ids[n])
                 if seen is not None:
                     phase.latencies.append(seen[0] - posted)
-                    phase.created.append(seen[1].replace(tzinfo=UTC).timestamp() - posted)
+                    phase.created.append(_instant(seen[1]) - posted)
         return phases, check(engine, phases, observer, contact_ids)
     finally:
         if observer is not None:
@@ -317,6 +317,12 @@ def run(kind: str, args: argparse.Namespace, tmp: Path) -> tuple[list[Phase], li
         if engine is not None:
             engine.dispose()
         drop()
+
+
+def _instant(value: datetime | str) -> float:
+    """A ledger time as a POSIX timestamp (SQLite hands the raw column back as text)."""
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return at.replace(tzinfo=at.tzinfo or UTC).timestamp()
 
 
 def check(
