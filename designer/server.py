@@ -47,14 +47,14 @@ class _Logs(glogging.Logger):  # type: ignore[misc]
 
 def web_app(settings: Settings) -> Flask:
     """The application as the web server serves it: an accepted event wakes the workers of
-    other processes (NOTIFY on PostgreSQL, a datagram on SQLite: engine.worker.wake)."""
+    other processes (NOTIFY on PostgreSQL, a datagram on SQLite: engine.worker.wake), sent by
+    a thread of each web process so that the request does not wait for it."""
     from designer import create_app
-    from engine.worker.wake import notify_workers
+    from engine.worker.wake import WakeSender
 
     app = create_app(settings)
     state = app.extensions["parcours"]
-    engine = state.engine
-    state.wake = lambda: notify_workers(engine)
+    state.wake = WakeSender(state.engine).wake
     return app
 
 

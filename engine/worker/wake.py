@@ -53,6 +53,58 @@ def notify_workers(engine: Engine) -> None:
                 sender.sendto(b"wake", ("127.0.0.1", int(entry.read_text())))
 
 
+class WakeSender:
+    """Wakes the workers from a thread of its own, so a request that recorded an event never
+    waits for the NOTIFY (on PostgreSQL two round trips of a pooled connection, with its ping,
+    were half of the API's own).
+
+    `wake()` only sets a flag. The thread sends one wake for every wake() asked before it
+    starts sending, so events arriving together cost one notification and the worker is woken
+    once for all of them; a wake() asked while a notification is in flight is followed by
+    another. On PostgreSQL the thread keeps one autocommit connection (opened again after an
+    error). The thread starts on the first wake() of each process: a web server that forks
+    after building the application gets one per process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sent = 0  # notifications sent by this process
+        self._asked = threading.Event()
+        self._lock = threading.Lock()
+        self._pid = 0  # the process whose thread runs; another one (a fork) starts its own
+
+    def wake(self) -> None:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._asked = threading.Event()
+                    thread = threading.Thread(target=self._run, name="wake-sender", daemon=True)
+                    thread.start()
+                    self._pid = os.getpid()
+        self._asked.set()
+
+    def _run(self) -> None:
+        conn = None
+        asked = self._asked
+        while True:
+            asked.wait()
+            asked.clear()  # a wake() from now on is answered by another notification
+            try:
+                if self.engine.dialect.name != "postgresql":
+                    notify_workers(self.engine)
+                else:
+                    if conn is None:
+                        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                    conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+                self.sent += 1
+            except Exception:
+                logger.exception("waking the workers failed; they find the event at their tick",
+                                 extra={"action": "wake"})  # fmt: skip
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.invalidate()
+                    conn = None
+
+
 class PortWakeListener:
     """SQLite: a thread waiting for datagrams on a port of 127.0.0.1 registered in the
     database's wake folder; each calls `wake`. `stop` removes the registration."""
