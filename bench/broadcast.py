@@ -294,6 +294,7 @@ def broadcast(url: str, args: argparse.Namespace, kill: bool) -> dict[str, Any]:
     with engine.connect() as conn:
         fired = conn.execute(text("SELECT created_at FROM schedule_firings")).scalar_one()
     last = max(r["last_batch"] for r in results)
+    print(f"  (fire → last ledger row {last - fired.timestamp():.1f} s; checking)", flush=True)
     out.update(fire_to_last=last - fired.timestamp(), kills=kills, workers=results,
                fan_out=(fanned_at or last) - fired.timestamp(), outcomes=outcomes(engine),
                checks=check(engine, args.contacts, eligible))  # fmt: skip
@@ -348,7 +349,9 @@ def check(engine: Engine, contacts: int, eligible: int) -> dict[str, tuple[int, 
 def outcomes(engine: Engine) -> list[str]:
     """How the enrollments ended, and what became of eligible contacts that got no newsletter
     (enrollment and contact ids, statuses and reasons only)."""
-    with engine.connect() as conn:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # fresh statistics, or the planner takes the grown tables for empty ones (nested loops)
+        conn.execute(text("ANALYZE enrollments, sends, journal"))
         ended = conn.execute(text(
             "SELECT status, coalesce(end_reason, ''), count(*) FROM enrollments "
             "WHERE scenario_id = 'newsletter' GROUP BY 1, 2 ORDER BY 3 DESC"

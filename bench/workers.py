@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -82,11 +83,14 @@ def child(url: str, batch: int, name: str) -> None:
         conn.execute(text("SELECT 1"))
     print("ready", flush=True)
     sys.stdin.readline()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     report, last = PassReport(), time.time()
     while worker.process_batch(NOW, report):
         last = time.time()
     engine.dispose()
-    print(json.dumps({"name": name, "last": last, "claimed": report.claimed,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
+    print(json.dumps({"name": name, "last": last, "cpu": cpu, "claimed": report.claimed,
                       "steps": report.steps, "sends": report.sends, "stale": report.stale,
                       "batches": report.batches}), flush=True)  # fmt: skip
 
@@ -119,27 +123,39 @@ class WaitSampler(threading.Thread):
         self.waits: Counter[str] = Counter()
         self.locks: Counter[str] = Counter()
         self.samples = 0
+        self.backend_cpu: dict[int, float] = {}  # backend pid → CPU seconds last seen
 
     def run(self) -> None:
         activity = text(
-            "SELECT coalesce(wait_event_type || ':' || wait_event, 'running'), state "
+            "SELECT coalesce(wait_event_type || ':' || wait_event, 'running'), state, pid "
             "FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
         )
         waiting = text(
             "SELECT l.locktype || coalesce(':' || c.relname, '') FROM pg_locks l "
-            "LEFT JOIN pg_class c ON c.oid = l.relation WHERE NOT l.granted"
+            "JOIN pg_stat_activity a ON a.pid = l.pid LEFT JOIN pg_class c ON c.oid = l.relation "
+            "WHERE NOT l.granted AND a.datname = current_database()"
         )
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             while not self.stop.wait(self.every):
                 self.samples += 1
-                for event, state in conn.execute(activity):
+                for event, state, pid in conn.execute(activity):
                     # idle: the backend waits for its worker (Python, or between transactions)
                     self.waits["client (idle)" if state.startswith("idle") else event] += 1
+                    self.backend_cpu[pid] = cpu_seconds(pid, self.backend_cpu.get(pid, 0.0))
                 for (lock,) in conn.execute(waiting):
                     self.locks[lock] += 1
         self.engine.dispose()
+
+
+def cpu_seconds(pid: int, default: float) -> float:
+    """User + system CPU of a process of this machine (/proc), or `default` once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return default
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(url: str, n: int, batch: int) -> dict[str, Any]:
@@ -167,6 +183,8 @@ def run(url: str, n: int, batch: int) -> dict[str, Any]:
         "waits": sampler.waits,
         "locks": sampler.locks,
         "samples": sampler.samples,
+        "worker_cpu": sum(r["cpu"] for r in results),
+        "backend_cpu": sum(sampler.backend_cpu.values()),
     }
 
 
@@ -249,6 +267,11 @@ def main() -> None:
             print(f"  backend states (per sample, {result['samples']} samples): "
                   f"{shares(result['waits'], result['samples'])}")  # fmt: skip
             print(f"  locks waited for: {shares(result['locks'], result['samples'])}")
+            wcpu, bcpu = result["worker_cpu"], result["backend_cpu"]
+            per = 1000 / result["steps"]
+            print(f"  CPU: worker processes {wcpu:.1f} s, their PostgreSQL backends {bcpu:.1f} s "
+                  f"({wcpu * per:.3f} + {bcpu * per:.3f} s per 1000 steps); "
+                  f"{(wcpu + bcpu) / result['seconds']:.2f} cores busy on average")  # fmt: skip
             journal = ", ".join(f"{k} {st} {r}: {c}" for k, st, r, c in result["journal"])
             print(f"  journal: {journal}")
             for name, (found, expected) in result["checks"].items():
