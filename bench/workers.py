@@ -282,10 +282,19 @@ def main() -> None:
             sys.stdout.flush()
     finally:
         drop_template()
-    print(f"\n{'workers':<9}{'seconds':>9}{'steps':>10}{'steps/s':>10}{'vs 1 worker':>13}")
+    # What the CPU accounting allows on a machine of `cores` cores doing nothing else: a worker
+    # and its backend take turns (one core at most); n workers use min(n, cores) cores.
+    cores = os.cpu_count() or 1
+    print(f"\n{'workers':<9}{'seconds':>9}{'steps':>10}{'steps/s':>10}{'vs 1 worker':>13}"
+          f"{'CPU s/1k steps':>16}{f'CPU-bound on {cores} idle cores':>28}")  # fmt: skip
+    first = None
     for n, result, rate in rows:
-        speedup = f"{rate / base:>13.2f}" if base else ""
-        print(f"{n:<9}{result['seconds']:>9.1f}{result['steps']:>10}{rate:>10.0f}{speedup}")
+        speedup = f"{rate / base:>13.2f}" if base else f"{'':>13}"
+        cpu = (result["worker_cpu"] + result["backend_cpu"]) / result["steps"]
+        bound = min(n, cores) / cpu
+        first = first or bound
+        print(f"{n:<9}{result['seconds']:>9.1f}{result['steps']:>10}{rate:>10.0f}{speedup}"
+              f"{cpu * 1000:>16.3f}{bound:>15.0f} steps/s {bound / first:>5.2f}x")  # fmt: skip
     print(f"load {os.getloadavg()[0]:.2f}; checks {'passed' if ok else 'FAILED'}")
     sys.exit(0 if ok else 1)
 
