@@ -17,7 +17,7 @@ lease, --lease seconds). Both runs check: every eligible contact got exactly one
 refused ones none, one enrollment and one "entered" journal row per contact, nothing left due.
 Exit status 1 when a check fails.
 
-    python bench/broadcast.py [--contacts 1000000] [--workers 2] [--lease 20] [--no-kill]
+    python bench/broadcast.py [--contacts 1000000] [--workers 2] [--lease 60] [--no-kill]
 """
 
 from __future__ import annotations
@@ -409,7 +409,7 @@ def main() -> None:
     )
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--lease", type=int, default=20, help="PARCOURS_LEASE_SECONDS")
+    parser.add_argument("--lease", type=int, default=60, help="PARCOURS_LEASE_SECONDS")
     parser.add_argument("--no-kill", action="store_true", help="skip the run with kill -9")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
