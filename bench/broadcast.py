@@ -18,6 +18,7 @@ refused ones none, one enrollment and one "entered" journal row per contact, not
 Exit status 1 when a check fails.
 
     python bench/broadcast.py [--contacts 1000000] [--workers 2] [--lease 60] [--no-kill]
+    python bench/broadcast.py --fan-out-only [--contacts 1000000]   (the fan-out alone)
 """
 
 from __future__ import annotations
@@ -249,6 +250,41 @@ def poll(engine: Engine) -> tuple[str | None, int, int]:
     return (firing[0], firing[1], last_send) if firing else (None, 0, last_send)
 
 
+def fan_out_alone(url: str, contacts: int) -> dict[str, Any]:
+    """The fan-out by itself, in this process: the firing recorded, then its chunks until done
+    (timed), against the floor's INSERT … SELECT of the enrollments, same database."""
+    from engine.worker import triggers
+    from engine.worker.versions import VersionCache
+
+    now = datetime.now(UTC)
+    upgrade(url)
+    engine = make_engine(url)
+    seed_contacts(engine, contacts, now)
+    version_id = publish(engine, now)
+    vacuum(engine)
+    floor_enrollments, _ = floor(engine, version_id, now)
+    vacuum(engine)
+    with engine.connect() as conn:
+        live = VersionCache().live(conn)
+    with engine.begin() as conn:
+        triggers.fire_schedules(conn, live, now)
+    started, chunks = time.perf_counter(), 0
+    while True:
+        with engine.begin() as conn:
+            counts = triggers.fan_out(conn, live, now)
+        if not counts:
+            break
+        chunks += 1
+    seconds = time.perf_counter() - started
+    with engine.connect() as conn:
+        found = conn.execute(text(
+            "SELECT count(*), count(DISTINCT contact_id), (SELECT count(*) FROM journal "
+            "WHERE kind = 'entered') FROM enrollments"
+        )).one()  # fmt: skip
+    engine.dispose()
+    return {"floor": floor_enrollments, "seconds": seconds, "chunks": chunks, "found": found}
+
+
 # ---------------------------------------------------------------- one broadcast
 def broadcast(url: str, args: argparse.Namespace, kill: bool) -> dict[str, Any]:
     now = datetime.now(UTC)
@@ -411,6 +447,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--lease", type=int, default=60, help="PARCOURS_LEASE_SECONDS")
     parser.add_argument("--no-kill", action="store_true", help="skip the run with kill -9")
+    parser.add_argument("--fan-out-only", action="store_true",
+                        help="time the fan-out alone against the enrollments' floor")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--name", default="w", help=argparse.SUPPRESS)
@@ -420,6 +458,22 @@ def main() -> None:
         return
     print(f"{args.contacts} contacts, {args.workers} worker processes, PostgreSQL, full gate; "
           f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    if args.fan_out_only:
+        url, drop = fresh_database("bench_scaleout_fanout")
+        try:
+            got = fan_out_alone(url, args.contacts)
+        finally:
+            drop()
+        fe, secs = got["floor"], got["seconds"]
+        print(f"{'':<34}{'seconds':>9}{'rows/s':>10}{'vs floor':>10}")
+        print(f"{'floor: INSERT … SELECT enrollments':<34}{fe:>9.1f}{args.contacts / fe:>10.0f}"
+              f"{1.0:>10.2f}")  # fmt: skip
+        print(f"{'fan-out, ' + str(got['chunks']) + ' chunks':<34}{secs:>9.1f}"
+              f"{args.contacts / secs:>10.0f}{secs / fe:>10.2f}")  # fmt: skip
+        good = tuple(got["found"]) == (args.contacts,) * 3
+        print(f"  enrollments, contacts enrolled, entered journal rows: {tuple(got['found'])}"
+              f" {'ok' if good else 'FAILED'}; load {os.getloadavg()[0]:.2f}")  # fmt: skip
+        sys.exit(0 if good else 1)
     ok = True
     runs = [("broadcast", False)] + ([] if args.no_kill else [("broadcast with kill -9", True)])
     floor_total = None
