@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Select, exists, func, insert, literal, select
 from sqlalchemy.engine import Connection
 
 from engine.audience.attributes import VIEW_COLUMNS, VIEW_JOINS, VIEW_SELECT, metrics_view
@@ -21,7 +21,7 @@ from engine.policy.model import PressureConfig
 from engine.runtime.state import ACTIVE, ContactView, EventView, History
 from engine.spec.expressions import RenderError
 from engine.spec.model import Scenario
-from engine.store.models import Enrollment, Event, JournalEntry
+from engine.store.models import Contact, Enrollment, Event, JournalEntry
 
 _FRESH = "entered in this call"
 
@@ -284,3 +284,99 @@ def _journal(c: Candidate, kind: str, reason: str, now: datetime) -> dict[str, A
         "reason": reason,
         "data": {"entry_key": c.entry_key},
     }
+
+
+def audience_sql(scenario: Scenario, now: datetime, dialect: str) -> Select[Any] | None:
+    """The scenario's audience as `SELECT contacts.id`, or None when SQL cannot compute it (an
+    expression): then its contacts are entered one chunk at a time by `enroll`."""
+    from engine.audience.membership import stored_members
+    from engine.audience.segment_sql import SegmentSQLError, compile_condition
+
+    if scenario.audience is None:
+        return select(Contact.id)
+    try:
+        return compile_condition(scenario.audience, now, stored_members, dialect=dialect)
+    except SegmentSQLError:
+        return None
+
+
+def enroll_range(
+    conn: Connection,
+    version_id: int,
+    scenario: Scenario,
+    audience: Select[Any],
+    after: int,
+    upto: int,
+    entry_key: str,
+    now: datetime,
+) -> int:
+    """Enter the live contacts with ids in (after, upto] that pass the audience and the entry
+    rules, set-based: one INSERT … SELECT, with its "entered" journal rows; how many entered.
+
+    The same rules as `enroll` for a schedule candidate, written as SQL: a repeated entry key is
+    ignored (a chunk redone after a crash enters nobody twice), an active enrollment refuses a
+    non-concurrent entry, `reentry: never` refuses any previous one, a cooldown a recent one.
+    Refusals are not journaled, as `enroll` does not journal them for a fan-out.
+    """
+    c = Contact.__table__.c
+    mine = Enrollment.scenario_id == scenario.id
+    before = select(Enrollment.id).where(mine, Enrollment.contact_id == c.id)
+    rules = [c.id > after, c.id <= upto, c.merged_into.is_(None), c.erased_at.is_(None)]
+    entry = scenario.entry
+    if not entry.concurrent:
+        rules.append(~exists(before.where(Enrollment.status == ACTIVE)))
+    if entry.reentry == "never":
+        rules.append(~exists(before))
+    elif entry.reentry == "cooldown" and entry.cooldown is not None:
+        rules.append(~exists(before.where(Enrollment.entered_at > now - entry.cooldown)))
+    if scenario.audience is not None:
+        rules.append(c.id.in_(audience.where(c.id > after, c.id <= upto).correlate(None)))
+    columns = ("scenario_id", "version_id", "contact_id", "status", "step_id", "due_at",
+               "entry_key", "entered_at", "visits", "vars", "attempt")  # fmt: skip
+    t = Enrollment.__table__.c
+    values = select(
+        literal(scenario.id, t.scenario_id.type), literal(version_id, t.version_id.type), c.id,
+        literal(ACTIVE, t.status.type), literal(scenario.start, t.step_id.type),
+        literal(now, t.due_at.type), literal(entry_key, t.entry_key.type),
+        literal(now, t.entered_at.type), literal(0), literal({}, t.vars.type), literal(0),
+    ).where(*rules).order_by(c.id)  # fmt: skip
+    stmt = (
+        _insert_ignore(conn)
+        .from_select(columns, values)
+        .returning(Enrollment.id, Enrollment.contact_id)
+    )
+    journal_columns = ("at", "kind", "enrollment_id", "contact_id", "scenario_id", "version_id")
+    j = JournalEntry.__table__.c
+    if conn.dialect.name == "postgresql":
+        # the journal rows come from the inserted rows inside the database: nothing to Python
+        ins = stmt.cte("entered")
+        rows = select(
+            literal(now, j.at.type), literal("entered", j.kind.type), ins.c.id,
+            ins.c.contact_id, literal(scenario.id, j.scenario_id.type),
+            literal(version_id, j.version_id.type),
+        )  # fmt: skip
+        journaled = insert(JournalEntry).from_select(journal_columns, rows).cte("journaled")
+        count = select(func.count()).select_from(ins).add_cte(journaled)
+        return int(conn.execute(count).scalar_one())
+    inserted = conn.execute(stmt).all()
+    if inserted:
+        conn.execute(insert(JournalEntry), [
+            {"at": now, "kind": "entered", "enrollment_id": r.id, "contact_id": r.contact_id,
+             "scenario_id": scenario.id, "version_id": version_id}
+            for r in inserted
+        ])  # fmt: skip
+    return len(inserted)
+
+
+def chunk_end(conn: Connection, after: int, size: int) -> tuple[int, int]:
+    """The last id and the number of the next `size` live contacts after `after` ((after, 0)
+    when none is left)."""
+    ids = (
+        select(Contact.id)
+        .where(Contact.id > after, Contact.merged_into.is_(None), Contact.erased_at.is_(None))
+        .order_by(Contact.id)
+        .limit(size)
+        .subquery()
+    )
+    last, count = conn.execute(select(func.max(ids.c.id), func.count()).select_from(ids)).one()
+    return (last or after), count

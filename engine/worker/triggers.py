@@ -41,10 +41,19 @@ from engine.store.models import (
     JournalEntry,
     ScheduleFiring,
 )
-from engine.worker.enroll import Candidate, contact_views, enroll
+from engine.worker.enroll import (
+    Candidate,
+    audience_sql,
+    chunk_end,
+    contact_views,
+    enroll,
+    enroll_range,
+)
 
 logger = logging.getLogger(__name__)
-FANOUT_CHUNK = 1000
+# Contacts per fan-out transaction (a schedule's fan-out commits its cursor with each chunk).
+FANOUT_CHUNK = 5000
+ANNIVERSARY_CHUNK = 1000
 # A tombstone (merged or erased) is never enrolled: the fan-outs skip it.
 LIVE = (Contact.merged_into.is_(None), Contact.erased_at.is_(None))
 Live = list[tuple[int, Scenario]]
@@ -282,29 +291,34 @@ def fan_out(conn: Connection, live: Live, now: datetime) -> dict[str, int]:
             update(ScheduleFiring).where(ScheduleFiring.id == firing.id).values(status="cancelled")
         )
         return {"cancelled": 1}
-    ids = (
-        conn.execute(
-            select(Contact.id)
-            .where(Contact.id > firing.cursor, *LIVE)
-            .order_by(Contact.id)
-            .limit(FANOUT_CHUNK)
-        )
-        .scalars()
-        .all()
-    )
     key = f"schedule:{firing.fire_at.isoformat()}"
-    counts = dict(
-        enroll(
-            conn,
-            [Candidate(firing.version_id, target, cid, key, now, None, "schedule") for cid in ids],
-            now,
+    audience = audience_sql(target, now, conn.dialect.name)
+    if audience is not None:  # set-based: one INSERT … SELECT per chunk
+        upto, found = chunk_end(conn, firing.cursor, FANOUT_CHUNK)
+        entered = enroll_range(conn, firing.version_id, target, audience, firing.cursor, upto,
+                               key, now) if found else 0  # fmt: skip
+        counts = {"entered": entered, "not_entered": found - entered}
+    else:  # an audience only Python can evaluate
+        ids = (
+            conn.execute(
+                select(Contact.id)
+                .where(Contact.id > firing.cursor, *LIVE)
+                .order_by(Contact.id)
+                .limit(FANOUT_CHUNK)
+            )
+            .scalars()
+            .all()
         )
-    )
-    values: dict[str, Any] = {"cursor": ids[-1]} if ids else {}
-    if len(ids) < FANOUT_CHUNK:
+        upto, found = (ids[-1] if ids else firing.cursor), len(ids)
+        candidates = [
+            Candidate(firing.version_id, target, cid, key, now, None, "schedule") for cid in ids
+        ]
+        counts = dict(enroll(conn, candidates, now))
+    values: dict[str, Any] = {"cursor": upto} if found else {}
+    if found < FANOUT_CHUNK:
         values["status"] = "done"
     conn.execute(update(ScheduleFiring).where(ScheduleFiring.id == firing.id).values(**values))
-    counts["fanned_out"] = len(ids) or 1  # non-zero: this call did work
+    counts["fanned_out"] = found or 1  # non-zero: this call did work
     return counts
 
 
@@ -355,7 +369,7 @@ def plan_anniversaries(
                     select(Contact.id)
                     .where(Contact.id > after, *LIVE)
                     .order_by(Contact.id)
-                    .limit(FANOUT_CHUNK)
+                    .limit(ANNIVERSARY_CHUNK)
                 )
                 .scalars()
                 .all()
@@ -381,7 +395,7 @@ def plan_anniversaries(
                         "anniversary",
                     )
                 )
-            if len(candidates) >= FANOUT_CHUNK:
+            if len(candidates) >= ANNIVERSARY_CHUNK:
                 for k, v in enroll(conn, candidates, now).items():
                     counts[k] += v
                 candidates = []
