@@ -10,6 +10,7 @@ point loses nothing (the lease expires and another pass reclaims the batch) and 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -73,6 +74,33 @@ def _fault(point: str) -> None:
 
 
 _FAULT_COUNTS: dict[str, int] = {}
+_GC_LOCK = threading.Lock()
+_GC_STATE = {"holders": 0, "resume": False}
+
+
+class _GcPaused:
+    """The cycle collector paused while a batch runs, and resumed after it.
+
+    A batch allocates tens of thousands of short-lived objects (rows, views, journal records):
+    with the collector on, every 700 of them start a collection, and every tenth of those walks
+    the older objects too, whose number grows with the heap: a quarter of a batch's time. Nearly
+    all of a batch's garbage is freed by reference counting; what is left in cycles is collected
+    as usual once the batch is done. Counted, so that threads running batches at once resume it
+    only when the last one finishes (and never when it was off before).
+    """
+
+    def __enter__(self) -> None:
+        with _GC_LOCK:
+            if _GC_STATE["holders"] == 0:
+                _GC_STATE["resume"] = gc.isenabled()
+                gc.disable()
+            _GC_STATE["holders"] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with _GC_LOCK:
+            _GC_STATE["holders"] -= 1
+            if _GC_STATE["holders"] == 0 and _GC_STATE["resume"]:
+                gc.enable()
 
 
 @dataclass
@@ -351,7 +379,10 @@ class Worker:
 
     def process_batch(self, now: datetime, report: PassReport | None = None) -> int:
         """Claim one batch and advance it; returns how many enrollments were claimed."""
-        report = report if report is not None else PassReport()
+        with _GcPaused():
+            return self._process_batch(now, report if report is not None else PassReport())
+
+    def _process_batch(self, now: datetime, report: PassReport) -> int:
         started = time.monotonic()
         rows = self.claim(now)
         _fault("after_claim")
