@@ -415,22 +415,28 @@ class Worker:
     ) -> list[tuple[Row[Any], Transition]]:
         with self.engine.begin() as conn:
             contacts = contact_views(conn, (r.contact_id for r in rows))
-            if self.policy is not None and any(
-                self.cache.get(conn, r.version_id).reads_policy() for r in rows
-            ):
+            # What depends on the version only is looked up once per version, not once per row.
+            scenarios = {v: self.cache.get(conn, v) for v in {r.version_id for r in rows}}
+            if self.policy is not None and any(sc.reads_policy() for sc in scenarios.values()):
                 load_policy_views(conn, contacts, now, self.policy.pressure)
             gate = self._gate = self.gate_factory(conn, contacts, now)
             names: set[str] = set()
-            for version_id in {r.version_id for r in rows}:
-                names |= self.cache.get(conn, version_id).history_events()
+            for scenario in scenarios.values():
+                names |= scenario.history_events()
             history = histories(conn, contacts, names)
             triggers = self._trigger_events(
                 conn, [r.trigger_event_id for r in rows if r.trigger_event_id]
             )
+            interpreters = {v: self.interpreter(conn, v, gate) for v in scenarios}
             transitions: list[tuple[Row[Any], Transition]] = []
             # Arbitration: when journeys compete for a contact's last slot in this batch, the
             # higher scenario priority asks the gate first (then the longest waiting).
-            ordered = sorted(rows, key=lambda r: -self.cache.get(conn, r.version_id).priority)
+            ordered = (
+                sorted(rows, key=lambda r: -scenarios[r.version_id].priority)
+                if len(scenarios) > 1
+                else rows
+            )
+            no_history = History()
             for row in ordered:
                 state = _state(row, triggers.get(row.trigger_event_id))
                 contact = contacts.get(row.contact_id)
@@ -438,8 +444,8 @@ class Worker:
                     transitions.append((row, _failed(state, "contact_missing", now)))
                     continue
                 try:
-                    it = self.interpreter(conn, row.version_id, gate)
-                    tr = it.advance(state, contact, history.get(row.contact_id, History()), now)
+                    it = interpreters[row.version_id]
+                    tr = it.advance(state, contact, history.get(row.contact_id, no_history), now)
                 except Exception as exc:
                     # One broken enrollment must not hold back (or roll back) its whole batch.
                     logger.exception(
