@@ -9,8 +9,18 @@ For each database, the same population is advanced twice from the same starting 
   floor   — raw DB-API doing the same writes per batch (claim UPDATE … RETURNING, enrollment
             updates, one ledger row and three journal rows per enrollment, one commit per batch).
 The ratio engine/floor is the figure to watch; absolute numbers move with the machine.
+Each run starts from a copy of one seeded database (SQLite: a file copy; PostgreSQL: a
+database created from a template) and is checked afterwards: every contact advanced three
+steps to the wait, one ledger row per contact under a distinct send key, three journal rows
+per contact, no enrollment left due, and with the full gate two barometer rows per contact.
+A failed check exits with status 1. `--repeat 3` prints the median of three runs of each.
 
-    python bench/steps.py [--contacts 200000] [--batch 500] [--db sqlite,postgresql] [--gate full]
+`--growth 20000,200000,1000000` runs the floor and the engine at each size and prints the cost
+per contact-step (µs) with its ratio to the first size's: flat means the hot path does not slow
+down as the base grows.
+
+    python bench/steps.py [--contacts 200000] [--batch 500] [--db sqlite,postgresql]
+                          [--gate simple|full|both] [--repeat 3] [--growth 20000,200000]
 """
 
 from __future__ import annotations
@@ -18,10 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -251,6 +264,192 @@ def fresh_database(kind: str, tmp: Path) -> tuple[str, Any]:
     return f"{base}/{name}", drop
 
 
+class Seeded:
+    """One seeded database per (kind, size); each run gets a fresh copy of it."""
+
+    def __init__(self, kind: str, contacts: int, tmp: Path, prefix: str) -> None:
+        self.kind, self.contacts, self.tmp, self.prefix = kind, contacts, tmp, prefix
+        self.admin: Any = None
+        if kind == "sqlite":
+            self.template = tmp / f"seed-{contacts}-{uuid.uuid4().hex[:6]}.db"
+            seed(f"sqlite:///{self.template}", contacts)
+            return
+        self.admin = create_engine(
+            PG_BASE.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+        )
+        self.name = f"{prefix}_seed_{uuid.uuid4().hex[:8]}"
+        self._create(self.name)
+        try:
+            seed(self._url(self.name), contacts)
+        except BaseException:
+            self.close()
+            raise
+
+    def _url(self, name: str) -> str:
+        return f"{PG_BASE.rsplit('/', 1)[0]}/{name}"
+
+    def _create(self, name: str, template: str | None = None) -> None:
+        with self.admin.connect() as conn:
+            clause = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+
+    def _drop(self, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def copy(self) -> tuple[str, Callable[[], None]]:
+        """A fresh copy: (url, drop)."""
+        if self.kind == "sqlite":
+            path = self.tmp / f"run-{uuid.uuid4().hex[:8]}.db"
+            shutil.copyfile(self.template, path)
+
+            def remove() -> None:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+            return f"sqlite:///{path}", remove
+        name = f"{self.prefix}_run_{uuid.uuid4().hex[:8]}"
+        self._create(name, template=self.name)
+        return self._url(name), lambda: self._drop(name)
+
+    def close(self) -> None:
+        if self.kind == "sqlite":
+            self.template.unlink(missing_ok=True)
+            return
+        self._drop(self.name)
+        self.admin.dispose()
+
+
+def check(url: str, contacts: int, steps: int, gate: str | None) -> list[str]:
+    """What must hold after a run; the failures, in words (empty: all good)."""
+    engine = make_engine(url)
+    later = NOW + timedelta(days=1)
+    problems = []
+    try:
+        with engine.connect() as conn:
+
+            def one(sql: str, **params: Any) -> int:
+                return int(conn.execute(text(sql), params).scalar_one())
+
+            expected = {
+                "steps": (steps, 3 * contacts),
+                "enrollments at the wait": (
+                    one(
+                        "SELECT count(*) FROM enrollments WHERE status = 'active' "
+                        "AND step_id = 'pause' AND lease_owner IS NULL AND due_at >= :later",
+                        later=later,
+                    ),
+                    contacts,
+                ),
+                "enrollments still due": (
+                    one("SELECT count(*) FROM enrollments WHERE due_at <= :now", now=NOW),
+                    0,
+                ),
+                "ledger rows": (one("SELECT count(*) FROM sends"), contacts),
+                "distinct send keys": (one("SELECT count(DISTINCT send_key) FROM sends"), contacts),
+                "contacts sent to": (one("SELECT count(DISTINCT contact_id) FROM sends"), contacts),
+                "journal rows": (one("SELECT count(*) FROM journal"), 3 * contacts),
+            }
+            if gate == "full":
+                expected["barometer rows"] = (one("SELECT count(*) FROM pressure"), 2 * contacts)
+            for what, (got, want) in expected.items():
+                if got != want:
+                    problems.append(f"{what}: {got}, expected {want}")
+    finally:
+        engine.dispose()
+    return problems
+
+
+def measure(
+    seeded: Seeded, run: Callable[[str], tuple[float, int]], gate: str | None, repeat: int
+) -> tuple[float, int]:
+    """Median seconds of `repeat` checked runs, each on a fresh copy; exits on a failed check."""
+    times, steps = [], 0
+    for _ in range(repeat):
+        url, drop = seeded.copy()
+        try:
+            secs, steps = run(url)
+            problems = check(url, seeded.contacts, steps, gate)
+        finally:
+            drop()
+        if problems:
+            print(f"CHECK FAILED ({seeded.kind}, {gate or 'floor'}): " + "; ".join(problems))
+            sys.exit(1)
+        times.append(secs)
+    return statistics.median(times), steps
+
+
+def table(args: argparse.Namespace, tmp: Path) -> None:
+    gates = ("simple", "full") if args.gate == "both" else (args.gate,)
+    runs = f", median of {args.repeat} runs" if args.repeat > 1 else ""
+    print(f"{args.contacts} contacts, 3 steps each, batches of {args.batch}{runs}")
+    print(f"{'database':<12}{'run':<14}{'seconds':>9}{'steps':>10}{'steps/s':>10}{'vs floor':>10}")
+    for kind in args.db.split(","):
+        seeded = Seeded(kind, args.contacts, tmp, args.pg_prefix)
+        try:
+            f_secs, f_steps = measure(
+                seeded, lambda url: run_floor(url, args.batch), None, args.repeat
+            )
+            f_rate = f_steps / f_secs
+            print(
+                f"{kind:<12}{'raw floor':<14}{f_secs:>9.2f}{f_steps:>10}{f_rate:>10.0f}{1.0:>10.2f}"
+            )
+            sys.stdout.flush()
+            for gate in gates:
+                e_secs, e_steps = measure(
+                    seeded,
+                    lambda url, gate=gate: run_engine(url, args.batch, gate),  # type: ignore[misc]
+                    gate,
+                    args.repeat,
+                )
+                e_rate = e_steps / e_secs
+                label = f"engine/{gate}"
+                print(
+                    f"{kind:<12}{label:<14}{e_secs:>9.2f}{e_steps:>10}{e_rate:>10.0f}"
+                    f"{e_rate / f_rate:>10.2f}"
+                )
+                sys.stdout.flush()
+        finally:
+            seeded.close()
+
+
+def growth(args: argparse.Namespace, tmp: Path) -> None:
+    sizes = [int(n) for n in args.growth.split(",")]
+    gates = ("simple", "full") if args.gate == "both" else (args.gate,)
+    runs = f", median of {args.repeat} runs" if args.repeat > 1 else ""
+    print(f"cost per contact-step as the base grows, batches of {args.batch}{runs}")
+    head = f"{'database':<12}{'run':<14}{'contacts':>10}{'seconds':>9}{'µs/step':>9}"
+    print(f"{head}{'vs first':>10}{'vs floor':>10}")
+    for kind in args.db.split(","):
+        first: dict[str, float] = {}
+        for size in sizes:
+            seeded = Seeded(kind, size, tmp, args.pg_prefix)
+            try:
+                f_secs, f_steps = measure(
+                    seeded, lambda url: run_floor(url, args.batch), None, args.repeat
+                )
+                results = [("raw floor", f_secs, f_steps)]
+                for gate in gates:
+                    secs, steps = measure(
+                        seeded,
+                        lambda url, gate=gate: run_engine(url, args.batch, gate),  # type: ignore[misc]
+                        gate,
+                        args.repeat,
+                    )
+                    results.append((f"engine/{gate}", secs, steps))
+            finally:
+                seeded.close()
+            floor_cost = f_secs / f_steps
+            for label, secs, steps in results:
+                cost = secs / steps * 1e6
+                base = first.setdefault(label, cost)
+                print(
+                    f"{kind:<12}{label:<14}{size:>10}{secs:>9.2f}{cost:>9.1f}{cost / base:>10.2f}"
+                    f"{floor_cost * 1e6 / cost:>10.2f}"
+                )
+            sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,36 +458,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument("--gate", default="simple", choices=("simple", "full", "both"))
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; the median is shown")
+    parser.add_argument("--growth", help="sizes, e.g. 20000,200000,1000000: cost per step")
+    parser.add_argument(
+        "--pg-prefix", default="bench_steps", help="name prefix of the PostgreSQL databases made"
+    )
     args = parser.parse_args()
-    gates = ("simple", "full") if args.gate == "both" else (args.gate,)
-    print(f"{args.contacts} contacts, 3 steps each, batches of {args.batch}")
-    print(f"{'database':<12}{'run':<14}{'seconds':>9}{'steps':>10}{'steps/s':>10}{'vs floor':>10}")
     with tempfile.TemporaryDirectory(prefix="parcours-bench-") as tmp:
-        for kind in args.db.split(","):
-            url, drop = fresh_database(kind, Path(tmp))
-            try:
-                seed(url, args.contacts)
-                f_secs, f_steps = run_floor(url, args.batch)
-            finally:
-                drop()
-            f_rate = f_steps / f_secs
-            print(
-                f"{kind:<12}{'raw floor':<14}{f_secs:>9.2f}{f_steps:>10}{f_rate:>10.0f}{1.0:>10.2f}"
-            )
-            for gate in gates:
-                url, drop = fresh_database(kind, Path(tmp))
-                try:
-                    seed(url, args.contacts)
-                    e_secs, e_steps = run_engine(url, args.batch, gate)
-                finally:
-                    drop()
-                e_rate = e_steps / e_secs
-                label = f"engine/{gate}"
-                print(
-                    f"{kind:<12}{label:<14}{e_secs:>9.2f}{e_steps:>10}{e_rate:>10.0f}"
-                    f"{e_rate / f_rate:>10.2f}"
-                )
-            sys.stdout.flush()
+        if args.growth:
+            growth(args, Path(tmp))
+        else:
+            table(args, Path(tmp))
 
 
 if __name__ == "__main__":
