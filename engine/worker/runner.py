@@ -177,7 +177,9 @@ def _claimed(raw: Sequence[Any], sqlite: bool) -> list[Claimed]:
     when = _sqlite_at if sqlite else _utc
     out = []
     for r in raw:
-        variables = json.loads(r[12]) if isinstance(r[12], str) else r[12]
+        variables = r[12]
+        if isinstance(variables, str):  # SQLite's JSON text; most enrollments carry none
+            variables = {} if variables == "{}" else json.loads(variables)
         out.append(
             Claimed(
                 r[0], r[1], r[2], r[3], r[4], r[5], cast(datetime, when(r[6])), when(r[7]),
