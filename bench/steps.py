@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import Session
 
 from engine.config import load_settings
@@ -135,8 +135,22 @@ def seed(url: str, contacts: int) -> int:
     return version_id
 
 
+SQLITE_PRAGMAS: list[str] = []  # --sqlite-cache-mb: applied to the engine's and the floor's
+
+
+def _pragmas(engine: Any) -> None:
+    if not SQLITE_PRAGMAS or engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        for pragma in SQLITE_PRAGMAS:
+            dbapi_connection.execute(pragma)
+
+
 def run_engine(url: str, batch: int, gate: str) -> tuple[float, int]:
     engine = make_engine(url)
+    _pragmas(engine)
     settings = load_settings(env={}).evolve(batch_size=batch)
     gate_factory = None
     if gate == "full":
@@ -169,6 +183,8 @@ def _raw_connection(url: str) -> Any:
         conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            conn.execute(pragma)
         return conn
     import psycopg
 
@@ -463,7 +479,19 @@ def main() -> None:
     parser.add_argument(
         "--pg-prefix", default="bench_steps", help="name prefix of the PostgreSQL databases made"
     )
+    parser.add_argument(
+        "--sqlite-cache-mb",
+        type=int,
+        default=0,
+        help="SQLite page cache and memory map of this size, for the floor and the engine alike "
+        "(0: the driver's defaults, as parcours runs today)",
+    )
     args = parser.parse_args()
+    if args.sqlite_cache_mb:
+        size = args.sqlite_cache_mb
+        SQLITE_PRAGMAS.extend(
+            [f"PRAGMA cache_size=-{size * 1024}", f"PRAGMA mmap_size={size * 1024 * 1024}"]
+        )
     with tempfile.TemporaryDirectory(prefix="parcours-bench-") as tmp:
         if args.growth:
             growth(args, Path(tmp))
