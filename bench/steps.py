@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -487,6 +488,8 @@ def main() -> None:
         "(0: the driver's defaults, as parcours runs today)",
     )
     args = parser.parse_args()
+    # A stopped run (SIGTERM) still drops its databases and temporary files (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     if args.sqlite_cache_mb:
         size = args.sqlite_cache_mb
         SQLITE_PRAGMAS.extend(
