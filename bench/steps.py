@@ -378,61 +378,61 @@ def check(url: str, contacts: int, steps: int, gate: str | None) -> list[str]:
 
 
 def measure(
-    seeded: Seeded, run: Callable[[str], tuple[float, int]], gate: str | None, repeat: int
-) -> tuple[float, int]:
-    """Median seconds of `repeat` checked runs, each on a fresh copy; exits on a failed check."""
-    times, steps = [], 0
+    seeded: Seeded, runs: dict[str, Callable[[str], tuple[float, int]]], repeat: int
+) -> dict[str, tuple[float, int]]:
+    """Median seconds and steps of each run (label → run), each on a fresh copy and checked.
+
+    The runs take turns (floor, engine, floor, engine...), so that a shared machine's load
+    weighs on the floor and the engine alike. Exits on a failed check."""
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    steps: dict[str, int] = {}
     for _ in range(repeat):
-        url, drop = seeded.copy()
-        try:
-            secs, steps = run(url)
-            problems = check(url, seeded.contacts, steps, gate)
-        finally:
-            drop()
-        if problems:
-            print(f"CHECK FAILED ({seeded.kind}, {gate or 'floor'}): " + "; ".join(problems))
-            sys.exit(1)
-        times.append(secs)
-    return statistics.median(times), steps
+        for label, run in runs.items():
+            url, drop = seeded.copy()
+            try:
+                secs, steps[label] = run(url)
+                gate = label.removeprefix("engine/") if label.startswith("engine/") else None
+                problems = check(url, seeded.contacts, steps[label], gate)
+            finally:
+                drop()
+            if problems:
+                print(f"CHECK FAILED ({seeded.kind}, {label}): " + "; ".join(problems))
+                sys.exit(1)
+            times[label].append(secs)
+    return {label: (statistics.median(times[label]), steps[label]) for label in runs}
+
+
+def _runs(args: argparse.Namespace) -> dict[str, Callable[[str], tuple[float, int]]]:
+    gates = ("simple", "full") if args.gate == "both" else (args.gate,)
+    runs: dict[str, Callable[[str], tuple[float, int]]] = {
+        "raw floor": lambda url: run_floor(url, args.batch)
+    }
+    for gate in gates:
+        runs[f"engine/{gate}"] = lambda url, gate=gate: run_engine(url, args.batch, gate)
+    return runs
 
 
 def table(args: argparse.Namespace, tmp: Path) -> None:
-    gates = ("simple", "full") if args.gate == "both" else (args.gate,)
     runs = f", median of {args.repeat} runs" if args.repeat > 1 else ""
     print(f"{args.contacts} contacts, 3 steps each, batches of {args.batch}{runs}")
     print(f"{'database':<12}{'run':<14}{'seconds':>9}{'steps':>10}{'steps/s':>10}{'vs floor':>10}")
     for kind in args.db.split(","):
         seeded = Seeded(kind, args.contacts, tmp, args.pg_prefix)
         try:
-            f_secs, f_steps = measure(
-                seeded, lambda url: run_floor(url, args.batch), None, args.repeat
-            )
-            f_rate = f_steps / f_secs
-            print(
-                f"{kind:<12}{'raw floor':<14}{f_secs:>9.2f}{f_steps:>10}{f_rate:>10.0f}{1.0:>10.2f}"
-            )
-            sys.stdout.flush()
-            for gate in gates:
-                e_secs, e_steps = measure(
-                    seeded,
-                    lambda url, gate=gate: run_engine(url, args.batch, gate),  # type: ignore[misc]
-                    gate,
-                    args.repeat,
-                )
-                e_rate = e_steps / e_secs
-                label = f"engine/{gate}"
-                print(
-                    f"{kind:<12}{label:<14}{e_secs:>9.2f}{e_steps:>10}{e_rate:>10.0f}"
-                    f"{e_rate / f_rate:>10.2f}"
-                )
-                sys.stdout.flush()
+            results = measure(seeded, _runs(args), args.repeat)
         finally:
             seeded.close()
+        f_secs, f_steps = results["raw floor"]
+        for label, (secs, steps) in results.items():
+            print(
+                f"{kind:<12}{label:<14}{secs:>9.2f}{steps:>10}{steps / secs:>10.0f}"
+                f"{(steps / secs) / (f_steps / f_secs):>10.2f}"
+            )
+        sys.stdout.flush()
 
 
 def growth(args: argparse.Namespace, tmp: Path) -> None:
     sizes = [int(n) for n in args.growth.split(",")]
-    gates = ("simple", "full") if args.gate == "both" else (args.gate,)
     runs = f", median of {args.repeat} runs" if args.repeat > 1 else ""
     print(f"cost per contact-step as the base grows, batches of {args.batch}{runs}")
     head = f"{'database':<12}{'run':<14}{'contacts':>10}{'seconds':>9}{'µs/step':>9}"
@@ -442,27 +442,16 @@ def growth(args: argparse.Namespace, tmp: Path) -> None:
         for size in sizes:
             seeded = Seeded(kind, size, tmp, args.pg_prefix)
             try:
-                f_secs, f_steps = measure(
-                    seeded, lambda url: run_floor(url, args.batch), None, args.repeat
-                )
-                results = [("raw floor", f_secs, f_steps)]
-                for gate in gates:
-                    secs, steps = measure(
-                        seeded,
-                        lambda url, gate=gate: run_engine(url, args.batch, gate),  # type: ignore[misc]
-                        gate,
-                        args.repeat,
-                    )
-                    results.append((f"engine/{gate}", secs, steps))
+                results = measure(seeded, _runs(args), args.repeat)
             finally:
                 seeded.close()
-            floor_cost = f_secs / f_steps
-            for label, secs, steps in results:
+            f_secs, f_steps = results["raw floor"]
+            for label, (secs, steps) in results.items():
                 cost = secs / steps * 1e6
                 base = first.setdefault(label, cost)
                 print(
                     f"{kind:<12}{label:<14}{size:>10}{secs:>9.2f}{cost:>9.1f}{cost / base:>10.2f}"
-                    f"{floor_cost * 1e6 / cost:>10.2f}"
+                    f"{f_secs / f_steps * 1e6 / cost:>10.2f}"
                 )
             sys.stdout.flush()
 
