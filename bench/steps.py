@@ -9,8 +9,18 @@ For each database, the same population is advanced twice from the same starting 
   floor   — raw DB-API doing the same writes per batch (claim UPDATE … RETURNING, enrollment
             updates, one ledger row and three journal rows per enrollment, one commit per batch).
 The ratio engine/floor is the figure to watch; absolute numbers move with the machine.
+Each run starts from a copy of one seeded database (SQLite: a file copy; PostgreSQL: a
+database created from a template) and is checked afterwards: every contact advanced three
+steps to the wait, one ledger row per contact under a distinct send key, three journal rows
+per contact, no enrollment left due, and with the full gate two barometer rows per contact.
+A failed check exits with status 1. `--repeat 3` prints the median of three runs of each.
 
-    python bench/steps.py [--contacts 200000] [--batch 500] [--db sqlite,postgresql] [--gate full]
+`--growth 20000,200000,1000000` runs the floor and the engine at each size and prints the cost
+per contact-step (µs) with its ratio to the first size's: flat means the hot path does not slow
+down as the base grows.
+
+    python bench/steps.py [--contacts 200000] [--batch 500] [--db sqlite,postgresql]
+                          [--gate simple|full|both] [--repeat 3] [--growth 20000,200000]
 """
 
 from __future__ import annotations
@@ -18,17 +28,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import Session
 
 from engine.config import load_settings
@@ -122,8 +136,22 @@ def seed(url: str, contacts: int) -> int:
     return version_id
 
 
+SQLITE_PRAGMAS: list[str] = []  # --sqlite-cache-mb: applied to the engine's and the floor's
+
+
+def _pragmas(engine: Any) -> None:
+    if not SQLITE_PRAGMAS or engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        for pragma in SQLITE_PRAGMAS:
+            dbapi_connection.execute(pragma)
+
+
 def run_engine(url: str, batch: int, gate: str) -> tuple[float, int]:
     engine = make_engine(url)
+    _pragmas(engine)
     settings = load_settings(env={}).evolve(batch_size=batch)
     gate_factory = None
     if gate == "full":
@@ -156,6 +184,8 @@ def _raw_connection(url: str) -> Any:
         conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            conn.execute(pragma)
         return conn
     import psycopg
 
@@ -251,6 +281,181 @@ def fresh_database(kind: str, tmp: Path) -> tuple[str, Any]:
     return f"{base}/{name}", drop
 
 
+class Seeded:
+    """One seeded database per (kind, size); each run gets a fresh copy of it."""
+
+    def __init__(self, kind: str, contacts: int, tmp: Path, prefix: str) -> None:
+        self.kind, self.contacts, self.tmp, self.prefix = kind, contacts, tmp, prefix
+        self.admin: Any = None
+        if kind == "sqlite":
+            self.template = tmp / f"seed-{contacts}-{uuid.uuid4().hex[:6]}.db"
+            seed(f"sqlite:///{self.template}", contacts)
+            return
+        self.admin = create_engine(
+            PG_BASE.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+        )
+        self.name = f"{prefix}_seed_{uuid.uuid4().hex[:8]}"
+        self._create(self.name)
+        try:
+            seed(self._url(self.name), contacts)
+        except BaseException:
+            self.close()
+            raise
+
+    def _url(self, name: str) -> str:
+        return f"{PG_BASE.rsplit('/', 1)[0]}/{name}"
+
+    def _create(self, name: str, template: str | None = None) -> None:
+        with self.admin.connect() as conn:
+            clause = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+
+    def _drop(self, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def copy(self) -> tuple[str, Callable[[], None]]:
+        """A fresh copy: (url, drop)."""
+        if self.kind == "sqlite":
+            path = self.tmp / f"run-{uuid.uuid4().hex[:8]}.db"
+            shutil.copyfile(self.template, path)
+
+            def remove() -> None:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+            return f"sqlite:///{path}", remove
+        name = f"{self.prefix}_run_{uuid.uuid4().hex[:8]}"
+        self._create(name, template=self.name)
+        return self._url(name), lambda: self._drop(name)
+
+    def close(self) -> None:
+        if self.kind == "sqlite":
+            self.template.unlink(missing_ok=True)
+            return
+        self._drop(self.name)
+        self.admin.dispose()
+
+
+def check(url: str, contacts: int, steps: int, gate: str | None) -> list[str]:
+    """What must hold after a run; the failures, in words (empty: all good)."""
+    engine = make_engine(url)
+    later = NOW + timedelta(days=1)
+    problems = []
+    try:
+        with engine.connect() as conn:
+
+            def one(sql: str, **params: Any) -> int:
+                return int(conn.execute(text(sql), params).scalar_one())
+
+            expected = {
+                "steps": (steps, 3 * contacts),
+                "enrollments at the wait": (
+                    one(
+                        "SELECT count(*) FROM enrollments WHERE status = 'active' "
+                        "AND step_id = 'pause' AND lease_owner IS NULL AND due_at >= :later",
+                        later=later,
+                    ),
+                    contacts,
+                ),
+                "enrollments still due": (
+                    one("SELECT count(*) FROM enrollments WHERE due_at <= :now", now=NOW),
+                    0,
+                ),
+                "ledger rows": (one("SELECT count(*) FROM sends"), contacts),
+                "distinct send keys": (one("SELECT count(DISTINCT send_key) FROM sends"), contacts),
+                "contacts sent to": (one("SELECT count(DISTINCT contact_id) FROM sends"), contacts),
+                "journal rows": (one("SELECT count(*) FROM journal"), 3 * contacts),
+            }
+            if gate == "full":
+                expected["barometer rows"] = (one("SELECT count(*) FROM pressure"), 2 * contacts)
+            for what, (got, want) in expected.items():
+                if got != want:
+                    problems.append(f"{what}: {got}, expected {want}")
+    finally:
+        engine.dispose()
+    return problems
+
+
+def measure(
+    seeded: Seeded, runs: dict[str, Callable[[str], tuple[float, int]]], repeat: int
+) -> dict[str, tuple[float, int]]:
+    """Median seconds and steps of each run (label → run), each on a fresh copy and checked.
+
+    The runs take turns (floor, engine, floor, engine...), so that a shared machine's load
+    weighs on the floor and the engine alike. Exits on a failed check."""
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    steps: dict[str, int] = {}
+    for _ in range(repeat):
+        for label, run in runs.items():
+            url, drop = seeded.copy()
+            try:
+                secs, steps[label] = run(url)
+                gate = label.removeprefix("engine/") if label.startswith("engine/") else None
+                problems = check(url, seeded.contacts, steps[label], gate)
+            finally:
+                drop()
+            if problems:
+                print(f"CHECK FAILED ({seeded.kind}, {label}): " + "; ".join(problems))
+                sys.exit(1)
+            times[label].append(secs)
+    return {label: (statistics.median(times[label]), steps[label]) for label in runs}
+
+
+def _runs(args: argparse.Namespace) -> dict[str, Callable[[str], tuple[float, int]]]:
+    gates = ("simple", "full") if args.gate == "both" else (args.gate,)
+    runs: dict[str, Callable[[str], tuple[float, int]]] = {
+        "raw floor": lambda url: run_floor(url, args.batch)
+    }
+    for gate in gates:
+        runs[f"engine/{gate}"] = lambda url, gate=gate: run_engine(url, args.batch, gate)
+    return runs
+
+
+def table(args: argparse.Namespace, tmp: Path) -> None:
+    runs = f", median of {args.repeat} runs" if args.repeat > 1 else ""
+    print(f"{args.contacts} contacts, 3 steps each, batches of {args.batch}{runs}")
+    print(f"{'database':<12}{'run':<14}{'seconds':>9}{'steps':>10}{'steps/s':>10}{'vs floor':>10}")
+    for kind in args.db.split(","):
+        seeded = Seeded(kind, args.contacts, tmp, args.pg_prefix)
+        try:
+            results = measure(seeded, _runs(args), args.repeat)
+        finally:
+            seeded.close()
+        f_secs, f_steps = results["raw floor"]
+        for label, (secs, steps) in results.items():
+            print(
+                f"{kind:<12}{label:<14}{secs:>9.2f}{steps:>10}{steps / secs:>10.0f}"
+                f"{(steps / secs) / (f_steps / f_secs):>10.2f}"
+            )
+        sys.stdout.flush()
+
+
+def growth(args: argparse.Namespace, tmp: Path) -> None:
+    sizes = [int(n) for n in args.growth.split(",")]
+    runs = f", median of {args.repeat} runs" if args.repeat > 1 else ""
+    print(f"cost per contact-step as the base grows, batches of {args.batch}{runs}")
+    head = f"{'database':<12}{'run':<14}{'contacts':>10}{'seconds':>9}{'µs/step':>9}"
+    print(f"{head}{'vs first':>10}{'vs floor':>10}")
+    for kind in args.db.split(","):
+        first: dict[str, float] = {}
+        for size in sizes:
+            seeded = Seeded(kind, size, tmp, args.pg_prefix)
+            try:
+                results = measure(seeded, _runs(args), args.repeat)
+            finally:
+                seeded.close()
+            f_secs, f_steps = results["raw floor"]
+            for label, (secs, steps) in results.items():
+                cost = secs / steps * 1e6
+                base = first.setdefault(label, cost)
+                print(
+                    f"{kind:<12}{label:<14}{size:>10}{secs:>9.2f}{cost:>9.1f}{cost / base:>10.2f}"
+                    f"{f_secs / f_steps * 1e6 / cost:>10.2f}"
+                )
+            sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,36 +464,31 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument("--gate", default="simple", choices=("simple", "full", "both"))
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; the median is shown")
+    parser.add_argument("--growth", help="sizes, e.g. 20000,200000,1000000: cost per step")
+    parser.add_argument(
+        "--pg-prefix", default="bench_steps", help="name prefix of the PostgreSQL databases made"
+    )
+    parser.add_argument(
+        "--sqlite-cache-mb",
+        type=int,
+        default=0,
+        help="SQLite page cache and memory map of this size, for the floor and the engine alike "
+        "(0: the driver's defaults, as parcours runs today)",
+    )
     args = parser.parse_args()
-    gates = ("simple", "full") if args.gate == "both" else (args.gate,)
-    print(f"{args.contacts} contacts, 3 steps each, batches of {args.batch}")
-    print(f"{'database':<12}{'run':<14}{'seconds':>9}{'steps':>10}{'steps/s':>10}{'vs floor':>10}")
+    # A stopped run (SIGTERM) still drops its databases and temporary files (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+    if args.sqlite_cache_mb:
+        size = args.sqlite_cache_mb
+        SQLITE_PRAGMAS.extend(
+            [f"PRAGMA cache_size=-{size * 1024}", f"PRAGMA mmap_size={size * 1024 * 1024}"]
+        )
     with tempfile.TemporaryDirectory(prefix="parcours-bench-") as tmp:
-        for kind in args.db.split(","):
-            url, drop = fresh_database(kind, Path(tmp))
-            try:
-                seed(url, args.contacts)
-                f_secs, f_steps = run_floor(url, args.batch)
-            finally:
-                drop()
-            f_rate = f_steps / f_secs
-            print(
-                f"{kind:<12}{'raw floor':<14}{f_secs:>9.2f}{f_steps:>10}{f_rate:>10.0f}{1.0:>10.2f}"
-            )
-            for gate in gates:
-                url, drop = fresh_database(kind, Path(tmp))
-                try:
-                    seed(url, args.contacts)
-                    e_secs, e_steps = run_engine(url, args.batch, gate)
-                finally:
-                    drop()
-                e_rate = e_steps / e_secs
-                label = f"engine/{gate}"
-                print(
-                    f"{kind:<12}{label:<14}{e_secs:>9.2f}{e_steps:>10}{e_rate:>10.0f}"
-                    f"{e_rate / f_rate:>10.2f}"
-                )
-            sys.stdout.flush()
+        if args.growth:
+            growth(args, Path(tmp))
+        else:
+            table(args, Path(tmp))
 
 
 if __name__ == "__main__":

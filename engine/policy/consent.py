@@ -31,7 +31,7 @@ from engine.delivery.links import InvalidLink, sign, verify
 from engine.errors import IngestError, NotFound
 from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
-from engine.store.db import id_in
+from engine.store.bulk import one_list
 from engine.store.models import ConsentRecord, ConsentState, Contact, Send, Suppression
 
 ALL = "*"  # topic: every topic of the channel; suppression channel: every channel
@@ -307,7 +307,7 @@ def consent_snapshot(conn: Connection, contact_ids: Iterable[int]) -> dict[int, 
             ConsentState.topic,
             ConsentState.state,
             ConsentState.expires_at,
-        ).where(id_in(ConsentState.contact_id, ids, conn.dialect.name))
+        ).where(one_list(ConsentState.contact_id, ids, conn.dialect.name))
     )
     for cid, channel, topic, state, expires_at in rows:
         snapshot[cid][(channel, topic)] = (state, expires_at)
@@ -682,7 +682,7 @@ def suppressed_addresses(
         return {}
     hashed = {h: a for a, h in address_hashes(conn, wanted, create=False).items()}
     query = select(Suppression.channel, Suppression.address, Suppression.reason).where(
-        Suppression.address.in_(sorted(wanted | set(hashed)))
+        one_list(Suppression.address, sorted(wanted | set(hashed)), conn.dialect.name)
     )
     if channels is not None:
         query = query.where(Suppression.channel.in_(sorted({*channels, ALL})))

@@ -192,23 +192,27 @@ class PolicyGate:
             )
             if last is not None and now - last < spacing:
                 return Block(f"spacing:{request.scenario_id}", last + spacing)
+        program = self.programs.get(request.scenario_id)
+        if not self.policy.caps and program is None:
+            return None
+        # The barometer does not move while a batch decides: its factor, once per decision.
+        factor = data.caps_factor(channel) if data.caps_factor else (1.0, 0.0)
         for cap in self.policy.caps:
-            block = self._cap(cap, request, data, data.sends, f"cap:{cap.id}", zone, now)
+            block = self._cap(cap, request, factor, data.sends, f"cap:{cap.id}", zone, now)
             if block is not None:
                 return block
-        program = self.programs.get(request.scenario_id)
-        return self._program(program, request, data, zone, now) if program else None
+        return self._program(program, request, data, factor, zone, now) if program else None
 
     def _program(
-        self, program: Program, request: SendRequest, data: ContactPolicy, zone: ZoneInfo,
-        now: datetime,
+        self, program: Program, request: SendRequest, data: ContactPolicy,
+        factor: tuple[float, float], zone: ZoneInfo, now: datetime,
     ) -> Block | None:  # fmt: skip
         """The program's own caps, counting only its scenarios' sends, then its budget."""
         if program.caps:
             mine = [s for s in data.sends if s.scenario_id in program.scenarios]
             for cap in program.caps:
                 rule = f"cap:program:{program.id}:{cap.id}"
-                block = self._cap(cap, request, data, mine, rule, zone, now)
+                block = self._cap(cap, request, factor, mine, rule, zone, now)
                 if block is not None:
                     return block
         if self.budgets is not None and self.budgets.blocks(program, request.channel):
@@ -229,14 +233,15 @@ class PolicyGate:
         return weight
 
     def _cap(
-        self, cap: CapRule, request: SendRequest, data: ContactPolicy, sends: list[PastSend],
-        rule: str, zone: ZoneInfo, now: datetime,
+        self, cap: CapRule, request: SendRequest, factors: tuple[float, float],
+        sends: list[PastSend], rule: str, zone: ZoneInfo, now: datetime,
     ) -> Block | None:  # fmt: skip
-        """Whether `cap`, counting `sends`, blocks the request (`rule`: the id journaled)."""
+        """Whether `cap`, counting `sends`, blocks the request (`rule`: the id journaled;
+        `factors`: the contact's (multiplier, extra) for the request's channel)."""
         across = MARKETING in cap.channels
         if not across and request.channel not in cap.channels:
             return None
-        factor, extra = data.caps_factor(request.channel) if data.caps_factor else (1.0, 0.0)
+        factor, extra = factors
         normal = limit = cap.max * factor + extra
         tighten = self.policy.pressure.health.tighten
         if tighten is not None and request.channel in self.tightened:

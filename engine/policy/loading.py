@@ -18,7 +18,7 @@ from engine.policy.locks import lock_contacts
 from engine.policy.model import Policy
 from engine.policy.programs import BudgetBook, ProgramRules, ProgramWatcher
 from engine.runtime.state import ContactView
-from engine.store.db import id_in
+from engine.store.bulk import one_list
 from engine.store.models import Contact, Send
 
 
@@ -27,7 +27,7 @@ def past_sends(
 ) -> dict[int, list[PastSend]]:
     rows = conn.execute(
         select(Send.contact_id, Send.created_at, Send.channel, Send.scenario_id, Send.kind).where(
-            id_in(Send.contact_id, contact_ids, conn.dialect.name), Send.created_at >= since
+            one_list(Send.contact_id, contact_ids, conn.dialect.name), Send.created_at >= since
         )
     )
     out: dict[int, list[PastSend]] = defaultdict(list)
@@ -78,7 +78,7 @@ def withdrawals(
     ids = sorted({contact_id for _, contact_id, _, _ in wanted})
     rows = conn.execute(
         select(Contact.id, Contact.external_id, Contact.email, Contact.phone, Contact.opted_out)
-        .where(id_in(Contact.id, ids, conn.dialect.name))
+        .where(one_list(Contact.id, ids, conn.dialect.name))
     )  # fmt: skip
     contacts = {r.id: ContactView(r.id, r.external_id, r.email, r.phone, opted_out=r.opted_out)
                 for r in rows}  # fmt: skip

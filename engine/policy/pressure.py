@@ -30,7 +30,7 @@ from engine.policy.model import Policy, PressureConfig
 from engine.runtime.state import ContactView
 from engine.spec.conditions import OVERALL, PRESSURE_STATES
 from engine.spec.durations import format_duration
-from engine.store.db import id_in
+from engine.store.bulk import one_list
 from engine.store.models import Pressure
 
 UNDER, EQUILIBRIUM, OVER = PRESSURE_STATES
@@ -237,7 +237,7 @@ def load_barometers(
     out = {cid: Barometer(cid) for cid in ids}
     if not ids:
         return out
-    where = id_in(Pressure.contact_id, ids, conn.dialect.name)
+    where = one_list(Pressure.contact_id, ids, conn.dialect.name)
     if lock and conn.dialect.name == "postgresql":
         # Lock the overall rows first, then read in a second statement: under READ COMMITTED a
         # locking read that waited sees the rows it waited for as committed, but not a channel row
@@ -375,7 +375,7 @@ def load_policy_views(
             Pressure.score,
             Pressure.updated_at,
             Pressure.state,
-        ).where(id_in(Pressure.contact_id, ids, conn.dialect.name))
+        ).where(one_list(Pressure.contact_id, ids, conn.dialect.name))
     )
     for r in rows:
         state = r.state

@@ -8,7 +8,7 @@ records, sends (already decided by the gate and rendered), profile changes, scen
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -95,6 +95,47 @@ class _Ctx:
             "data": dict(self.scenario.data),
             "now": self.now,
         }
+
+
+class _TemplateVars(Mapping[str, Any]):
+    """What templates see, each variable built the first time it is read: a plain message
+    ("Hello {{ contact.first_name }}", engine.spec.templates.PlannedTemplate) reads only one."""
+
+    __slots__ = ("_built", "_ctx")
+    NAMES = ("contact", "event", "scenario", "data", "now", "links")
+
+    def __init__(self, ctx: _Ctx) -> None:
+        self._ctx = ctx
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._built[name]
+        except KeyError:
+            pass
+        ctx = self._ctx
+        if name == "contact":
+            value: Any = ctx.contact.template_view()
+        elif name == "event":
+            value = _event_view(ctx.event)
+        elif name == "scenario":
+            value = {"id": ctx.scenario.id, "name": ctx.scenario.name}
+        elif name == "data":
+            value = dict(ctx.scenario.data)
+        elif name == "now":
+            value = ctx.now
+        elif name == "links":
+            value = {}
+        else:
+            raise KeyError(name)
+        self._built[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
 
 
 def _event_view(event: EventView | None) -> dict[str, Any]:
@@ -404,8 +445,9 @@ class Interpreter:
             tr.journal.append(JournalRecord("error", step_id, "condition_failed", _failure(exc)))
             return False
 
-    def _context(self, ctx: _Ctx) -> dict[str, Any]:
-        return {**ctx.expression_vars(), "links": {}}
+    def _context(self, ctx: _Ctx) -> Mapping[str, Any]:
+        # The same variables as expression_vars() plus `links`, built only when read.
+        return _TemplateVars(ctx)
 
     def _template_for(self, step: model.SendStep) -> CompiledTemplate | None:
         name = step.template or f"{step.id}:inline"

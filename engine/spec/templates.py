@@ -14,6 +14,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 from jinja2 import nodes as jnodes
+from markupsafe import escape
 
 from channels.base import ChannelInfo
 from channels.registry import channel_info, channel_names
@@ -27,6 +28,7 @@ from engine.spec.expressions import (
     compile_template,
 )
 from engine.spec.problems import Problem, did_you_mean
+from engine.spec.sandbox import private_name
 
 PART_EXTENSIONS = (".txt", ".html")
 MAX_PART_BYTES = 256 * 1024
@@ -108,6 +110,103 @@ class TemplateLibrary:
             path = template_files(self.root, name).get(part)
             return f"{self.root.name}/{name}/{path.name if path else part}"
         return f"templates/{name}/{part}"
+
+
+# ---------------------------------------------------------------- rendering without Jinja
+
+# A part made only of text and `{{ name.attribute }}` outputs, the usual shape of a message
+# ("Hello {{ contact.first_name }}"), renders to the same text as Jinja by looking the values up
+# and joining the pieces: no context object, no generated code, no budget to set up. Anything
+# else, or a value that is not a plain string, number, None or missing, renders through Jinja.
+Piece = str | tuple[str, str]  # literal text, or (variable, attribute)
+_DICT_NAMES = frozenset(dir(dict))  # `contact.items` is the method in Jinja, not an item
+_PLAIN_LIMIT = 10_000  # longer outputs go through Jinja, which applies the size budget
+_MISSING = object()
+
+
+def plan_part(source: str, html: bool) -> tuple[Piece, ...] | None:
+    """The pieces of a simple part, or None when it needs Jinja."""
+    try:
+        ast = (HTML_ENV if html else TEXT_ENV).parse(source)
+    except TemplateError:
+        return None
+    pieces: list[Piece] = []
+    for node in ast.body:
+        if not isinstance(node, jnodes.Output):
+            return None
+        for item in node.nodes:
+            if isinstance(item, jnodes.TemplateData):
+                pieces.append(item.data)
+            elif (
+                isinstance(item, jnodes.Getattr)
+                and isinstance(item.node, jnodes.Name)
+                and item.node.ctx == "load"
+                and not private_name(item.attr)
+                and item.attr not in _DICT_NAMES
+            ):
+                pieces.append((item.node.name, item.attr))
+            else:
+                return None
+    return tuple(pieces)
+
+
+def _render_plain(
+    plans: Mapping[str, tuple[Piece, ...]], html: frozenset[str], context: Mapping[str, Any]
+) -> dict[str, str] | None:
+    """Every part rendered from its pieces; None as soon as one value needs Jinja."""
+    out = {}
+    for part, pieces in plans.items():
+        chunks = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                chunks.append(piece)
+                continue
+            holder = context.get(piece[0], _MISSING)
+            if type(holder) is not dict:
+                return None
+            value = holder.get(piece[1], _MISSING)
+            if value is _MISSING:
+                continue  # undefined: Jinja prints nothing
+            if value is not None and type(value) not in (str, int, float, bool):
+                return None
+            text = str(value)
+            if len(text) > _PLAIN_LIMIT:
+                return None
+            chunks.append(str(escape(text)) if part in html else text)
+        rendered = "".join(chunks)
+        if len(rendered) > _PLAIN_LIMIT:
+            return None
+        out[part] = rendered
+    return out
+
+
+@dataclass(frozen=True)
+class PlannedTemplate(CompiledTemplate):
+    """A compiled template that renders its simple parts without Jinja (same text)."""
+
+    plans: Mapping[str, tuple[Piece, ...]] | None = None  # None: some part needs Jinja
+    html: frozenset[str] = frozenset()
+
+    def render(self, context: Mapping[str, Any]) -> dict[str, str]:
+        if self.plans is not None:
+            out = _render_plain(self.plans, self.html, context)
+            if out is not None:
+                return out
+        return super().render(context)
+
+
+def compile_planned(name: str, parts: Mapping[str, str]) -> CompiledTemplate:
+    """`compile_template`, with the plain pieces of each part when every part is simple."""
+    compiled = compile_template(name, parts)
+    plans = {part: plan_part(source, part == "html") for part, source in parts.items()}
+    if any(plan is None for plan in plans.values()):
+        return compiled
+    return PlannedTemplate(
+        compiled.name,
+        compiled.parts,
+        {part: plan for part, plan in plans.items() if plan is not None},
+        frozenset(part for part in parts if part == "html"),
+    )
 
 
 @dataclass
@@ -216,7 +315,7 @@ class _Checker:
         if not compiles:
             return
         try:
-            self.result.templates[name] = compile_template(name, parts)
+            self.result.templates[name] = compile_planned(name, parts)
         except TemplateError as exc:  # check_source parses the same way; kept as a safety net
             self.problem("template.syntax", f"{name}: {exc}", step, where(next(iter(parts))))
 
