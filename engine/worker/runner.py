@@ -157,6 +157,9 @@ class Claimed(NamedTuple):
     attempt: int
 
 
+EVENTS_PER_CHUNK = 1000  # inbox rows read per transaction of the trigger pass
+
+
 def _claim_sql(sqlite: bool, limit: int) -> str:
     """Lease the most overdue active enrollments not leased to anyone (a live lease is left
     alone), with a new attempt number for the fenced writes; SKIP LOCKED on PostgreSQL."""
@@ -243,11 +246,19 @@ class Worker:
         self.batches = 0  # committed by this worker, for its heartbeat
         # Set on SIGTERM: the batch in progress is written, no other batch is claimed.
         self.stopping = threading.Event()
+        self._pass: tuple[datetime, float] | None = None  # the running pass's `now`, started
 
     # ------------------------------------------------------------------ a whole pass
     def run_once(self, now: datetime | None = None, max_batches: int | None = None) -> PassReport:
         """Everything due at `now`: events, schedules, anniversaries, then enrollments."""
         now = now or self.clock.now()
+        self._pass = (now, time.monotonic())
+        try:
+            return self._run_pass(now, max_batches)
+        finally:
+            self._pass = None
+
+    def _run_pass(self, now: datetime, max_batches: int | None) -> PassReport:
         report = PassReport()
         self.segments.watcher.current()  # the segment files, read again if they changed
         with self.engine.connect() as conn:
@@ -262,13 +273,17 @@ class Worker:
                     live,
                     now,
                     timedelta(hours=self.settings.trigger_max_age_hours),
+                    EVENTS_PER_CHUNK,
                     scenario_of=lambda version_id: self.cache.get(conn, version_id),
                     policy=self.policy,
                     segments_read=self.segments.reads,
                 )
             report.merge(counts)
             metrics.events_read(counts.get("events", 0))
-            if not counts.get("events") or counts.get("deferred_events"):
+            # A partial chunk read the inbox as it was: events arriving meanwhile wait for the
+            # next pass (their wake asks for it), so a steady flow cannot keep this pass from
+            # the enrollments, the sends it has just made due among them.
+            if counts.get("events", 0) < EVENTS_PER_CHUNK or counts.get("deferred_events"):
                 break
         self._segments(live, now, report)
         self._schedules(live, now, report)
@@ -382,16 +397,26 @@ class Worker:
         """Lease up to batch_size due enrollments to this worker (committed at once)."""
         # Driver level, like the batch's writes (engine.store.bulk): the statement runs for
         # every batch, and SQLAlchemy's per-value result processing cost more than the claim.
-        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        # Due at the pass's `now`, leased from the time the pass has run: a pass longer than a
+        # lease would otherwise hand out leases already over, and another worker would redo
+        # the batch (fenced: nothing twice, but the work done twice).
+        current = self._running_time(now)
+        lease_until = current + timedelta(seconds=self.settings.lease_seconds)
         with self.engine.begin() as conn:
             bulk = self._bulk(conn)
             at, _ = bulk.converters()
             sqlite = bulk.sqlite
             raw = conn.exec_driver_sql(
                 _claim_sql(sqlite, self.settings.batch_size),
-                (self.worker_id, at(lease_until), at(now), at(now)),
+                (self.worker_id, at(lease_until), at(now), at(current)),
             ).fetchall()
         return _claimed(raw, sqlite)
+
+    def _running_time(self, now: datetime) -> datetime:
+        """`now` moved on by the real time the pass started at `now` has run so far."""
+        if self._pass is None or self._pass[0] != now:
+            return now
+        return now + timedelta(seconds=time.monotonic() - self._pass[1])
 
     def _bulk(self, conn: Connection) -> BulkWriter:
         if self._writer is None:

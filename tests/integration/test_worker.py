@@ -7,15 +7,17 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from engine.audience.ingest import record_events, upsert_contacts
+from engine.audience.ingest import clean_event, record_events, upsert_contacts
 from engine.config import load_settings
 from engine.runtime.interpreter import Interpreter
 from engine.store.db import make_engine
@@ -388,3 +390,58 @@ def test_one_broken_enrollment_does_not_hold_back_its_batch(
     engine.dispose()
     assert statuses == {"completed": 19, "failed": 1}
     assert failure.reason == "internal_error" and failure.data == {"error": "ZeroDivisionError"}
+
+
+def test_a_long_pass_leases_from_the_time_it_has_run(engine_url: str) -> None:
+    """A pass that has run past a lease still hands out whole leases: another worker does not
+    claim (and redo) the batch it has just taken."""
+    engine = make_engine(engine_url)
+    _publish(engine, TWO_SENDS)
+    _population(engine, 2)
+    _enroll_all(engine, "two-sends")
+    settings = load_settings(env={}).evolve(lease_seconds=20, batch_size=2)
+    busy, other = (
+        Worker(engine, settings, worker_id="busy"),
+        Worker(engine, settings, worker_id="other"),
+    )
+    busy._pass = (NOW, time.monotonic() - 100)  # its pass at NOW started 100 s ago
+    taken = busy.claim(NOW)
+    assert len(taken) == 2
+    with engine.connect() as conn:
+        until = conn.execute(
+            select(Enrollment.lease_until).where(Enrollment.id == taken[0].id)
+        ).scalar_one()
+    assert until.replace(tzinfo=UTC) >= NOW + timedelta(seconds=119)
+    # Another worker's pass 30 s later: busy's lease, taken 100 s into its pass, still holds.
+    assert other.claim(NOW + timedelta(seconds=30)) == []
+    engine.dispose()
+
+
+def test_a_steady_flow_of_events_does_not_keep_a_pass_from_its_enrollments(
+    engine_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk of the trigger pass finds the events posted while the previous one ran: the
+    pass moves on to the due enrollments after a partial chunk instead of draining the inbox."""
+    from engine.worker import runner
+
+    engine = make_engine(engine_url)
+    _publish(engine, TWO_SENDS)
+    _population(engine, 3)
+    _enroll_all(engine, "two-sends")
+    real = runner.process_events
+    chunks: list[int] = []
+
+    def flowing(conn: Any, *args: Any, **kwargs: Any) -> dict[str, int]:
+        counts = real(conn, *args, **kwargs)
+        chunks.append(counts.get("events", 0))
+        if len(chunks) < 50:  # one more event arrives while each chunk runs
+            record_events(conn, [clean_event({"contact": "c0", "name": "page_viewed"}, NOW)], NOW)
+        return counts
+
+    with engine.begin() as conn:  # the flow has started
+        record_events(conn, [clean_event({"contact": "c1", "name": "page_viewed"}, NOW)], NOW)
+    monkeypatch.setattr(runner, "process_events", flowing)
+    report = Worker(engine, load_settings(env={})).run_once(NOW)
+    engine.dispose()
+    assert len(chunks) == 1, chunks  # the inbox as it was, then the enrollments
+    assert report.sends == 6  # the three contacts' two sends each, in the same pass
