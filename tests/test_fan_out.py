@@ -180,3 +180,34 @@ def test_a_redone_chunk_enters_nobody_twice(engine_url: str) -> None:
     assert calls[0]["entered"] == 0 and calls[0]["not_entered"] == 8
     assert len(_entered(engine)) == 8
     engine.dispose()
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SKIP LOCKED
+def test_a_worker_that_finds_the_firing_held_helps_with_a_later_chunk(
+    engine_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another worker holds the pending firing (fanning a chunk out), this one is told it
+    is held, not that nothing is pending: it keeps looking, and fans the next chunk out."""
+    from engine.config import load_settings
+    from engine.worker.runner import Worker
+
+    monkeypatch.setattr(triggers, "FANOUT_CHUNK", 2)
+    engine = _setup(engine_url, 5)
+    worker = Worker(engine, load_settings(env={}))
+    with engine.connect() as conn:
+        live = VersionCache().live(conn)
+    with engine.begin() as conn:
+        triggers.fire_schedules(conn, live, NOW)
+    with engine.connect() as other, other.begin():  # another worker, mid-chunk
+        other.execute(select(ScheduleFiring).with_for_update())
+        with engine.begin() as conn:
+            assert triggers.fan_out(conn, live, NOW) == {"fan_out_held": 1}
+        report = worker.run_once(NOW)
+        assert "entered" not in report.triggers and worker._fanout_pending
+        assert report.triggers["fan_out_held"] == 1  # asked once, not a hundred times a pass
+    worker.run_once(NOW)  # the other worker let go: this one fans the rest out
+    assert len(_entered(engine)) == 5
+    with engine.connect() as conn:
+        assert conn.execute(select(ScheduleFiring.status)).scalar_one() == "done"
+    engine.dispose()

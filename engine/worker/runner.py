@@ -56,7 +56,7 @@ from engine.worker.triggers import (
 from engine.worker.versions import VersionCache
 
 logger = logging.getLogger(__name__)
-FANOUT_CHUNKS_PER_PASS = 100  # schedule fan-out per pass: up to 100,000 contacts, then due work
+FANOUT_CHUNKS_PER_PASS = 100  # schedule fan-out per pass: up to 500,000 contacts, then due work
 FIRE_CHUNKS_PER_PASS = 100  # membership changes fired per pass: up to 100,000, then due work
 GateFactory = Callable[[Connection, dict[int, ContactView], datetime], Gate]
 
@@ -364,8 +364,8 @@ class Worker:
             with self.engine.begin() as conn:
                 counts = fan_out(conn, live, now)
             report.merge(counts)
-            if not counts:
-                self._fanout_pending = False
+            if not counts or counts.get("fan_out_held"):
+                self._fanout_pending = bool(counts)  # held: this worker tries again next pass
                 break
 
     def _anniversaries(

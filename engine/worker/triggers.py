@@ -263,7 +263,8 @@ def fire_schedules(conn: Connection, live: Live, now: datetime) -> dict[str, int
 
 
 def fan_out(conn: Connection, live: Live, now: datetime) -> dict[str, int]:
-    """Enroll the next chunk of contacts of the oldest pending firing; {} when none is pending.
+    """Enroll the next chunk of contacts of the oldest pending firing; {} when none is pending,
+    ``{"fan_out_held": 1}`` when the pending one is another worker's for the moment.
 
     Each chunk commits with the firing's cursor, so a crash mid fan-out resumes where it stopped
     (and the entry key makes a repeated chunk harmless). Only one worker fans a firing out at once.
@@ -283,7 +284,15 @@ def fan_out(conn: Connection, live: Live, now: datetime) -> dict[str, int]:
         )
     ).first()
     if firing is None:
-        return {}
+        # Skipped because another worker holds it (it is fanning a chunk out): still pending,
+        # so this worker takes a later chunk rather than leave the rest to that one alone.
+        held = (
+            conn.dialect.name == "postgresql"
+            and conn.execute(
+                select(ScheduleFiring.id).where(ScheduleFiring.status == "pending").limit(1)
+            ).first()
+        )
+        return {"fan_out_held": 1} if held else {}
     by_version: dict[int, Scenario] = dict(live)
     target = by_version.get(firing.version_id) if firing.version_id else None
     if target is None or firing.version_id is None:  # paused or replaced since: firing is over
