@@ -31,6 +31,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from marshmallow import validate
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -412,7 +413,24 @@ def _user_exists(engine: Engine, username: str) -> bool:
         return db.scalar(select(User.id).where(User.username == username)) is not None
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """The signed session cookie, refreshed (its 12 hours start again) only by the pages a
+    person opens. A stylesheet, an icon or a poll that the browser sent with the previous
+    cookie, answered after a page that changed the session (`?lang=fr`, a sign-in), would
+    otherwise write the previous session back."""
+
+    def should_set_cookie(self, app: Flask, session: Any) -> bool:
+        if session.modified:
+            return True
+        if request.endpoint is None or request.endpoint.rsplit(".", 1)[-1] == "static":
+            return False
+        if request.headers.get("Sec-Fetch-Dest", "document") != "document":
+            return False  # fetched by a page's script, not opened
+        return bool(super().should_set_cookie(app, session))
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = _SessionInterface()
     # Flask's defaults hold these keys already (SameSite None, 31 days): set, not setdefault.
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"

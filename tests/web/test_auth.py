@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -125,3 +126,22 @@ def test_users_command_creates_accounts(tmp_path, monkeypatch) -> None:  # type:
     assert again.exit_code == 2 and "already exists" in again.output
     listed = runner.invoke(cli, ["users", "list"])
     assert listed.output.splitlines() == ["anne\tviewer", "bob\tmarketer"]
+
+
+def test_only_a_page_opened_or_a_change_writes_the_session_cookie(login: Any) -> None:
+    """A stylesheet or a poll sent with the previous cookie and answered after a page that
+    changed the session (the language, here) must not write the previous session back."""
+    browser = login("viewer")
+
+    def cookie_set(path: str, **headers: str) -> bool:
+        response = browser.get(path, headers=headers)
+        response.close()  # a static file is streamed from disk
+        assert response.status_code in (200, 304), (path, response.status_code)
+        return any("session=" in c for c in response.headers.getlist("Set-Cookie"))
+
+    assert cookie_set("/scenarios")  # a page opened: the 12 hours start again
+    assert not cookie_set("/static/app.css")
+    assert not cookie_set("/scenarios", **{"Sec-Fetch-Dest": "empty"})  # a script's fetch
+    assert cookie_set("/scenarios?lang=fr", **{"Sec-Fetch-Dest": "empty"})  # a change
+    with browser.session_transaction() as session:
+        assert session["lang"] == "fr"
